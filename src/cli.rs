@@ -1,0 +1,1 @@
+//! Command-line definitions of the three daemons (clap), shared by the binaries and man pages.

@@ -1,0 +1,1 @@
+//! Daemon configuration: typed settings loaded from TOML files and overridden by flags.

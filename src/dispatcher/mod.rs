@@ -1,0 +1,1 @@
+//! Dispatcher: moves queued tasks from Redis to executors (local mode) or workers.

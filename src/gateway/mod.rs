@@ -1,0 +1,1 @@
+//! HTTP gateway: the four API routes, OpenAPI document and health check.
