@@ -1,1 +1,99 @@
-//! Command-line definitions of the three daemons (clap), shared by the binaries and man pages.
+//! Command-line definitions of the daemons (clap), shared by the binaries and the man pages.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{load_file, ConfigError, DispatcherConfig, GatewayConfig, Mode};
+
+/// faas-gateway: the HTTP API of faas.
+#[derive(Debug, Parser)]
+#[command(name = "faas-gateway", version, about = "HTTP API of the faas Function-as-a-Service platform")]
+pub struct GatewayArgs {
+    /// TOML config file (flags given here win over it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8000.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Redis URL of the task store, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl GatewayArgs {
+    /// The config file with these flags applied on top.
+    pub fn into_config(self) -> Result<GatewayConfig, ConfigError> {
+        let mut cfg: GatewayConfig = load_file(self.config.as_deref())?;
+        if let Some(v) = self.listen {
+            cfg.listen = v;
+        }
+        if let Some(v) = self.redis {
+            cfg.redis = v;
+        }
+        if self.verbose > 0 {
+            cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
+        }
+        Ok(cfg)
+    }
+}
+
+/// faas-dispatcher: routes queued tasks to executors or workers.
+#[derive(Debug, Parser)]
+#[command(name = "faas-dispatcher", version, about = "Task dispatcher of the faas Function-as-a-Service platform")]
+pub struct DispatcherArgs {
+    /// Where tasks run: local (own executor pool), pull or push (ZeroMQ workers).
+    #[arg(short = 'm', long, value_enum, value_name = "MODE")]
+    pub mode: Option<Mode>,
+    /// Port the ZeroMQ socket binds in pull and push modes (default 5555).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Executor processes in local mode (default: one per CPU).
+    #[arg(short = 'w', long = "workers", value_name = "NUM_PROCESSES")]
+    pub workers: Option<usize>,
+    /// Redis URL of the task store.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Consumer name of this dispatcher (default: <hostname>-<mode>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// TOML config file (flags given here win over it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl DispatcherArgs {
+    /// The config file with these flags applied on top.
+    pub fn into_config(self) -> Result<DispatcherConfig, ConfigError> {
+        let mut cfg: DispatcherConfig = load_file(self.config.as_deref())?;
+        if let Some(v) = self.mode {
+            cfg.mode = v;
+        }
+        if let Some(v) = self.workers {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "-w".into(),
+                    message: "needs at least 1 process".into(),
+                });
+            }
+            cfg.local.processes = v;
+        }
+        if let Some(v) = self.redis {
+            cfg.redis = v;
+        }
+        if let Some(v) = self.name {
+            cfg.name = v;
+        }
+        let _ = self.port; // used by the pull and push modes
+        if self.verbose > 0 {
+            cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
+        }
+        Ok(cfg)
+    }
+}

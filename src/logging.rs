@@ -1,5 +1,7 @@
 //! Log set-up shared by the daemons: tracing to stderr, level from `-v`, config or `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `default_level` (e.g. "info").
@@ -10,6 +12,7 @@ pub fn init(default_level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

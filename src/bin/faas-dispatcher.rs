@@ -1,6 +1,38 @@
-//! faas-dispatcher: thin shim over the faas library.
+//! faas-dispatcher: thin shim over `faas::dispatcher`.
 
-fn main() {
-    eprintln!("faas-dispatcher: not yet implemented");
-    std::process::exit(64);
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use faas::cli::DispatcherArgs;
+
+fn main() -> ExitCode {
+    let args = DispatcherArgs::parse();
+    let cfg = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faas-dispatcher: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    faas::logging::init(&cfg.log_level);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cfg: faas::config::DispatcherConfig) -> anyhow::Result<()> {
+    let (trigger, shutdown) = faas::shutdown::channel();
+    faas::shutdown::on_signals(trigger).context("installing signal handlers")?;
+    let mode = cfg.mode.as_str();
+    faas::dispatcher::run(cfg, shutdown)
+        .await
+        .with_context(|| format!("dispatcher ({mode} mode)"))?;
+    tracing::info!("dispatcher stopped");
+    Ok(())
 }

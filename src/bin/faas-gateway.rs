@@ -1,6 +1,49 @@
-//! faas-gateway: thin shim over the faas library.
+//! faas-gateway: thin shim over `faas::gateway`.
 
-fn main() {
-    eprintln!("faas-gateway: not yet implemented");
-    std::process::exit(64);
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use faas::cli::GatewayArgs;
+
+fn main() -> ExitCode {
+    let args = GatewayArgs::parse();
+    let cfg = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faas-gateway: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    faas::logging::init(&cfg.log_level);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cfg: faas::config::GatewayConfig) -> anyhow::Result<()> {
+    let (trigger, shutdown) = faas::shutdown::channel();
+    faas::shutdown::on_signals(trigger).context("installing signal handlers")?;
+    let store = faas::store::Store::connect(
+        &cfg.redis,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .with_context(|| format!("connecting to Redis at {}", cfg.redis))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, redis = %cfg.redis, "gateway ready");
+    let app = faas::gateway::router(store, cfg.max_body_bytes);
+    faas::gateway::serve(listener, app, shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("gateway stopped");
+    Ok(())
 }

@@ -1,1 +1,66 @@
 //! Dispatcher: moves queued tasks from Redis to executors (local mode) or workers.
+//!
+//! Start-up: connect to Redis, take the consumer-name lease, start the executor pool, then
+//! recover (adopt entries of dead dispatchers, re-read our own pending entries) and loop on the
+//! durable queue. See docs/architecture.md.
+
+pub mod core;
+pub mod lease;
+pub mod local;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::{DispatcherConfig, Mode};
+use crate::executor::{ExecutorError, ExecutorPool};
+use crate::shutdown::Shutdown;
+use crate::store::{QueueReader, Store, StoreError};
+
+/// Why a dispatcher stopped with an error.
+#[derive(Debug, Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    #[error("mode {0} is not available yet")]
+    Unsupported(&'static str),
+}
+
+/// Runs a dispatcher with `cfg` until `shutdown` fires.
+pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), DispatchError> {
+    let store = Store::connect(
+        &cfg.redis,
+        Duration::from_secs(cfg.result_ttl_secs),
+        Duration::from_secs(5),
+    )
+    .await?;
+    store.ping().await?;
+    let name = cfg.consumer_name();
+    let lease = lease::acquire(&store, &name).await?;
+    // The lease outlives the drain: released only once nothing of ours is running.
+    let (lease_stop, lease_shutdown) = crate::shutdown::channel();
+    let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
+    let core = Arc::new(core::Core::new(store.clone(), name.clone(), cfg.max_retries));
+    let reader = QueueReader::open(store.client(), &name).await?;
+    let drain = Duration::from_secs_f64(cfg.drain_timeout_secs.max(0.0));
+    let result = match cfg.mode {
+        Mode::Local => {
+            let processes = cfg.local_processes();
+            let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), processes).await?);
+            tracing::info!(name, processes, isolation = ?cfg.executor.isolation, "dispatcher ready (local mode)");
+            let r = local::run(core, pool.clone(), reader, shutdown, drain).await;
+            pool.shutdown().await;
+            r
+        }
+        Mode::Pull => Err(DispatchError::Unsupported("pull")),
+        Mode::Push => Err(DispatchError::Unsupported("push")),
+    };
+    lease_stop.trigger();
+    let _ = keeper.await;
+    result
+}

@@ -1,1 +1,53 @@
 //! HTTP gateway: the four API routes, OpenAPI document and health check.
+//!
+//! [`router`] builds the axum app; [`serve`] runs it on an already bound listener until the
+//! shutdown handle fires (tests bind port 0), draining in-flight requests.
+
+mod error;
+mod extract;
+mod openapi;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tokio::net::TcpListener;
+
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// Shared state of the request handlers.
+pub struct AppState {
+    pub store: Store,
+}
+
+/// The application with all routes; `max_body` bytes per request body (413 beyond).
+pub fn router(store: Store, max_body: usize) -> Router {
+    let state = Arc::new(AppState { store });
+    Router::new()
+        .route("/register_function", post(routes::register_function))
+        .route("/execute_function", post(routes::execute_function))
+        .route("/status/{task_id}", get(routes::status))
+        .route("/result/{task_id}", get(routes::result))
+        .route("/healthz", get(routes::healthz))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(extract::BodyLimit(max_body)))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}

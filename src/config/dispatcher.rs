@@ -1,0 +1,100 @@
+//! Settings of faas-dispatcher (`dispatcher.toml`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::executor::ExecutorConfig;
+
+/// Where the dispatcher runs tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// On its own executor pool.
+    #[default]
+    Local,
+    /// On workers that ask for tasks (ZeroMQ REQ).
+    Pull,
+    /// On workers it pushes tasks to (ZeroMQ DEALER/ROUTER).
+    Push,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Pull => "pull",
+            Mode::Push => "push",
+        }
+    }
+}
+
+/// Local-mode settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Concurrent executor processes; 0 means one per CPU core.
+    pub processes: usize,
+}
+
+/// Everything faas-dispatcher can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherConfig {
+    pub mode: Mode,
+    /// Redis URL of the task store.
+    pub redis: String,
+    /// Consumer name in the queue's consumer group; empty means `<hostname>-<mode>`.
+    /// Two dispatchers sharing one Redis need distinct names.
+    pub name: String,
+    /// Seconds a finished task (and its result) is kept in Redis; 0 keeps it forever.
+    pub result_ttl_secs: u64,
+    /// How often a task whose executor or worker was lost is re-run before it is FAILED.
+    pub max_retries: u32,
+    /// Seconds to let running tasks finish on SIGTERM before they are handed back to the queue.
+    pub drain_timeout_secs: f64,
+    /// Log level when RUST_LOG is unset.
+    pub log_level: String,
+    pub local: LocalConfig,
+    pub executor: ExecutorConfig,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            mode: Mode::Local,
+            redis: super::DEFAULT_REDIS.into(),
+            name: String::new(),
+            result_ttl_secs: 7 * 24 * 3600,
+            max_retries: 0,
+            drain_timeout_secs: 30.0,
+            log_level: "info".into(),
+            local: LocalConfig::default(),
+            executor: ExecutorConfig::default(),
+        }
+    }
+}
+
+impl DispatcherConfig {
+    /// The consumer name actually used.
+    pub fn consumer_name(&self) -> String {
+        if self.name.is_empty() {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}-{}", self.mode.as_str())
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// Local-mode process count with 0 resolved to the number of CPUs.
+    pub fn local_processes(&self) -> usize {
+        if self.local.processes > 0 {
+            self.local.processes
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}

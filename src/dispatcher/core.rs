@@ -1,0 +1,260 @@
+//! Mode-independent task handling: claim a queued task, record its outcome, handle lost tasks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::executor::{Outcome, TaskSpec};
+use crate::pickle::{platform_exception, PlatformError};
+use crate::store::{Claim, Finish, QueueEntry, Store, StoreError, TaskStatus};
+
+/// Function payloads kept in memory (functions are immutable once registered).
+const FN_CACHE_MAX: usize = 4096;
+
+/// A task this dispatcher has moved to RUNNING and must report on.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub task_id: Uuid,
+    pub attempt: u32,
+    pub entry_id: String,
+    pub spec: TaskSpec,
+}
+
+/// Counters for status lines and logs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+}
+
+/// Shared state of a dispatcher, whatever its mode.
+pub struct Core {
+    pub store: Store,
+    /// Name recorded as the task's `worker` for local runs and used as the queue consumer.
+    pub name: String,
+    pub max_retries: u32,
+    pub counters: Counters,
+    fn_cache: Mutex<HashMap<Uuid, Bytes>>,
+}
+
+impl Core {
+    pub fn new(store: Store, name: String, max_retries: u32) -> Self {
+        Core {
+            store,
+            name,
+            max_retries,
+            counters: Counters::default(),
+            fn_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Turns a delivered queue entry into a RUNNING task, or settles it when there is nothing
+    /// to run. `recovered` marks entries delivered before (to a previous incarnation or to a
+    /// dispatcher that died): a RUNNING task among them was lost with that dispatcher.
+    pub async fn prepare(
+        &self,
+        entry: &QueueEntry,
+        worker: &str,
+        recovered: bool,
+    ) -> Result<Option<Running>, StoreError> {
+        let Some(task_id) = entry.task_id else {
+            tracing::warn!(entry = %entry.entry_id, "queue entry without a task id; dropped");
+            self.store.ack(&entry.entry_id).await?;
+            return Ok(None);
+        };
+        match self.store.claim(&task_id, worker).await? {
+            Claim::Running {
+                attempt,
+                function_id,
+                args,
+            } => {
+                let Some(fn_payload) = self.function(&function_id).await? else {
+                    self.fail(
+                        task_id,
+                        TaskStatus::Running,
+                        Some(attempt),
+                        &entry.entry_id,
+                        PlatformError::InvalidTask,
+                        &format!("function {function_id} no longer exists"),
+                    )
+                    .await?;
+                    return Ok(None);
+                };
+                self.counters.started.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(task_id = %task_id, function_id = %function_id, attempt, worker, "task RUNNING");
+                Ok(Some(Running {
+                    task_id,
+                    attempt,
+                    entry_id: entry.entry_id.clone(),
+                    spec: TaskSpec {
+                        task_id: task_id.to_string(),
+                        function_id: function_id.to_string(),
+                        fn_payload,
+                        args_payload: args,
+                        timeout: None,
+                    },
+                }))
+            }
+            Claim::NotQueued(TaskStatus::Running) if recovered => {
+                let attempt = self.current_attempt(&task_id).await?;
+                self.lost(
+                    task_id,
+                    attempt,
+                    &entry.entry_id,
+                    &format!("dispatcher {} stopped while the task was running", self.name),
+                )
+                .await?;
+                Ok(None)
+            }
+            Claim::NotQueued(status) => {
+                tracing::debug!(task_id = %task_id, %status, "queue entry for a task that is not queued; acknowledged");
+                self.store.ack(&entry.entry_id).await?;
+                Ok(None)
+            }
+            Claim::Missing => {
+                tracing::warn!(task_id = %task_id, "queued task has no record (expired?); dropped");
+                self.store.ack(&entry.entry_id).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn current_attempt(&self, task_id: &Uuid) -> Result<Option<u32>, StoreError> {
+        use redis::AsyncCommands;
+        let mut c = self.store.conn();
+        let a: Option<u32> = c
+            .hget(crate::store::keys::task(task_id), "attempts")
+            .await?;
+        Ok(a)
+    }
+
+    /// The function's pickle, from memory or Redis.
+    async fn function(&self, id: &Uuid) -> Result<Option<Bytes>, StoreError> {
+        if let Some(b) = self.cache().get(id) {
+            return Ok(Some(b.clone()));
+        }
+        let got = self.store.function_payload(id).await?;
+        if let Some(b) = &got {
+            let mut cache = self.cache();
+            if cache.len() >= FN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(*id, b.clone());
+        }
+        Ok(got)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Bytes>> {
+        // A poisoned cache only means a panic elsewhere; the map itself is still consistent.
+        self.fn_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the outcome of a run. Returns false when the report was stale (task already
+    /// terminal or owned by a later attempt) and was ignored.
+    pub async fn complete(&self, run: &Running, outcome: &Outcome) -> Result<bool, StoreError> {
+        let (status, result, error) = match outcome {
+            Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
+            Outcome::Failed { result, cause } => {
+                (TaskStatus::Failed, result.as_slice(), cause.as_str())
+            }
+        };
+        let applied = self
+            .store
+            .finish(&Finish {
+                task_id: run.task_id,
+                from: TaskStatus::Running,
+                attempt: Some(run.attempt),
+                status,
+                result,
+                error,
+                entry_id: Some(&run.entry_id),
+            })
+            .await?;
+        if applied {
+            let counter = if status == TaskStatus::Completed {
+                &self.counters.completed
+            } else {
+                &self.counters.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if error.is_empty() {
+                tracing::info!(task_id = %run.task_id, attempt = run.attempt, "task COMPLETED");
+            } else {
+                tracing::info!(task_id = %run.task_id, attempt = run.attempt, cause = error, "task FAILED");
+            }
+        } else {
+            tracing::warn!(task_id = %run.task_id, attempt = run.attempt, "stale result ignored: task already settled");
+        }
+        Ok(applied)
+    }
+
+    /// A RUNNING task whose executor or worker was lost: re-queue it while retries remain,
+    /// otherwise FAILED with `WorkerFailure`.
+    pub async fn lost(
+        &self,
+        task_id: Uuid,
+        attempt: Option<u32>,
+        entry_id: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let attempts = attempt.unwrap_or(1);
+        if let Some(a) = attempt {
+            if a <= self.max_retries
+                && self
+                    .store
+                    .requeue(&task_id, a, reason, Some(entry_id))
+                    .await?
+            {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(task_id = %task_id, attempt = a, reason, "task lost; re-queued");
+                return Ok(());
+            }
+        }
+        let detail = format!("{reason} (attempt {attempts})");
+        self.fail(
+            task_id,
+            TaskStatus::Running,
+            attempt,
+            entry_id,
+            PlatformError::WorkerFailure,
+            &detail,
+        )
+        .await
+    }
+
+    /// Settles a task as FAILED with a platform exception.
+    pub async fn fail(
+        &self,
+        task_id: Uuid,
+        from: TaskStatus,
+        attempt: Option<u32>,
+        entry_id: &str,
+        kind: PlatformError,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let result = platform_exception(kind, detail);
+        let cause = kind.message(detail);
+        let applied = self
+            .store
+            .finish(&Finish {
+                task_id,
+                from,
+                attempt,
+                status: TaskStatus::Failed,
+                result: &result,
+                error: &cause,
+                entry_id: Some(entry_id),
+            })
+            .await?;
+        if applied {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(task_id = %task_id, cause, "task FAILED");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! API errors rendered as FastAPI-compatible JSON bodies (`{"detail": ...}`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::store::StoreError;
+
+/// Every way a request can fail, each with its HTTP status.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is well-formed JSON of the right shape, but its payload is unusable.
+    BadPayload(String),
+    /// 404: unknown function or task id.
+    NotFound(&'static str),
+    /// 413: the body exceeds the configured limit.
+    TooLarge(usize),
+    /// 422: schema errors, as a list of FastAPI-style error objects.
+    Validation(Vec<Value>),
+    /// 503: Redis is unreachable or failing.
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// One FastAPI-style validation error object.
+    pub fn field(kind: &str, loc: &[&str], msg: &str, input: Value) -> Value {
+        json!({"type": kind, "loc": loc, "msg": msg, "input": input})
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store request failed");
+        ApiError::Unavailable(format!("task store unavailable: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, detail) = match self {
+            ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, Value::String(m)),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, Value::String(what.into())),
+            ApiError::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::String(format!("request body too large: the limit is {limit} bytes")),
+            ),
+            ApiError::Validation(errors) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Value::Array(errors))
+            }
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, Value::String(m)),
+        };
+        (code, Json(json!({ "detail": detail }))).into_response()
+    }
+}

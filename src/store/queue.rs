@@ -1,0 +1,305 @@
+//! The durable task queue: a Redis Stream read through the `dispatchers` consumer group.
+//!
+//! Each dispatcher is one consumer. An entry stays in the consumer's pending list from delivery
+//! until the task's terminal report acknowledges it, so a dispatcher that dies loses nothing: on
+//! restart it re-reads its own pending entries, and entries of consumers whose lease expired are
+//! claimed by a live dispatcher.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use uuid::Uuid;
+
+use super::{keys, StoreError};
+
+/// One delivered queue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub entry_id: String,
+    /// The task id, or `None` when the entry is malformed or was deleted meanwhile.
+    pub task_id: Option<Uuid>,
+}
+
+/// A consumer of the queue with its own connection (blocking reads must not share one).
+pub struct QueueReader {
+    conn: MultiplexedConnection,
+    consumer: String,
+}
+
+impl QueueReader {
+    /// Opens a dedicated connection and makes sure the consumer group exists.
+    pub async fn open(client: &redis::Client, consumer: &str) -> Result<Self, StoreError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(None);
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        let mut reader = QueueReader {
+            conn,
+            consumer: consumer.to_string(),
+        };
+        reader.ensure_group().await?;
+        Ok(reader)
+    }
+
+    /// The consumer name of this reader.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    async fn ensure_group(&mut self) -> Result<(), StoreError> {
+        // Start at 0 so that tasks queued before any dispatcher ever ran are delivered too.
+        let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(keys::QUEUE)
+            .arg(keys::GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn)
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads up to `count` new entries, waiting at most `block` for the first one.
+    pub async fn read_new(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.read(">", count, Some(block_ms)).await
+    }
+
+    /// Reads up to `count` entries already delivered to this consumer and not yet acknowledged.
+    pub async fn read_pending(&mut self, count: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        self.read("0", count, None).await
+    }
+
+    async fn read(
+        &mut self,
+        id: &str,
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(keys::GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(keys::QUEUE).arg(id);
+        let reply: Value = match cmd.query_async(&mut self.conn).await {
+            Ok(v) => v,
+            // The group vanishes if someone deleted the stream (FLUSHDB): recreate it and retry later.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group().await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        parse_read_reply(reply)
+    }
+
+    /// Moves the pending entries of consumers that no longer hold a lease to this consumer.
+    /// Returns how many entries were claimed; they are then read with [`Self::read_pending`].
+    pub async fn adopt_orphans(&mut self) -> Result<usize, StoreError> {
+        let consumers: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(keys::QUEUE)
+            .arg(keys::GROUP)
+            .query_async(&mut self.conn)
+            .await?;
+        let mut claimed = 0;
+        for (name, pending) in parse_consumers(&consumers) {
+            if name == self.consumer {
+                continue;
+            }
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(keys::dispatcher_lease(&name))
+                .query_async(&mut self.conn)
+                .await?;
+            if alive {
+                continue;
+            }
+            if pending > 0 {
+                let ids = self.pending_ids_of(&name).await?;
+                if !ids.is_empty() {
+                    let got: Value = redis::cmd("XCLAIM")
+                        .arg(keys::QUEUE)
+                        .arg(keys::GROUP)
+                        .arg(&self.consumer)
+                        .arg(0)
+                        .arg(&ids)
+                        .arg("JUSTID")
+                        .query_async(&mut self.conn)
+                        .await?;
+                    let n = match got {
+                        Value::Array(v) => v.len(),
+                        _ => 0,
+                    };
+                    tracing::warn!(from = %name, entries = n, "adopted tasks of a dispatcher whose lease expired");
+                    claimed += n;
+                }
+            }
+            // Only forget a consumer once it has nothing pending left.
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(keys::QUEUE)
+                .arg(keys::GROUP)
+                .arg(&name)
+                .query_async(&mut self.conn)
+                .await
+                .unwrap_or(0);
+        }
+        Ok(claimed)
+    }
+
+    async fn pending_ids_of(&mut self, consumer: &str) -> Result<Vec<String>, StoreError> {
+        let v: Value = redis::cmd("XPENDING")
+            .arg(keys::QUEUE)
+            .arg(keys::GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(10_000)
+            .arg(consumer)
+            .query_async(&mut self.conn)
+            .await?;
+        let Value::Array(rows) = v else {
+            return Ok(Vec::new());
+        };
+        Ok(rows
+            .iter()
+            .filter_map(|row| match row {
+                Value::Array(f) => f.first().and_then(as_string),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Parses `[[stream, [[id, [field, value, ...] | nil], ...]]]` (or nil on timeout).
+fn parse_read_reply(reply: Value) -> Result<Vec<QueueEntry>, StoreError> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(s) => s,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "XREADGROUP reply: {other:?}"
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut pair) = stream else {
+            continue;
+        };
+        let Some(Value::Array(entries)) = pair.pop() else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(parts) = entry else { continue };
+            let Some(entry_id) = parts.first().and_then(as_string) else {
+                continue;
+            };
+            let task_id = match parts.get(1) {
+                Some(Value::Array(fields)) => fields
+                    .chunks(2)
+                    .find(|kv| kv.first().and_then(as_string).as_deref() == Some("task_id"))
+                    .and_then(|kv| kv.get(1).and_then(as_string))
+                    .and_then(|s| Uuid::parse_str(&s).ok()),
+                _ => None,
+            };
+            out.push(QueueEntry { entry_id, task_id });
+        }
+    }
+    Ok(out)
+}
+
+/// Parses XINFO CONSUMERS into (name, pending) pairs.
+fn parse_consumers(v: &Value) -> Vec<(String, i64)> {
+    let Value::Array(rows) = v else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|row| {
+            let Value::Array(kv) = row else { return None };
+            let mut name = None;
+            let mut pending = 0;
+            for pair in kv.chunks(2) {
+                match (pair.first().and_then(as_string).as_deref(), pair.get(1)) {
+                    (Some("name"), Some(v)) => name = as_string(v),
+                    (Some("pending"), Some(Value::Int(n))) => pending = *n,
+                    _ => {}
+                }
+            }
+            name.map(|n| (n, pending))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_entries_and_deleted_ones() {
+        let id = Uuid::new_v4();
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk(keys::QUEUE),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("task_id"), bulk(&id.to_string())]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let got = parse_read_reply(reply).expect("parse");
+        assert_eq!(
+            got,
+            vec![
+                QueueEntry {
+                    entry_id: "1-0".into(),
+                    task_id: Some(id)
+                },
+                QueueEntry {
+                    entry_id: "2-0".into(),
+                    task_id: None
+                }
+            ]
+        );
+        assert!(parse_read_reply(Value::Nil).expect("nil").is_empty());
+    }
+
+    #[test]
+    fn parses_consumers() {
+        let v = Value::Array(vec![Value::Array(vec![
+            bulk("name"),
+            bulk("d1"),
+            bulk("pending"),
+            Value::Int(3),
+        ])]);
+        assert_eq!(parse_consumers(&v), vec![("d1".to_string(), 3)]);
+    }
+}
