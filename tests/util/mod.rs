@@ -1,0 +1,5 @@
+//! Shared helpers of the integration tests: a private redis-server per test, Python pickles.
+#![allow(dead_code)]
+
+pub mod python;
+pub mod redis;
