@@ -8,7 +8,11 @@ use crate::config::{load_file, ConfigError, DispatcherConfig, GatewayConfig, Mod
 
 /// faas-gateway: the HTTP API of faas.
 #[derive(Debug, Parser)]
-#[command(name = "faas-gateway", version, about = "HTTP API of the faas Function-as-a-Service platform")]
+#[command(
+    name = "faas-gateway",
+    version,
+    about = "HTTP API of the faas Function-as-a-Service platform"
+)]
 pub struct GatewayArgs {
     /// TOML config file (flags given here win over it).
     #[arg(long, value_name = "FILE")]
@@ -43,7 +47,11 @@ impl GatewayArgs {
 
 /// faas-dispatcher: routes queued tasks to executors or workers.
 #[derive(Debug, Parser)]
-#[command(name = "faas-dispatcher", version, about = "Task dispatcher of the faas Function-as-a-Service platform")]
+#[command(
+    name = "faas-dispatcher",
+    version,
+    about = "Task dispatcher of the faas Function-as-a-Service platform"
+)]
 pub struct DispatcherArgs {
     /// Where tasks run: local (own executor pool), pull or push (ZeroMQ workers).
     #[arg(short = 'm', long, value_enum, value_name = "MODE")]
@@ -60,6 +68,9 @@ pub struct DispatcherArgs {
     /// Consumer name of this dispatcher (default: <hostname>-<mode>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Python interpreter for executors (needs dill), e.g. /opt/faas/venv/bin/python.
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<String>,
     /// TOML config file (flags given here win over it).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -89,6 +100,9 @@ impl DispatcherArgs {
         }
         if let Some(v) = self.name {
             cfg.name = v;
+        }
+        if let Some(v) = self.python {
+            cfg.executor.python = v;
         }
         let _ = self.port; // used by the pull and push modes
         if self.verbose > 0 {

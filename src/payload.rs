@@ -16,10 +16,7 @@ pub enum PayloadError {
 
 /// Decodes base64 text, ignoring ASCII whitespace (codecs inserts a newline every 76 chars).
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, PayloadError> {
-    let compact: Vec<u8> = text
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
         .decode(&compact)
         .map_err(|e| PayloadError::Base64(e.to_string()))

@@ -35,9 +35,10 @@ struct Api {
 impl Api {
     async fn new(max_body: usize) -> Self {
         let redis = RedisServer::start();
-        let store = faas::store::Store::connect(&redis.url(), Duration::ZERO, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let store =
+            faas::store::Store::connect(&redis.url(), Duration::ZERO, Duration::from_secs(2))
+                .await
+                .expect("connect");
         Api {
             app: faas::gateway::router(store, max_body),
             redis,
@@ -54,12 +55,14 @@ impl Api {
         let resp = self.app.clone().oneshot(req).await.expect("response");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("non-JSON body {bytes:?}"));
+        let v =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("non-JSON body {bytes:?}"));
         (status, v)
     }
 
     async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
-        self.call("POST", uri, Some(body.to_string().into_bytes())).await
+        self.call("POST", uri, Some(body.to_string().into_bytes()))
+            .await
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
@@ -76,46 +79,76 @@ impl Api {
 async fn roundtrip_of_the_four_routes() {
     let api = Api::new(1 << 20).await;
     let (code, v) = api
-        .post("/register_function", json!({"name": "double", "payload": codecs_b64(NONE_PICKLE)}))
+        .post(
+            "/register_function",
+            json!({"name": "double", "payload": codecs_b64(NONE_PICKLE)}),
+        )
         .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     let fid = v["function_id"].as_str().expect("function_id").to_string();
     assert!(uuid::Uuid::parse_str(&fid).is_ok());
 
     let (code, v) = api
-        .post("/execute_function", json!({"function_id": fid, "payload": codecs_b64(NONE_PICKLE)}))
+        .post(
+            "/execute_function",
+            json!({"function_id": fid, "payload": codecs_b64(NONE_PICKLE)}),
+        )
         .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     let tid = v["task_id"].as_str().expect("task_id").to_string();
 
     // Visible the instant execute returns; /result answers while pending.
     let (code, v) = api.get(&format!("/status/{tid}")).await;
-    assert_eq!((code, v), (StatusCode::OK, json!({"task_id": tid, "status": "QUEUED"})));
+    assert_eq!(
+        (code, v),
+        (StatusCode::OK, json!({"task_id": tid, "status": "QUEUED"}))
+    );
     let (code, v) = api.get(&format!("/result/{tid}")).await;
     assert_eq!(
         (code, v),
-        (StatusCode::OK, json!({"task_id": tid, "status": "QUEUED", "result": null}))
+        (
+            StatusCode::OK,
+            json!({"task_id": tid, "status": "QUEUED", "result": null})
+        )
     );
 }
 
 #[tokio::test]
 async fn invalid_payloads_are_400_and_store_nothing() {
     let api = Api::new(1 << 20).await;
-    for payload in ["payload", "", "!!!!", &codecs_b64(b"not a pickle at all"), &codecs_b64(b"\x80\x04N")] {
+    for payload in [
+        "payload",
+        "",
+        "!!!!",
+        &codecs_b64(b"not a pickle at all"),
+        &codecs_b64(b"\x80\x04N"),
+    ] {
         let (code, v) = api
-            .post("/register_function", json!({"name": "x", "payload": payload}))
+            .post(
+                "/register_function",
+                json!({"name": "x", "payload": payload}),
+            )
             .await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "payload {payload:?}: {v}");
-        assert!(v["detail"].as_str().expect("detail").contains("payload"), "{v}");
+        assert!(
+            v["detail"].as_str().expect("detail").contains("payload"),
+            "{v}"
+        );
     }
     assert_eq!(api.count("faas:*"), 0);
 
     let (_, v) = api
-        .post("/register_function", json!({"name": "f", "payload": codecs_b64(NONE_PICKLE)}))
+        .post(
+            "/register_function",
+            json!({"name": "f", "payload": codecs_b64(NONE_PICKLE)}),
+        )
         .await;
     let fid = v["function_id"].as_str().expect("id").to_string();
     let (code, v) = api
-        .post("/execute_function", json!({"function_id": fid, "payload": "bm90IGEgcGlja2xl"}))
+        .post(
+            "/execute_function",
+            json!({"function_id": fid, "payload": "bm90IGEgcGlja2xl"}),
+        )
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(api.count("faas:task:*"), 0);
@@ -127,7 +160,10 @@ async fn unknown_ids_are_404() {
     let api = Api::new(1 << 20).await;
     let unknown = uuid::Uuid::new_v4();
     let (code, v) = api
-        .post("/execute_function", json!({"function_id": unknown, "payload": codecs_b64(NONE_PICKLE)}))
+        .post(
+            "/execute_function",
+            json!({"function_id": unknown, "payload": codecs_b64(NONE_PICKLE)}),
+        )
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(api.count("faas:task:*"), 0);
@@ -146,9 +182,21 @@ async fn schema_errors_are_422_with_fastapi_bodies() {
     let cases = [
         ("/register_function", json!({"name": "x"}), "payload"),
         ("/register_function", json!({"payload": "AAAA"}), "name"),
-        ("/register_function", json!({"name": 3, "payload": "AAAA"}), "name"),
-        ("/execute_function", json!({"function_id": "not-a-uuid", "payload": "AAAA"}), "function_id"),
-        ("/execute_function", json!({"payload": "AAAA"}), "function_id"),
+        (
+            "/register_function",
+            json!({"name": 3, "payload": "AAAA"}),
+            "name",
+        ),
+        (
+            "/execute_function",
+            json!({"function_id": "not-a-uuid", "payload": "AAAA"}),
+            "function_id",
+        ),
+        (
+            "/execute_function",
+            json!({"payload": "AAAA"}),
+            "function_id",
+        ),
     ];
     for (uri, body, field) in cases {
         let (code, v) = api.post(uri, body.clone()).await;
@@ -164,7 +212,9 @@ async fn schema_errors_are_422_with_fastapi_bodies() {
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(v["detail"][0]["type"], "json_invalid");
-    let (code, v) = api.call("POST", "/register_function", Some(b"[1]".to_vec())).await;
+    let (code, v) = api
+        .call("POST", "/register_function", Some(b"[1]".to_vec()))
+        .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     for route in ["status", "result"] {
         let (code, v) = api.get(&format!("/{route}/12345")).await;
@@ -191,7 +241,12 @@ async fn openapi_and_health() {
     let mut api = Api::new(1 << 20).await;
     let (code, v) = api.get("/openapi.json").await;
     assert_eq!(code, StatusCode::OK);
-    for p in ["/register_function", "/execute_function", "/status/{task_id}", "/result/{task_id}"] {
+    for p in [
+        "/register_function",
+        "/execute_function",
+        "/status/{task_id}",
+        "/result/{task_id}",
+    ] {
         assert!(v["paths"][p].is_object(), "{p} documented");
     }
     let (code, v) = api.get("/healthz").await;

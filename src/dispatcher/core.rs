@@ -106,7 +106,10 @@ impl Core {
                     task_id,
                     attempt,
                     &entry.entry_id,
-                    &format!("dispatcher {} stopped while the task was running", self.name),
+                    &format!(
+                        "dispatcher {} stopped while the task was running",
+                        self.name
+                    ),
                 )
                 .await?;
                 Ok(None)

@@ -13,7 +13,9 @@ pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// Why the lease could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    #[error("another dispatcher named {name:?} is running ({holder}); give this one a distinct `name`")]
+    #[error(
+        "another dispatcher named {name:?} is running ({holder}); give this one a distinct `name`"
+    )]
     Taken { name: String, holder: String },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -38,9 +40,7 @@ fn holder_is_dead_here(holder: &str) -> bool {
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
         return false;
     };
-    host == hostname()
-        && pid.parse::<u32>().is_ok()
-        && !Path::new(&format!("/proc/{pid}")).exists()
+    host == hostname() && pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Takes the lease `name`. A lease left by a dead process on this host is taken over at once;

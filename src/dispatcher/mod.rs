@@ -45,7 +45,11 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
     // The lease outlives the drain: released only once nothing of ours is running.
     let (lease_stop, lease_shutdown) = crate::shutdown::channel();
     let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
-    let core = Arc::new(core::Core::new(store.clone(), name.clone(), cfg.max_retries));
+    let core = Arc::new(core::Core::new(
+        store.clone(),
+        name.clone(),
+        cfg.max_retries,
+    ));
     let reader = QueueReader::open(store.client(), &name).await?;
     let drain = Duration::from_secs_f64(cfg.drain_timeout_secs.max(0.0));
     let result = match cfg.mode {

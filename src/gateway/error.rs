@@ -43,7 +43,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, Value::String(what.into())),
             ApiError::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                Value::String(format!("request body too large: the limit is {limit} bytes")),
+                Value::String(format!(
+                    "request body too large: the limit is {limit} bytes"
+                )),
             ),
             ApiError::Validation(errors) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, Value::Array(errors))

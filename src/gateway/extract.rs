@@ -137,5 +137,6 @@ fn uuid_error(loc: &[&str], input: &str, e: &uuid::Error) -> Value {
 
 /// Parses a UUID path parameter, or a 422 naming it.
 pub fn path_uuid(name: &str, raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|e| ApiError::Validation(vec![uuid_error(&["path", name], raw, &e)]))
+    Uuid::parse_str(raw)
+        .map_err(|e| ApiError::Validation(vec![uuid_error(&["path", name], raw, &e)]))
 }

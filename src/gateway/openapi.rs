@@ -23,7 +23,13 @@ fn error_responses(codes: &[(&str, &str)]) -> Value {
     Value::Object(m)
 }
 
-fn op(summary: &str, body: Option<&str>, ok: &str, errors: &[(&str, &str)], path_param: bool) -> Value {
+fn op(
+    summary: &str,
+    body: Option<&str>,
+    ok: &str,
+    errors: &[(&str, &str)],
+    path_param: bool,
+) -> Value {
     let mut responses = error_responses(errors);
     if let Value::Object(m) = &mut responses {
         m.insert(

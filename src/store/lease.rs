@@ -19,7 +19,11 @@ pub enum LeaseState {
 
 /// The lease owner token: `host:pid:boot-nonce`.
 pub fn owner_token(host: &str) -> String {
-    format!("{host}:{}:{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl Store {
@@ -40,7 +44,9 @@ impl Store {
             .await?;
         match v {
             Value::Int(1) => Ok(LeaseState::Held),
-            Value::BulkString(b) => Ok(LeaseState::HeldBy(String::from_utf8_lossy(&b).into_owned())),
+            Value::BulkString(b) => {
+                Ok(LeaseState::HeldBy(String::from_utf8_lossy(&b).into_owned()))
+            }
             other => Err(StoreError::Corrupt(format!("lease reply {other:?}"))),
         }
     }

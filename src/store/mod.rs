@@ -183,13 +183,12 @@ impl Store {
     /// The task's status and result (if any), or `None` for an unknown id.
     pub async fn task_view(&self, id: &Uuid) -> Result<Option<TaskView>, StoreError> {
         let mut c = self.conn.clone();
-        let (status, result): (Option<String>, Option<Vec<u8>>) =
-            redis::cmd("HMGET")
-                .arg(keys::task(id))
-                .arg("status")
-                .arg("result")
-                .query_async(&mut c)
-                .await?;
+        let (status, result): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(keys::task(id))
+            .arg("status")
+            .arg("result")
+            .query_async(&mut c)
+            .await?;
         let Some(status) = status else {
             return Ok(None);
         };

@@ -199,11 +199,7 @@ fn parse_read_reply(reply: Value) -> Result<Vec<QueueEntry>, StoreError> {
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(s) => s,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "XREADGROUP reply: {other:?}"
-            )))
-        }
+        other => return Err(StoreError::Corrupt(format!("XREADGROUP reply: {other:?}"))),
     };
     let mut out = Vec::new();
     for stream in streams {

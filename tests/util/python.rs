@@ -59,7 +59,10 @@ pub fn describe(pickle: &[u8]) -> String {
     let code = "import dill, base64, sys\n\
         o = dill.loads(base64.b64decode(sys.stdin.read()))\n\
         print(f'{type(o).__name__}: {o}' if isinstance(o, BaseException) else repr(o))";
-    run(code, &base64::engine::general_purpose::STANDARD.encode(pickle))
-        .trim_end()
-        .to_string()
+    run(
+        code,
+        &base64::engine::general_purpose::STANDARD.encode(pickle),
+    )
+    .trim_end()
+    .to_string()
 }
