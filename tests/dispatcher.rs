@@ -1,0 +1,239 @@
+//! Local-mode dispatcher tests: real redis-server, real executor processes, in-process dispatcher.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use faas::config::DispatcherConfig;
+use faas::store::{keys, Claim, QueueReader, Store, TaskStatus};
+use redis::Commands;
+use util::python;
+use util::redis::RedisServer;
+use uuid::Uuid;
+
+struct Env {
+    redis: RedisServer,
+    store: Store,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let redis = RedisServer::start();
+        let store = Store::connect(
+            &redis.url(),
+            Duration::from_secs(3600),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("connect");
+        Env { redis, store }
+    }
+
+    fn config(&self, processes: usize) -> DispatcherConfig {
+        let mut cfg = DispatcherConfig::default();
+        cfg.redis = self.redis.url();
+        cfg.name = format!("test-{}", self.redis.port);
+        cfg.local.processes = processes;
+        cfg.drain_timeout_secs = 5.0;
+        cfg.executor.python = python::python().to_string_lossy().into_owned();
+        cfg
+    }
+
+    /// Starts a dispatcher; returns its shutdown trigger and join handle.
+    fn spawn(
+        &self,
+        cfg: DispatcherConfig,
+    ) -> (
+        faas::shutdown::ShutdownTrigger,
+        tokio::task::JoinHandle<Result<(), faas::dispatcher::DispatchError>>,
+    ) {
+        let (trigger, shutdown) = faas::shutdown::channel();
+        (trigger, tokio::spawn(faas::dispatcher::run(cfg, shutdown)))
+    }
+
+    async fn submit(&self, fn_expr: &str, args_expr: &str) -> Uuid {
+        let f = self
+            .store
+            .register_function("f", &python::dill(fn_expr))
+            .await
+            .expect("register");
+        self.store
+            .create_task(&f, &python::dill(args_expr))
+            .await
+            .expect("create")
+            .expect("function exists")
+    }
+
+    async fn wait(&self, t: &Uuid, timeout: Duration) -> (TaskStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.store.task_view(t).await.expect("view").expect("task");
+            if v.status.is_terminal() {
+                let r = v.result.expect("terminal tasks have a result");
+                return (v.status, python::describe(&r));
+            }
+            assert!(Instant::now() < deadline, "task {t} still {:?}", v.status);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_tasks_queued_before_it_started_and_after() {
+    let env = Env::new().await;
+    let early: Vec<Uuid> = futures_join(&env, 3, "lambda x: x * 2").await;
+    let (stop, handle) = env.spawn(env.config(2));
+    for (i, t) in early.iter().enumerate() {
+        assert_eq!(
+            env.wait(t, Duration::from_secs(30)).await,
+            (TaskStatus::Completed, (i * 2).to_string())
+        );
+    }
+    let late = env
+        .submit("lambda a, b=1: a + b", "((40,), {'b': 2})")
+        .await;
+    assert_eq!(
+        env.wait(&late, Duration::from_secs(30)).await,
+        (TaskStatus::Completed, "42".into())
+    );
+    let worker: String = env
+        .redis
+        .conn()
+        .hget(keys::task(&late), "worker")
+        .expect("worker");
+    assert_eq!(worker, format!("test-{}", env.redis.port));
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+    assert_eq!(
+        env.store.queue_len().await.expect("xlen"),
+        0,
+        "all entries acknowledged"
+    );
+}
+
+async fn futures_join(env: &Env, n: usize, f: &str) -> Vec<Uuid> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(env.submit(f, &format!("(({i},), {{}})")).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_tasks_concurrently() {
+    let env = Env::new().await;
+    let (stop, handle) = env.spawn(env.config(4));
+    // Warm-up so executor start-up is not counted.
+    let w = env.submit("lambda: 0", "((), {})").await;
+    env.wait(&w, Duration::from_secs(30)).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        tasks.push(
+            env.submit("lambda: time.sleep(1) or 'slept'", "((), {})")
+                .await,
+        );
+    }
+    for t in &tasks {
+        assert_eq!(
+            env.wait(t, Duration::from_secs(30)).await,
+            (TaskStatus::Completed, "'slept'".into())
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "4 one-second tasks on 4 processes took {took:?}"
+    );
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_crashes_fail_the_task_not_the_dispatcher() {
+    let env = Env::new().await;
+    let (stop, handle) = env.spawn(env.config(2));
+    let crash = env.submit("lambda: os._exit(3)", "((), {})").await;
+    let (status, text) = env.wait(&crash, Duration::from_secs(30)).await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(text.starts_with("ExecutorCrashed"), "{text}");
+    let raised = env.submit("lambda: 1 / 0", "((), {})").await;
+    let (status, text) = env.wait(&raised, Duration::from_secs(30)).await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(text.starts_with("ZeroDivisionError"), "{text}");
+    let ok = env.submit("lambda: 'fine'", "((), {})").await;
+    assert_eq!(
+        env.wait(&ok, Duration::from_secs(30)).await,
+        (TaskStatus::Completed, "'fine'".into())
+    );
+    let error: String = env
+        .redis
+        .conn()
+        .hget(keys::task(&crash), "error")
+        .expect("error");
+    assert!(error.starts_with("ExecutorCrashed"), "{error}");
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
+
+/// Makes `task` look like it was running on a dispatcher named `ghost` that died.
+async fn orphan(env: &Env, task: &Uuid) {
+    let mut ghost = QueueReader::open(env.store.client(), "ghost")
+        .await
+        .expect("reader");
+    let got = ghost
+        .read_new(10, Duration::from_millis(200))
+        .await
+        .expect("read");
+    assert_eq!(
+        got.iter().map(|e| e.task_id).collect::<Vec<_>>(),
+        vec![Some(*task)]
+    );
+    assert!(matches!(
+        env.store.claim(task, "ghost").await.expect("claim"),
+        Claim::Running { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_dead_dispatcher_fail_with_worker_failure() {
+    let env = Env::new().await;
+    let t = env.submit("lambda: 'ran'", "((), {})").await;
+    orphan(&env, &t).await;
+    let (stop, handle) = env.spawn(env.config(1));
+    let (status, text) = env.wait(&t, Duration::from_secs(30)).await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(
+        text.starts_with("WorkerFailure: WorkerFailure:") || text.starts_with("WorkerFailure:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stopped while the task was running"),
+        "{text}"
+    );
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+    assert_eq!(env.store.queue_len().await.expect("xlen"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_dead_dispatcher_are_retried_when_allowed() {
+    let env = Env::new().await;
+    let t = env.submit("lambda: 'ran'", "((), {})").await;
+    orphan(&env, &t).await;
+    let mut cfg = env.config(1);
+    cfg.max_retries = 1;
+    let (stop, handle) = env.spawn(cfg);
+    assert_eq!(
+        env.wait(&t, Duration::from_secs(30)).await,
+        (TaskStatus::Completed, "'ran'".into())
+    );
+    let attempts: u32 = env
+        .redis
+        .conn()
+        .hget(keys::task(&t), "attempts")
+        .expect("attempts");
+    assert_eq!(attempts, 2);
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
