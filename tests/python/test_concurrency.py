@@ -1,0 +1,33 @@
+"""Tasks run concurrently on the executor processes; many clients at once lose nothing."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from faas_client import Client
+
+
+def test_sleep_tasks_overlap(client: Client) -> None:
+    # The session stack has 4 executor processes: 4 one-second sleeps take about one second.
+    fid = client.register(lambda: __import__("time").sleep(1) or __import__("os").getpid())
+    client.wait(client.execute(client.register(lambda: 0)))  # warm
+    start = time.monotonic()
+    tasks = [client.execute(fid) for _ in range(4)]
+    results = [client.wait(t) for t in tasks]
+    took = time.monotonic() - start
+    assert all(s == "COMPLETED" for s, _ in results)
+    assert len({pid for _, pid in results}) == 4, "each ran in its own process"
+    assert took < 2.5, f"4 sleeps on 4 processes took {took:.2f} s"
+
+
+def test_many_concurrent_clients(client: Client, stack) -> None:  # type: ignore[no-untyped-def]
+    fid = client.register(lambda x: x + 1)
+
+    def one(i: int) -> tuple:
+        c = Client(stack.url)
+        return c.wait(c.execute(fid, i), timeout=60)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(200)))
+    assert results == [("COMPLETED", i + 1) for i in range(200)]
