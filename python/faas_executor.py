@@ -34,7 +34,7 @@ import struct
 import sys
 import traceback
 from collections import OrderedDict, deque
-from typing import Any, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 FRAME_HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
@@ -96,24 +96,19 @@ class FrameDecoder:
         return len(self._buf)
 
 
-def recv_exact(sock: socket.socket, n: int) -> Optional[bytes]:
+def read_exact(stream: BinaryIO, n: int) -> Optional[bytes]:
     """Reads exactly ``n`` bytes; ``None`` on EOF before the first byte, FrameError on a short read."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            if got == 0:
-                return None
-            raise FrameError(f"stream ended after {got} of {n} bytes")
-        got += k
-    return bytes(buf)
+    data = stream.read(n)
+    if not data and n > 0:
+        return None
+    if len(data) < n:
+        raise FrameError(f"stream ended after {len(data)} of {n} bytes")
+    return data
 
 
-def recv_frame(sock: socket.socket) -> Optional[bytes]:
-    """Reads one frame; ``None`` on a clean EOF between frames."""
-    head = recv_exact(sock, FRAME_HEADER.size)
+def read_frame(stream: BinaryIO) -> Optional[bytes]:
+    """Reads one frame from a buffered stream; ``None`` on a clean EOF between frames."""
+    head = read_exact(stream, FRAME_HEADER.size)
     if head is None:
         return None
     (length,) = FRAME_HEADER.unpack(head)
@@ -121,22 +116,27 @@ def recv_frame(sock: socket.socket) -> Optional[bytes]:
         raise FrameError(f"frame of {length} bytes exceeds the limit of {MAX_FRAME}")
     if length == 0:
         return b""
-    body = recv_exact(sock, length)
+    body = read_exact(stream, length)
     if body is None:
         raise FrameError("stream ended inside a frame")
     return body
 
 
 def send_frames(sock: socket.socket, *bodies: bytes) -> None:
-    """Writes ``bodies`` as consecutive frames."""
+    """Writes ``bodies`` as consecutive frames: small ones in one call, large ones uncopied."""
+    small: list[bytes] = []
     for body in bodies:
         if len(body) < 65536:
-            sock.sendall(encode_frame(body))
-        else:  # avoid copying large payloads just to prepend four bytes
-            if len(body) > MAX_FRAME:
-                raise FrameError(f"frame of {len(body)} bytes exceeds the limit of {MAX_FRAME}")
-            sock.sendall(FRAME_HEADER.pack(len(body)))
-            sock.sendall(body)
+            small.append(encode_frame(body))
+            continue
+        if len(body) > MAX_FRAME:
+            raise FrameError(f"frame of {len(body)} bytes exceeds the limit of {MAX_FRAME}")
+        small.append(FRAME_HEADER.pack(len(body)))
+        sock.sendall(b"".join(small))
+        small.clear()
+        sock.sendall(body)
+    if small:
+        sock.sendall(b"".join(small))
 
 
 def send_json(sock: socket.socket, msg: Header) -> None:
@@ -317,19 +317,25 @@ def run_task(
 # Process plumbing
 
 
-def set_pdeathsig(sig: int) -> None:
+def load_prctl() -> Callable[..., int]:
+    """Returns libc's ``prctl`` (loaded once in the zygote, so children need not import ctypes)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+
+
+def set_pdeathsig(sig: int, prctl: Optional[Callable[..., int]] = None) -> None:
     """Asks the kernel to send ``sig`` to this process when its parent dies (Linux only)."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+    if (prctl or load_prctl())(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
 
 def set_memory_limit(memory_limit_mb: int) -> None:
     if memory_limit_mb > 0:
-        import resource
+        import resource  # imported by the zygote already when a limit is configured
 
         limit = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -343,12 +349,12 @@ def flush_std_streams() -> None:
             pass
 
 
-def read_task(sock: socket.socket) -> Optional[tuple[Header, bytes, bytes]]:
-    header = recv_frame(sock)
+def read_task(stream: BinaryIO) -> Optional[tuple[Header, bytes, bytes]]:
+    header = read_frame(stream)
     if header is None:
         return None
-    fn_payload = recv_frame(sock)
-    args_payload = recv_frame(sock)
+    fn_payload = read_frame(stream)
+    args_payload = read_frame(stream)
     if fn_payload is None or args_payload is None:
         raise FrameError("stream ended inside a task message")
     return json.loads(header), fn_payload, args_payload
@@ -398,6 +404,10 @@ class Zygote:
         self.decoder = FrameDecoder()
         self.fds: deque[int] = deque()
         self.pid = os.getpid()
+        self.prctl = load_prctl()
+        if int(opts.get("memory_limit_mb", 0)) > 0:
+            import resource  # noqa: F401 - warm the import for the children
+
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -466,13 +476,13 @@ class Zygote:
                 os.close(fd)
             self.ctrl.close()
             os.setpgid(0, 0)
-            set_pdeathsig(signal.SIGKILL)
+            set_pdeathsig(signal.SIGKILL, self.prctl)
             if os.getppid() != self.pid:
                 os._exit(EXIT_PROTOCOL)
             memory_limit_mb = int(self.opts.get("memory_limit_mb", 0))
             set_memory_limit(memory_limit_mb)
             sock = socket.socket(fileno=task_fd)
-            task = read_task(sock)
+            task = read_task(sock.makefile("rb"))
             if task is None:
                 code = EXIT_PROTOCOL
             else:
@@ -526,8 +536,9 @@ def serve_reuse(ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes]
     cache = FunctionCache(int(opts.get("function_cache_size", 256)))
     memory_limit_mb = int(opts.get("memory_limit_mb", 0))
     send_json(ctrl, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    stream = ctrl.makefile("rb")
     while True:
-        task = read_task(ctrl)
+        task = read_task(stream)
         if task is None:
             return
         header, fn_payload, args_payload = task

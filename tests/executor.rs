@@ -621,3 +621,29 @@ async fn per_task_overhead() {
         pool.shutdown().await;
     }
 }
+
+/// utime + stime of `pid` in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pool_uses_no_cpu() {
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let pool = pool(isolation, 2).await;
+        assert_next_task_ok(&pool).await;
+        let pids = pool.stats().await.pids;
+        let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+        assert_eq!(before, after, "{isolation:?}: idle executors consumed CPU");
+        pool.shutdown().await;
+    }
+}

@@ -4,7 +4,9 @@
 //! Per task: create a socketpair, send `run{seq}` with one end attached (SCM_RIGHTS) on the
 //! control socket, write the task on the other end and read the result from it. The zygote
 //! reports `started{seq,pid}` and, after reaping, `exited{seq,status}`; a reader task routes
-//! those events to the waiting task. The zygote is reaped by the reader task when it goes away.
+//! those events to the waiting task. A task is done as soon as its complete result has been read
+//! (the child then only exits; its `exited` event is dropped), or else when the child was reaped.
+//! The zygote is reaped by the reader task when it goes away.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
@@ -214,7 +216,13 @@ impl ForkBackend {
             tokio::select! {
                 result = &mut io, if !have_result => {
                     have_result = true;
+                    let complete = matches!(result, Ok(Some(_)));
                     end.result = result;
+                    if complete {
+                        // The child only has `_exit(0)` left to do; the zygote reaps it (and
+                        // kills its process group) without us waiting for that.
+                        return end;
+                    }
                 }
                 event = events.recv() => match event {
                     Some(ChildEvent::Started(p)) => {
