@@ -488,7 +488,10 @@ async fn shutdown_kills_everything_and_leaves_no_zombies() {
         let started = Instant::now();
         pool.shutdown().await;
         assert!(started.elapsed() < Duration::from_secs(5));
-        platform_failure(running.await.unwrap(), "");
+        platform_failure(
+            running.await.unwrap(),
+            "WorkerFailure: the executor pool was shut down",
+        );
         for pid in executors.iter().copied().chain([task_pid]) {
             wait_until(&format!("pid {pid} is reaped"), || gone(pid)).await;
         }

@@ -50,6 +50,8 @@ pub struct TaskEnd {
     pub timed_out: Option<Duration>,
     /// Why the process's fate is unknown (its zygote died), if it is.
     pub lost: Option<String>,
+    /// The pool was shut down while the task ran (it was killed on purpose).
+    pub pool_closed: bool,
     /// "task process" (fork mode) or "executor process" (reuse mode), for messages.
     pub what: &'static str,
     /// The memory limit in MiB (0 = none), mentioned when a crash may have been caused by it.
@@ -64,6 +66,12 @@ impl TaskEnd {
             Ok(None) => None,
             Err(e) => Some(e.to_string()),
         };
+        if self.pool_closed {
+            return platform(
+                PlatformError::WorkerFailure,
+                "the executor pool was shut down while the task was running",
+            );
+        }
         if let Some(limit) = self.timed_out {
             return platform(
                 PlatformError::TaskTimeout,
@@ -152,6 +160,7 @@ mod tests {
             exit,
             timed_out: None,
             lost: None,
+            pool_closed: false,
             what: "task process",
             memory_limit_mb: 0,
         }

@@ -112,6 +112,7 @@ impl ReuseBackend {
             exit: None,
             timed_out: None,
             lost: None,
+            pool_closed: false,
             what: "executor process",
             memory_limit_mb: self.cfg.memory_limit_mb,
         };
@@ -127,10 +128,7 @@ impl ReuseBackend {
             }
         }
         end.exit = process::kill_and_reap(&mut exe.child, exe.pid).await;
-        if self.discard(exe.pid) {
-            end.lost = Some("the executor pool was shut down".into());
-            end.exit = None;
-        }
+        end.pool_closed = self.discard(exe.pid);
         end.outcome()
     }
 

@@ -61,6 +61,14 @@ struct Zygote {
     reader: StdMutex<Option<JoinHandle<()>>>,
 }
 
+/// A task handed to the zygote: its events and our end of its task socket.
+struct Submitted {
+    zygote_pid: u32,
+    seq: u64,
+    events: mpsc::UnboundedReceiver<ChildEvent>,
+    stream: UnixStream,
+}
+
 /// The fork-mode backend of the pool.
 pub struct ForkBackend {
     cfg: Arc<ExecutorConfig>,
@@ -101,7 +109,7 @@ impl ForkBackend {
     /// Runs one task in a freshly forked child.
     pub async fn run(&self, task: &TaskSpec, timeout: Option<Duration>) -> Outcome {
         let mut attempts = 0;
-        let (zygote, seq, events, ours) = loop {
+        let submitted = loop {
             attempts += 1;
             match self.submit().await {
                 Ok(submitted) => break submitted,
@@ -114,10 +122,10 @@ impl ForkBackend {
                 }
             }
         };
-        tracing::debug!(task_id = %task.task_id, seq, zygote = zygote.pid, "task submitted");
-        let end = self.supervise(task, timeout, events, ours).await;
-        drop(zygote);
-        end.outcome()
+        tracing::debug!(task_id = %task.task_id, seq = submitted.seq, zygote = submitted.zygote_pid, "task submitted");
+        self.supervise(task, timeout, submitted.events, submitted.stream)
+            .await
+            .outcome()
     }
 
     /// Closes the control socket (the zygote kills its children and exits) and reaps the zygote.
@@ -154,17 +162,7 @@ impl ForkBackend {
         Ok(z)
     }
 
-    async fn submit(
-        &self,
-    ) -> Result<
-        (
-            Arc<Zygote>,
-            u64,
-            mpsc::UnboundedReceiver<ChildEvent>,
-            UnixStream,
-        ),
-        ExecutorError,
-    > {
+    async fn submit(&self) -> Result<Submitted, ExecutorError> {
         let zygote = self.current().await?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (ours, theirs) = StdUnixStream::pair().map_err(io_err)?;
@@ -176,7 +174,12 @@ impl ForkBackend {
         drop(theirs);
         ours.set_nonblocking(true).map_err(io_err)?;
         let ours = UnixStream::from_std(ours).map_err(io_err)?;
-        Ok((zygote, seq, events, ours))
+        Ok(Submitted {
+            zygote_pid: zygote.pid,
+            seq,
+            events,
+            stream: ours,
+        })
     }
 
     /// Feeds the task to the child, collects its result and exit status, enforces the timeout.
@@ -192,6 +195,7 @@ impl ForkBackend {
             exit: None,
             timed_out: None,
             lost: None,
+            pool_closed: false,
             what: "task process",
             memory_limit_mb: self.cfg.memory_limit_mb,
         };
@@ -240,11 +244,11 @@ impl ForkBackend {
                         return end;
                     }
                     Some(ChildEvent::Lost(why)) => {
-                        end.lost = Some(self.lost_reason(why));
+                        end.lost = Some(why);
                         break;
                     }
                     None => {
-                        end.lost = Some(self.lost_reason("zygote connection closed".into()));
+                        end.lost = Some("zygote connection closed".into());
                         break;
                     }
                 },
@@ -257,6 +261,7 @@ impl ForkBackend {
                 }
             }
         }
+        end.pool_closed = self.is_closed();
         if !have_result {
             match tokio::time::timeout(RESULT_GRACE, &mut io).await {
                 Ok(result) => end.result = result,
@@ -269,14 +274,6 @@ impl ForkBackend {
             tracing::info!(task_id = %task.task_id, exit = %describe_exit(status), "task process ended without a result");
         }
         end
-    }
-
-    fn lost_reason(&self, why: String) -> String {
-        if self.is_closed() {
-            "the executor pool was shut down".into()
-        } else {
-            why
-        }
     }
 }
 
