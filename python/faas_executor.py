@@ -321,7 +321,8 @@ def load_prctl() -> Callable[..., int]:
     """Returns libc's ``prctl`` (loaded once in the zygote, so children need not import ctypes)."""
     import ctypes
 
-    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
 
 
 def set_pdeathsig(sig: int, prctl: Optional[Callable[..., int]] = None) -> None:
@@ -421,11 +422,11 @@ class Zygote:
         send_json(self.ctrl, {"op": "ready", "pid": self.pid, "python": sys.version.split()[0]})
         gc.freeze()
         while True:
-            readable, _, _ = select.select([self.ctrl, self.wake_r], [], [])
+            readable, _, _ = select.select([self.ctrl.fileno(), self.wake_r], [], [])
             if self.wake_r in readable:
                 self._drain_wakeup()
                 self.reap()
-            if self.ctrl in readable:
+            if self.ctrl.fileno() in readable:
                 data, fds, _flags, _addr = socket.recv_fds(self.ctrl, 65536, 16)
                 self.fds.extend(fds)
                 if not data:

@@ -22,7 +22,8 @@ SCRIPT = Path(__file__).with_name("faas_executor.py")
 
 
 def args_payload(*args: Any, **kwargs: Any) -> bytes:
-    return dill.dumps((args, kwargs))
+    payload: bytes = dill.dumps((args, kwargs))
+    return payload
 
 
 def run(fn: Any, *args: Any, memory_limit_mb: int = 0, cache: fe.FunctionCache | None = None, **kwargs: Any) -> fe.Result:

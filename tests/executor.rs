@@ -650,3 +650,28 @@ async fn idle_pool_uses_no_cpu() {
         pool.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_run_in_the_configured_workdir() {
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().canonicalize().unwrap();
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let cfg = ExecutorConfig {
+            workdir: Some(workdir.clone()),
+            ..config(isolation)
+        };
+        let pool = ExecutorPool::start(cfg, 1).await.unwrap();
+        let r = completed(
+            pool.run(task(
+                "import os\ndef f():\n    return os.getcwd()",
+                "((), {})",
+            ))
+            .await,
+        );
+        assert_eq!(
+            python::eval(&r, "v"),
+            format!("{:?}", workdir.display().to_string()).replace('"', "'")
+        );
+        pool.shutdown().await;
+    }
+}

@@ -1,11 +1,12 @@
-//! Forwards an executor's stdout/stderr (users' `print()` output) to tracing, line by line.
+//! Forwards an executor's stdout/stderr (users' `print()` output) to tracing, line by line:
+//! stdout at debug level, stderr (warnings, tracebacks of the executor itself) at info.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Lines longer than this are split.
 const MAX_LINE: usize = 8 * 1024;
 
-/// Spawns a task that logs each line read from `stream` at debug level until end of stream.
+/// Spawns a task that logs each line read from `stream` until end of stream.
 pub fn forward<R: AsyncRead + Unpin + Send + 'static>(stream: R, pid: u32, name: &'static str) {
     tokio::spawn(async move {
         let mut stream = stream;
@@ -33,5 +34,10 @@ pub fn forward<R: AsyncRead + Unpin + Send + 'static>(stream: R, pid: u32, name:
 }
 
 fn emit(pid: u32, stream: &str, line: &[u8]) {
-    tracing::debug!(target: "faas::executor::output", pid, stream, "{}", String::from_utf8_lossy(line));
+    let text = String::from_utf8_lossy(line);
+    if stream == "stderr" {
+        tracing::info!(target: "faas::executor::output", pid, stream, "{text}");
+    } else {
+        tracing::debug!(target: "faas::executor::output", pid, stream, "{text}");
+    }
 }
