@@ -295,7 +295,7 @@ def run_task(
         except BaseException as e:  # noqa: BLE001 - user code may raise anything, even SystemExit
             return package_exception(e, dumps, loads, skip_frames=1)
         try:
-            return {"status": "ok"}, dumps(value)
+            payload = dumps(value)
         except MemoryError:
             raise
         except BaseException as e:  # noqa: BLE001
@@ -303,6 +303,11 @@ def run_task(
                 "SerializationError",
                 f"cannot pickle the return value of type {type(value).__name__}: {one_line(describe_exception(e))}",
             ) from None
+        if len(payload) > MAX_FRAME:
+            raise TaskFailure(
+                "SerializationError", f"the pickled return value has {len(payload)} bytes, more than the limit of {MAX_FRAME}"
+            )
+        return {"status": "ok"}, payload
     except TaskFailure as f:
         return platform_result(f.kind, f.detail)
     except MemoryError as e:

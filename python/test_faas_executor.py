@@ -175,6 +175,12 @@ def test_run_task_unpicklable_result() -> None:
     assert "generator" in header["detail"]
 
 
+def test_oversized_result_is_a_serialization_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fe, "MAX_FRAME", 100)
+    header, _ = run(lambda: b"x" * 200)
+    assert header["kind"] == "SerializationError" and "more than the limit of 100" in header["detail"]
+
+
 def test_memory_error_under_limit_is_a_resource_failure() -> None:
     def hog() -> None:
         raise MemoryError()
