@@ -35,7 +35,7 @@ impl Env {
         cfg.name = format!("test-{}", self.redis.port);
         cfg.local.processes = processes;
         cfg.drain_timeout_secs = 5.0;
-        cfg.executor.python = python::python().to_string_lossy().into_owned();
+        cfg.executor.python = python::python();
         cfg
     }
 

@@ -1,64 +1,35 @@
-//! Executor pool: runs Python functions in supervised, isolated processes (API; the implementation lands next).
+//! Executor pool: runs Python functions in supervised, isolated processes.
+//!
+//! Two isolation modes share one protocol (see [`protocol`], [`frame`]) with the embedded
+//! Python side ([`script`], `python/faas_executor.py`):
+//! - `fork` ([`zygote`]): a warm single-threaded zygote forks one child per task and reports
+//!   `started`/`exited` (wait status) for it; this side enforces timeouts with `killpg`.
+//! - `reuse` ([`reuse`]): one long-lived process per slot runs tasks back to back.
+//!
+//! Processes are spawned by [`process`] (process group, parent-death signal, rlimits set between
+//! fork and exec) and every way a task can end is mapped to an [`Outcome`] by [`classify`].
 
-use std::path::PathBuf;
+pub mod classify;
+pub mod config;
+pub mod frame;
+mod output;
+pub mod process;
+pub mod protocol;
+pub mod reuse;
+pub mod script;
+pub mod zygote;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
-/// How task processes are isolated from each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    /// A warm zygote forks one child per task (default): full isolation, ~2 ms per task.
-    #[default]
-    Fork,
-    /// Long-lived processes run tasks one after another: fastest, no isolation between tasks.
-    Reuse,
-}
+pub use config::{ExecutorConfig, Isolation};
 
-/// Settings of the executor subsystem (the `[executor]` table of dispatcher.toml and worker.toml).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExecutorConfig {
-    /// Python interpreter used for executors (must have dill importable).
-    pub python: String,
-    /// `fork` (a zygote forks a child per task) or `reuse` (long-lived processes).
-    pub isolation: Isolation,
-    /// Extra import paths, prepended to the inherited `PYTHONPATH`.
-    pub pythonpath: Vec<PathBuf>,
-    /// Modules imported once at executor start (e.g. `numpy`), so tasks need not import them.
-    pub preload: Vec<String>,
-    /// Per-task wall-clock limit in seconds; 0 means no limit.
-    pub task_timeout_secs: f64,
-    /// Per-task address-space limit (RLIMIT_AS) in MiB; 0 means no limit.
-    pub memory_limit_mb: u64,
-    /// Working directory of executor processes; unset means the daemon's own.
-    pub workdir: Option<PathBuf>,
-    /// Seconds allowed for an executor to start and import dill before start-up fails.
-    pub start_timeout_secs: f64,
-    /// Deserialized functions kept per process in `reuse` mode.
-    pub function_cache_size: usize,
-}
-
-impl Default for ExecutorConfig {
-    fn default() -> Self {
-        ExecutorConfig {
-            python: "python3".into(),
-            isolation: Isolation::Fork,
-            pythonpath: Vec::new(),
-            preload: Vec::new(),
-            task_timeout_secs: 0.0,
-            memory_limit_mb: 0,
-            workdir: None,
-            start_timeout_secs: 30.0,
-            function_cache_size: 256,
-        }
-    }
-}
+use crate::pickle::PlatformError;
 
 /// One task handed to the pool.
 #[derive(Debug, Clone)]
@@ -88,25 +59,84 @@ pub enum Outcome {
 pub enum ExecutorError {
     #[error("executor pool is not available: {0}")]
     Unavailable(String),
+    #[error("invalid executor configuration: {0}")]
+    Config(String),
+    #[error("cannot start python interpreter {python:?}: {source}")]
+    Spawn {
+        python: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("executor start-up failed: {0}")]
+    Startup(String),
+}
+
+/// A snapshot of the pool for status lines and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    pub isolation: Isolation,
+    pub slots: usize,
+    pub available: usize,
+    /// Pids of the long-lived executor processes (the zygote, or the reuse processes).
+    pub pids: Vec<u32>,
+    /// Executor processes started to replace lost ones.
+    pub restarts: u64,
+}
+
+enum Backend {
+    Fork(zygote::ForkBackend),
+    Reuse(Arc<reuse::ReuseBackend>),
+}
+
+impl Backend {
+    async fn run(&self, task: &TaskSpec, timeout: Option<Duration>) -> Outcome {
+        match self {
+            Backend::Fork(b) => b.run(task, timeout).await,
+            Backend::Reuse(b) => b.run(task, timeout).await,
+        }
+    }
 }
 
 /// A pool of `slots` concurrent task executions.
 pub struct ExecutorPool {
     slots: usize,
     permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    cfg: ExecutorConfig,
+    backend: Backend,
 }
 
 /// A reserved slot of the pool; running a task consumes it.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
 }
 
 impl ExecutorPool {
     /// Starts the executor processes and waits until they are warm.
-    pub async fn start(_cfg: ExecutorConfig, slots: usize) -> Result<Self, ExecutorError> {
+    pub async fn start(cfg: ExecutorConfig, slots: usize) -> Result<Self, ExecutorError> {
+        cfg.validate()?;
+        if slots == 0 || slots > Semaphore::MAX_PERMITS {
+            return Err(ExecutorError::Config(format!(
+                "slots must be between 1 and {}, got {slots}",
+                Semaphore::MAX_PERMITS
+            )));
+        }
+        let shared_cfg = Arc::new(cfg.clone());
+        let backend = match cfg.isolation {
+            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(shared_cfg).await?),
+            Isolation::Reuse => {
+                Backend::Reuse(reuse::ReuseBackend::start(shared_cfg, slots).await?)
+            }
+        };
+        tracing::info!(isolation = ?cfg.isolation, slots, python = %cfg.python, "executor pool started");
         Ok(ExecutorPool {
             slots,
             permits: Arc::new(Semaphore::new(slots)),
+            shared: Arc::new(Shared { cfg, backend }),
         })
     }
 
@@ -120,15 +150,13 @@ impl ExecutorPool {
         self.permits.available_permits()
     }
 
-    /// Waits for a free slot.
+    /// Waits for a free slot (returns at once after [`ExecutorPool::shutdown`]; running such a
+    /// slot fails the task with `WorkerFailure`).
     pub async fn reserve(&self) -> Slot {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("pool semaphore is never closed");
-        Slot { _permit: permit }
+        Slot {
+            permit: self.permits.clone().acquire_owned().await.ok(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Reserves a slot and runs `task` on it.
@@ -136,20 +164,57 @@ impl ExecutorPool {
         self.reserve().await.run(task).await
     }
 
-    /// Stops all executor processes (running tasks are killed).
-    pub async fn shutdown(&self) {}
+    /// Pool state for status lines.
+    pub async fn stats(&self) -> PoolStats {
+        let (pids, restarts) = match &self.shared.backend {
+            Backend::Fork(b) => (b.pids().await, b.restarts()),
+            Backend::Reuse(b) => (b.pids(), b.restarts()),
+        };
+        PoolStats {
+            isolation: self.shared.cfg.isolation,
+            slots: self.slots,
+            available: self.available(),
+            pids,
+            restarts,
+        }
+    }
+
+    /// Stops all executor processes (running tasks are killed and fail with `WorkerFailure`)
+    /// and reaps them; later tasks fail at once.
+    pub async fn shutdown(&self) {
+        self.permits.close();
+        match &self.shared.backend {
+            Backend::Fork(b) => b.shutdown().await,
+            Backend::Reuse(b) => b.shutdown().await,
+        }
+        tracing::info!("executor pool stopped");
+    }
 }
 
 impl Slot {
     /// Runs `task` and reports how it ended; infrastructure failures become `Outcome::Failed`.
     pub async fn run(self, task: TaskSpec) -> Outcome {
-        let result = crate::pickle::platform_exception(
-            crate::pickle::PlatformError::ExecutorCrashed,
-            &format!("executor not implemented (task {})", task.task_id),
-        );
-        Outcome::Failed {
-            result,
-            cause: "ExecutorCrashed: executor not implemented".into(),
+        if self.permit.is_none() {
+            return classify::platform(PlatformError::WorkerFailure, "executor pool is shut down");
         }
+        let timeout = task.timeout.or_else(|| self.shared.cfg.task_timeout());
+        let span =
+            tracing::debug_span!("task", task_id = %task.task_id, function_id = %task.function_id);
+        let started = std::time::Instant::now();
+        let outcome = self
+            .shared
+            .backend
+            .run(&task, timeout)
+            .instrument(span)
+            .await;
+        match &outcome {
+            Outcome::Completed { .. } => {
+                tracing::debug!(task_id = %task.task_id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "task completed")
+            }
+            Outcome::Failed { cause, .. } => {
+                tracing::info!(task_id = %task.task_id, cause = %cause, "task failed")
+            }
+        }
+        outcome
     }
 }
