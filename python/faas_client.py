@@ -18,8 +18,13 @@ TERMINAL = ("COMPLETED", "FAILED")
 
 
 def serialize(obj: Any) -> str:
-    """dill-pickle ``obj`` and encode it as codecs base64 text."""
-    return codecs.encode(dill.dumps(obj), "base64").decode()
+    """dill-pickle ``obj`` and encode it as codecs base64 text.
+
+    ``recurse=True`` makes a function carry the globals it uses (other functions, classes,
+    constants of the caller's script); with dill's default a function defined in ``__main__``
+    looks its globals up in the executor's own, empty ``__main__``.
+    """
+    return codecs.encode(dill.dumps(obj, recurse=True), "base64").decode()
 
 
 def deserialize(text: str) -> Any:

@@ -12,7 +12,7 @@ from faas_client import deserialize, serialize
 def test_serialize_matches_the_spec_helper() -> None:
     obj = ((1, "x", [2.5]), {"k": None})
     text = serialize(obj)
-    assert text == codecs.encode(dill.dumps(obj), "base64").decode()
+    assert text == codecs.encode(dill.dumps(obj), "base64").decode()  # data: recurse is moot
     assert text.endswith("\n")
     assert deserialize(text) == obj
 

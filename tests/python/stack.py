@@ -16,7 +16,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("FAAS_BIN_DIR", ROOT / "target" / "debug"))
 PYTHON = os.environ.get("FAAS_TEST_PYTHON", sys.executable)
-IMPORTABLE = Path(__file__).resolve().parent / "importable"
+TESTS = Path(__file__).resolve().parent
+# Executors can import these, like a deployment where users' modules are installed: functions
+# defined in test modules are pickled by reference to their module.
+IMPORTABLE = [TESTS / "importable", TESTS, ROOT / "python"]
 
 
 def free_port() -> int:
@@ -57,9 +60,12 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}"
         self.config = workdir / "dispatcher.toml"
-        paths = ", ".join(f'"{p}"' for p in [IMPORTABLE])
+        paths = ", ".join(f'"{p}"' for p in IMPORTABLE)
+        # Test modules import requests and pytest: preloading them in the zygote keeps forked
+        # tasks from re-importing them (as an operator would preload users' heavy modules).
         self.config.write_text(
-            f"{dispatcher}\n[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n{executor}\n"
+            f"{dispatcher}\n[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n"
+            f"preload = [\"requests\", \"pytest\"]\n{executor}\n"
         )
         self.dispatcher: Optional[subprocess.Popen[bytes]] = None
 
@@ -111,12 +117,12 @@ class Stack:
             return False
 
     def stop(self) -> None:
+        """Stops the daemons in reverse start order (Redis last, so they can drain)."""
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
-        for p in reversed(self.procs):
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()

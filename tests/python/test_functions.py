@@ -5,7 +5,10 @@ from __future__ import annotations
 import faas_testfuncs  # importable by the client and (via the stack's pythonpath) by executors
 import pytest
 
+from pathlib import Path
+
 from faas_client import Client
+from stack import Stack
 
 
 class Point:
@@ -53,3 +56,39 @@ def test_printing_does_not_corrupt_results(client: Client) -> None:
         return n
 
     assert client.run(noisy, 2000) == 2000
+
+
+CLIENT_SCRIPT = """
+import sys
+from faas_client import Client
+
+SCALE = 3
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+def scaled(box):
+    return Box(box.v * SCALE)
+
+c = Client(sys.argv[1])
+got = c.run(scaled, Box(14))
+print(type(got).__name__, got.v)
+"""
+
+
+def test_functions_defined_in_main_travel_by_value(stack: Stack, tmp_path: Path) -> None:
+    """A script's own functions and classes (module __main__) are pickled by value."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "client_script.py"
+    script.write_text(CLIENT_SCRIPT)
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root / "python"))
+    out = subprocess.run([sys.executable, str(script), stack.url], capture_output=True,
+                         text=True, env=env, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Box", "42"]

@@ -41,18 +41,25 @@ def test_tasks_queued_while_no_dispatcher_runs_are_picked_up(own_stack: Stack) -
 
 def test_kill_9_of_the_dispatcher_loses_no_task(own_stack: Stack) -> None:
     c = Client(own_stack.url)
-    slow = c.execute(c.register(lambda: __import__("time").sleep(30)))
-    wait_running(c, slow)
+    sleeper = c.register(lambda: __import__("time").sleep(30))
+    slow = [c.execute(sleeper) for _ in range(own_stack.processes)]
+    for t in slow:
+        wait_running(c, t)
+    # Every executor is busy, so these stay in the queue.
     queued = [c.execute(c.register(lambda i: i), i) for i in range(3)]
+    time.sleep(0.3)
+    assert {c.status(t) for t in queued} == {"QUEUED"}
     assert own_stack.dispatcher is not None
     own_stack.dispatcher.kill()  # SIGKILL: no drain, executors die with it
     own_stack.dispatcher.wait()
     own_stack.dispatcher = None
-    assert c.status(slow) == "RUNNING"
+    assert {c.status(t) for t in slow} == {"RUNNING"}
     own_stack.start_dispatcher()
-    status, e = c.wait(slow)
-    assert status == "FAILED"
-    assert type(e).__name__ == "WorkerFailure" and str(e).startswith("WorkerFailure:"), repr(e)
+    for t in slow:
+        status, e = c.wait(t)
+        assert status == "FAILED"
+        assert type(e).__name__ == "WorkerFailure", repr(e)
+        assert str(e).startswith("WorkerFailure:"), str(e)
     assert [c.wait(t) for t in queued] == [("COMPLETED", i) for i in range(3)]
 
 
