@@ -30,11 +30,13 @@ impl Env {
     }
 
     fn config(&self, processes: usize) -> DispatcherConfig {
-        let mut cfg = DispatcherConfig::default();
-        cfg.redis = self.redis.url();
-        cfg.name = format!("test-{}", self.redis.port);
+        let mut cfg = DispatcherConfig {
+            redis: self.redis.url(),
+            name: format!("test-{}", self.redis.port),
+            drain_timeout_secs: 5.0,
+            ..DispatcherConfig::default()
+        };
         cfg.local.processes = processes;
-        cfg.drain_timeout_secs = 5.0;
         cfg.executor.python = python::python();
         cfg
     }
