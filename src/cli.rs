@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{load_file, ConfigError, DispatcherConfig, GatewayConfig, Mode};
+use crate::config::{
+    load_file, ConfigError, DispatcherConfig, GatewayConfig, Mode, WorkerConfig, WorkerMode,
+};
 
 /// faas-gateway: the HTTP API of faas.
 #[derive(Debug, Parser)]
@@ -104,7 +106,68 @@ impl DispatcherArgs {
         if let Some(v) = self.python {
             cfg.executor.python = v;
         }
-        let _ = self.port; // used by the pull and push modes
+        if let Some(v) = self.port {
+            cfg.port = v;
+        }
+        if self.verbose > 0 {
+            cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
+        }
+        Ok(cfg)
+    }
+}
+
+/// faas-worker: runs tasks it gets from a dispatcher on its own executor processes.
+#[derive(Debug, Parser)]
+#[command(name = "faas-worker", version, about = "Worker daemon of the faas Function-as-a-Service platform")]
+pub struct WorkerArgs {
+    /// pull (ask the dispatcher for tasks) or push (receive pushed tasks); must match the dispatcher.
+    #[arg(value_enum, value_name = "MODE")]
+    pub mode: Option<WorkerMode>,
+    /// Executor processes, i.e. tasks run at once (default: one per CPU).
+    #[arg(value_name = "NUM_PROCESSES")]
+    pub processes: Option<usize>,
+    /// Dispatcher endpoint, e.g. tcp://127.0.0.1:5555.
+    #[arg(value_name = "DISPATCHER_URL")]
+    pub dispatcher: Option<String>,
+    /// Worker id announced to the dispatcher (default: <hostname>-<pid>-<random>).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Python interpreter for executors (needs dill).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<String>,
+    /// TOML config file (arguments given here win over it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl WorkerArgs {
+    /// The config file with these arguments applied on top.
+    pub fn into_config(self) -> Result<WorkerConfig, ConfigError> {
+        let mut cfg: WorkerConfig = load_file(self.config.as_deref())?;
+        if let Some(v) = self.mode {
+            cfg.mode = v;
+        }
+        if let Some(v) = self.processes {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "NUM_PROCESSES".into(),
+                    message: "needs at least 1 process".into(),
+                });
+            }
+            cfg.processes = v;
+        }
+        if let Some(v) = self.dispatcher {
+            cfg.dispatcher = v;
+        }
+        if let Some(v) = self.id {
+            cfg.id = v;
+        }
+        if let Some(v) = self.python {
+            cfg.executor.python = v;
+        }
         if self.verbose > 0 {
             cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
         }

@@ -15,6 +15,8 @@ pub mod gateway;
 pub mod logging;
 pub mod payload;
 pub mod pickle;
+pub mod protocol;
 pub mod shutdown;
 pub mod store;
 pub mod time;
+pub mod worker;

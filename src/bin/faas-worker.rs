@@ -1,6 +1,39 @@
-//! faas-worker: thin shim over the faas library.
+//! faas-worker: thin shim over `faas::worker`.
 
-fn main() {
-    eprintln!("faas-worker: not yet implemented");
-    std::process::exit(64);
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use faas::cli::WorkerArgs;
+
+fn main() -> ExitCode {
+    let args = WorkerArgs::parse();
+    let cfg = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faas-worker: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    faas::logging::init(&cfg.log_level);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cfg: faas::config::WorkerConfig) -> anyhow::Result<()> {
+    let (trigger, shutdown) = faas::shutdown::channel();
+    faas::shutdown::on_signals(trigger).context("installing signal handlers")?;
+    let mode = cfg.mode.as_str();
+    let dispatcher = cfg.dispatcher.clone();
+    faas::worker::run(cfg, shutdown)
+        .await
+        .with_context(|| format!("worker ({mode} mode, dispatcher {dispatcher})"))?;
+    tracing::info!("worker stopped");
+    Ok(())
 }

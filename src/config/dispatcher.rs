@@ -53,6 +53,17 @@ pub struct DispatcherConfig {
     pub drain_timeout_secs: f64,
     /// Log level when RUST_LOG is unset.
     pub log_level: String,
+    /// Address the ZeroMQ socket binds in pull and push modes. Workers on other hosts need a
+    /// reachable address here (e.g. 0.0.0.0): anyone who can connect can take tasks.
+    pub bind: String,
+    /// Port of the ZeroMQ socket.
+    pub port: u16,
+    /// Heartbeat interval between dispatcher and workers, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which a worker is declared dead and its tasks handled as lost.
+    pub heartbeat_misses: u32,
+    /// Seconds a worker may take to report a task's result; 0 means no deadline.
+    pub task_deadline_secs: f64,
     pub local: LocalConfig,
     pub executor: ExecutorConfig,
 }
@@ -67,6 +78,11 @@ impl Default for DispatcherConfig {
             max_retries: 0,
             drain_timeout_secs: 30.0,
             log_level: "info".into(),
+            bind: "127.0.0.1".into(),
+            port: 5555,
+            heartbeat_interval_ms: 250,
+            heartbeat_misses: 4,
+            task_deadline_secs: 0.0,
             local: LocalConfig::default(),
             executor: ExecutorConfig::default(),
         }

@@ -1,0 +1,89 @@
+//! Settings of faas-worker (`worker.toml`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::executor::ExecutorConfig;
+
+/// How a worker gets its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerMode {
+    /// Asks the dispatcher for tasks when it has free slots (ZeroMQ REQ).
+    #[default]
+    Pull,
+    /// Receives tasks the dispatcher pushes to it (ZeroMQ DEALER).
+    Push,
+}
+
+impl WorkerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerMode::Pull => "pull",
+            WorkerMode::Push => "push",
+        }
+    }
+}
+
+/// Everything faas-worker can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub mode: WorkerMode,
+    /// Concurrent executor processes; 0 means one per CPU core.
+    pub processes: usize,
+    /// ZeroMQ endpoint of the dispatcher, e.g. tcp://10.0.0.5:5555.
+    pub dispatcher: String,
+    /// Worker id announced to the dispatcher; empty means `<hostname>-<pid>-<random>`.
+    pub id: String,
+    /// Heartbeat interval in milliseconds until the dispatcher's Welcome says otherwise.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which the dispatcher is considered gone (the socket is rebuilt).
+    pub heartbeat_misses: u32,
+    /// Seconds to let running tasks finish on SIGTERM.
+    pub drain_timeout_secs: f64,
+    /// Log level when RUST_LOG is unset.
+    pub log_level: String,
+    pub executor: ExecutorConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            mode: WorkerMode::Pull,
+            processes: 0,
+            dispatcher: "tcp://127.0.0.1:5555".into(),
+            id: String::new(),
+            heartbeat_interval_ms: 250,
+            heartbeat_misses: 4,
+            drain_timeout_secs: 30.0,
+            log_level: "info".into(),
+            executor: ExecutorConfig::default(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The process count with 0 resolved to the number of CPUs.
+    pub fn slots(&self) -> usize {
+        if self.processes > 0 {
+            self.processes
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// The worker id actually used.
+    pub fn worker_id(&self) -> String {
+        if !self.id.is_empty() {
+            return self.id.clone();
+        }
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &nonce[..6])
+    }
+}

@@ -1,0 +1,143 @@
+//! The dispatcher ⇄ worker protocol over ZeroMQ (documented in docs/protocol.md).
+//!
+//! Every ZeroMQ message is one JSON [`Header`] frame followed by binary blob frames: two per task
+//! in [`Header::Tasks`] (function pickle, arguments pickle) and one per result in
+//! [`Header::Fetch`] / [`Header::Report`] (the result pickle). Pickles are never base64'd.
+
+mod codec;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use codec::{decode, encode, Decoded, ProtocolError};
+
+/// Protocol version spoken by this build; a worker with another version is refused.
+pub const VERSION: u32 = 1;
+
+/// Who a worker is; sent in [`Header::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique per worker process (`<host>-<pid>-<nonce>`).
+    pub id: String,
+    /// Concurrent tasks it runs (its executor processes).
+    pub slots: u32,
+    pub host: String,
+    pub pid: u32,
+    /// faas version of the worker binary.
+    pub version: String,
+    /// Protocol version; must equal [`VERSION`].
+    pub protocol: u32,
+}
+
+/// One run of a task: the id plus the attempt number that fences its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub task_id: Uuid,
+    pub attempt: u32,
+}
+
+/// A task handed to a worker; followed by two blob frames (function pickle, arguments pickle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMeta {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    pub function_id: Uuid,
+}
+
+/// How a task ended on a worker; followed by one blob frame (the result pickle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultMeta {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// True for COMPLETED, false for FAILED.
+    pub ok: bool,
+    /// One-line failure cause ("" when ok).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cause: String,
+}
+
+/// The first frame of every message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Header {
+    // ---- worker → dispatcher ----
+    /// Registration (first message, and again after [`Header::Unknown`] or a reconnect). Lists
+    /// the tasks the worker is still running, so a restarted dispatcher can adopt them.
+    Hello {
+        worker: WorkerInfo,
+        running: Vec<TaskRef>,
+    },
+    /// Pull mode: "I have `free` slots"; carries finished results. The dispatcher may park the
+    /// request until work arrives or the heartbeat interval passes.
+    Fetch {
+        worker_id: String,
+        free: u32,
+        results: Vec<ResultMeta>,
+    },
+    /// Finished results (push mode, and pull mode's report socket). Answered with [`Header::Ack`]
+    /// in pull mode; acknowledged in a later message in push mode.
+    Report {
+        worker_id: String,
+        results: Vec<ResultMeta>,
+    },
+    /// Push mode liveness, every heartbeat interval.
+    Heartbeat {
+        worker_id: String,
+        free: u32,
+        running: Vec<TaskRef>,
+    },
+    /// The worker is stopping: send it no more tasks. Running tasks are still reported.
+    Bye { worker_id: String },
+
+    // ---- dispatcher → worker ----
+    /// Answer to [`Header::Hello`], with the liveness settings both sides use.
+    Welcome {
+        dispatcher: String,
+        heartbeat_ms: u64,
+        heartbeat_misses: u32,
+    },
+    /// Registration refused (e.g. protocol version mismatch); the worker exits.
+    Refused { reason: String },
+    /// Tasks to run (two blob frames each), plus acknowledgements of stored results.
+    Tasks {
+        tasks: Vec<TaskMeta>,
+        acks: Vec<TaskRef>,
+    },
+    /// Results stored in Redis (or stale and dropped): the worker may forget them.
+    Ack { acks: Vec<TaskRef> },
+    /// Pull mode: no work for now (also the dispatcher's heartbeat to a parked worker).
+    Nothing { acks: Vec<TaskRef> },
+    /// Push mode: the dispatcher's heartbeat.
+    Ping,
+    /// The dispatcher does not know this worker (it restarted): send [`Header::Hello`] again.
+    Unknown,
+}
+
+impl Header {
+    /// How many blob frames must follow this header.
+    pub fn blob_count(&self) -> usize {
+        match self {
+            Header::Tasks { tasks, .. } => tasks.len() * 2,
+            Header::Fetch { results, .. } | Header::Report { results, .. } => results.len(),
+            _ => 0,
+        }
+    }
+
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Header::Hello { .. } => "hello",
+            Header::Fetch { .. } => "fetch",
+            Header::Report { .. } => "report",
+            Header::Heartbeat { .. } => "heartbeat",
+            Header::Bye { .. } => "bye",
+            Header::Welcome { .. } => "welcome",
+            Header::Refused { .. } => "refused",
+            Header::Tasks { .. } => "tasks",
+            Header::Ack { .. } => "ack",
+            Header::Nothing { .. } => "nothing",
+            Header::Ping => "ping",
+            Header::Unknown => "unknown",
+        }
+    }
+}
