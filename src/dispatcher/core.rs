@@ -14,13 +14,52 @@ use crate::store::{Claim, Finish, QueueEntry, Store, StoreError, TaskStatus};
 /// Function payloads kept in memory (functions are immutable once registered).
 const FN_CACHE_MAX: usize = 4096;
 
-/// A task this dispatcher has moved to RUNNING and must report on.
-#[derive(Debug, Clone)]
-pub struct Running {
+/// One run of a task this dispatcher answers for: the attempt fences its result, and the
+/// queue entry is acknowledged when the result is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
     pub task_id: Uuid,
     pub attempt: u32,
     pub entry_id: String,
+}
+
+/// A task this dispatcher has moved to RUNNING and must report on.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub owned: Owned,
+    pub function_id: Uuid,
     pub spec: TaskSpec,
+}
+
+/// What a delivered queue entry turned into.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// Claimed: run it.
+    Run(Running),
+    /// The task was already RUNNING when a recovered entry was delivered: the run belonged to a
+    /// dispatcher that is gone. Its worker may still report it (remote modes), or it is lost.
+    Orphan {
+        task_id: Uuid,
+        attempt: Option<u32>,
+        entry_id: String,
+    },
+    /// Nothing to run (already settled, malformed, expired); the entry was acknowledged.
+    Settled,
+}
+
+/// What a recovered queue entry turned out to be.
+#[derive(Debug, Clone)]
+pub enum Recovered {
+    /// Still QUEUED: claim and run it as usual.
+    Queued(QueueEntry),
+    /// RUNNING under a dispatcher that is gone.
+    Orphan {
+        task_id: Uuid,
+        attempt: Option<u32>,
+        entry_id: String,
+    },
+    /// Already settled; the entry was acknowledged.
+    Settled,
 }
 
 /// Counters for status lines and logs.
@@ -61,11 +100,11 @@ impl Core {
         entry: &QueueEntry,
         worker: &str,
         recovered: bool,
-    ) -> Result<Option<Running>, StoreError> {
+    ) -> Result<Prepared, StoreError> {
         let Some(task_id) = entry.task_id else {
             tracing::warn!(entry = %entry.entry_id, "queue entry without a task id; dropped");
             self.store.ack(&entry.entry_id).await?;
-            return Ok(None);
+            return Ok(Prepared::Settled);
         };
         match self.store.claim(&task_id, worker).await? {
             Claim::Running {
@@ -83,14 +122,17 @@ impl Core {
                         &format!("function {function_id} no longer exists"),
                     )
                     .await?;
-                    return Ok(None);
+                    return Ok(Prepared::Settled);
                 };
                 self.counters.started.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(task_id = %task_id, function_id = %function_id, attempt, worker, "task RUNNING");
-                Ok(Some(Running {
-                    task_id,
-                    attempt,
-                    entry_id: entry.entry_id.clone(),
+                Ok(Prepared::Run(Running {
+                    owned: Owned {
+                        task_id,
+                        attempt,
+                        entry_id: entry.entry_id.clone(),
+                    },
+                    function_id,
                     spec: TaskSpec {
                         task_id: task_id.to_string(),
                         function_id: function_id.to_string(),
@@ -100,29 +142,41 @@ impl Core {
                     },
                 }))
             }
-            Claim::NotQueued(TaskStatus::Running) if recovered => {
-                let attempt = self.current_attempt(&task_id).await?;
-                self.lost(
-                    task_id,
-                    attempt,
-                    &entry.entry_id,
-                    &format!(
-                        "dispatcher {} stopped while the task was running",
-                        self.name
-                    ),
-                )
-                .await?;
-                Ok(None)
-            }
+            Claim::NotQueued(TaskStatus::Running) if recovered => Ok(Prepared::Orphan {
+                task_id,
+                attempt: self.current_attempt(&task_id).await?,
+                entry_id: entry.entry_id.clone(),
+            }),
             Claim::NotQueued(status) => {
                 tracing::debug!(task_id = %task_id, %status, "queue entry for a task that is not queued; acknowledged");
                 self.store.ack(&entry.entry_id).await?;
-                Ok(None)
+                Ok(Prepared::Settled)
             }
             Claim::Missing => {
                 tracing::warn!(task_id = %task_id, "queued task has no record (expired?); dropped");
                 self.store.ack(&entry.entry_id).await?;
-                Ok(None)
+                Ok(Prepared::Settled)
+            }
+        }
+    }
+
+    /// Sorts a recovered entry (delivered before, never acknowledged) without claiming it:
+    /// RUNNING tasks become orphans, QUEUED ones go back to be claimed, the rest are settled.
+    pub async fn classify_recovered(&self, entry: QueueEntry) -> Result<Recovered, StoreError> {
+        let Some(task_id) = entry.task_id else {
+            self.store.ack(&entry.entry_id).await?;
+            return Ok(Recovered::Settled);
+        };
+        match self.store.task_status(&task_id).await? {
+            Some(TaskStatus::Queued) => Ok(Recovered::Queued(entry)),
+            Some(TaskStatus::Running) => Ok(Recovered::Orphan {
+                task_id,
+                attempt: self.current_attempt(&task_id).await?,
+                entry_id: entry.entry_id,
+            }),
+            _ => {
+                self.store.ack(&entry.entry_id).await?;
+                Ok(Recovered::Settled)
             }
         }
     }
@@ -159,7 +213,29 @@ impl Core {
 
     /// Records the outcome of a run. Returns false when the report was stale (task already
     /// terminal or owned by a later attempt) and was ignored.
-    pub async fn complete(&self, run: &Running, outcome: &Outcome) -> Result<bool, StoreError> {
+    pub async fn complete(&self, run: &Owned, outcome: &Outcome) -> Result<bool, StoreError> {
+        self.record(run.task_id, run.attempt, Some(&run.entry_id), outcome)
+            .await
+    }
+
+    /// Records a worker's result for a run this dispatcher has no entry for (e.g. it restarted
+    /// meanwhile). Fenced like any result; the entry is settled when it is recovered.
+    pub async fn complete_unowned(
+        &self,
+        task_id: Uuid,
+        attempt: u32,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
+        self.record(task_id, attempt, None, outcome).await
+    }
+
+    async fn record(
+        &self,
+        task_id: Uuid,
+        attempt: u32,
+        entry_id: Option<&str>,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
         let (status, result, error) = match outcome {
             Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
             Outcome::Failed { result, cause } => {
@@ -169,13 +245,13 @@ impl Core {
         let applied = self
             .store
             .finish(&Finish {
-                task_id: run.task_id,
+                task_id,
                 from: TaskStatus::Running,
-                attempt: Some(run.attempt),
+                attempt: Some(attempt),
                 status,
                 result,
                 error,
-                entry_id: Some(&run.entry_id),
+                entry_id,
             })
             .await?;
         if applied {
@@ -186,14 +262,27 @@ impl Core {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             if error.is_empty() {
-                tracing::info!(task_id = %run.task_id, attempt = run.attempt, "task COMPLETED");
+                tracing::info!(task_id = %task_id, attempt, "task COMPLETED");
             } else {
-                tracing::info!(task_id = %run.task_id, attempt = run.attempt, cause = error, "task FAILED");
+                tracing::info!(task_id = %task_id, attempt, cause = error, "task FAILED");
             }
         } else {
-            tracing::warn!(task_id = %run.task_id, attempt = run.attempt, "stale result ignored: task already settled");
+            tracing::warn!(task_id = %task_id, attempt, "stale result ignored: task already settled");
         }
         Ok(applied)
+    }
+
+    /// Puts a run that was claimed but never delivered (its worker vanished first) back in the
+    /// queue, whatever `max_retries` says: it never ran.
+    pub async fn undeliverable(&self, run: &Owned, reason: &str) -> Result<(), StoreError> {
+        if self
+            .store
+            .requeue(&run.task_id, run.attempt, reason, Some(&run.entry_id))
+            .await?
+        {
+            tracing::info!(task_id = %run.task_id, reason, "task re-queued before it ran");
+        }
+        Ok(())
     }
 
     /// A RUNNING task whose executor or worker was lost: re-queue it while retries remain,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::core::{Core, Running};
+use super::core::{Core, Prepared, Running};
 use super::DispatchError;
 use crate::executor::{ExecutorPool, Slot};
 use crate::shutdown::Shutdown;
@@ -115,8 +115,19 @@ impl Local {
         self.running.spawn(async move {
             let worker = core.name.clone();
             match core.prepare(&entry, &worker, recovered).await {
-                Ok(Some(run)) => execute(&core, slot, run).await,
-                Ok(None) => {}
+                Ok(Prepared::Run(run)) => execute(&core, slot, run).await,
+                Ok(Prepared::Orphan {
+                    task_id,
+                    attempt,
+                    entry_id,
+                }) => {
+                    // Local runs die with their dispatcher: nobody else can report this one.
+                    let reason = format!("dispatcher {} stopped while the task was running", core.name);
+                    if let Err(e) = core.lost(task_id, attempt, &entry_id, &reason).await {
+                        tracing::error!(task_id = %task_id, error = %e, "could not settle lost task; it stays pending");
+                    }
+                }
+                Ok(Prepared::Settled) => {}
                 Err(e) => {
                     tracing::error!(entry = %entry.entry_id, error = %e, "could not claim task; it stays pending")
                 }
@@ -131,10 +142,10 @@ async fn execute(core: &Core, slot: Slot, run: Running) {
     // Redis may be briefly away: keep the result and retry rather than lose it.
     let mut delay = Duration::from_millis(100);
     loop {
-        match core.complete(&run, &outcome).await {
+        match core.complete(&run.owned, &outcome).await {
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(task_id = %run.task_id, error = %e, "could not store result; retrying");
+                tracing::warn!(task_id = %run.owned.task_id, error = %e, "could not store result; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

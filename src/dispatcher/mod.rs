@@ -7,6 +7,7 @@
 pub mod core;
 pub mod lease;
 pub mod local;
+pub mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,8 @@ pub enum DispatchError {
     Lease(#[from] lease::LeaseError),
     #[error(transparent)]
     Executor(#[from] ExecutorError),
-    #[error("mode {0} is not available yet")]
-    Unsupported(&'static str),
+    #[error("cannot bind {endpoint}: {message}")]
+    Bind { endpoint: String, message: String },
 }
 
 /// Runs a dispatcher with `cfg` until `shutdown` fires.
@@ -61,8 +62,7 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
             pool.shutdown().await;
             r
         }
-        Mode::Pull => Err(DispatchError::Unsupported("pull")),
-        Mode::Push => Err(DispatchError::Unsupported("push")),
+        Mode::Pull | Mode::Push => remote::run(core, &cfg, reader, shutdown, drain).await,
     };
     lease_stop.trigger();
     let _ = keeper.await;
