@@ -118,7 +118,11 @@ impl DispatcherArgs {
 
 /// faas-worker: runs tasks it gets from a dispatcher on its own executor processes.
 #[derive(Debug, Parser)]
-#[command(name = "faas-worker", version, about = "Worker daemon of the faas Function-as-a-Service platform")]
+#[command(
+    name = "faas-worker",
+    version,
+    about = "Worker daemon of the faas Function-as-a-Service platform"
+)]
 pub struct WorkerArgs {
     /// pull (ask the dispatcher for tasks) or push (receive pushed tasks); must match the dispatcher.
     #[arg(value_enum, value_name = "MODE")]

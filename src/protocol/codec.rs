@@ -102,7 +102,10 @@ mod tests {
         let body = frames.split_off(2);
         let d = decode(body).expect("decode");
         assert_eq!(d.header, h);
-        assert_eq!(d.blobs, vec![Bytes::from_static(b"fn"), Bytes::from_static(b"args")]);
+        assert_eq!(
+            d.blobs,
+            vec![Bytes::from_static(b"fn"), Bytes::from_static(b"args")]
+        );
     }
 
     #[test]
@@ -121,7 +124,11 @@ mod tests {
         short.pop();
         assert!(matches!(
             decode(short),
-            Err(ProtocolError::Blobs { expected: 1, got: 0, .. })
+            Err(ProtocolError::Blobs {
+                expected: 1,
+                got: 0,
+                ..
+            })
         ));
         assert!(matches!(decode(vec![]), Err(ProtocolError::Empty)));
         assert!(matches!(

@@ -113,7 +113,11 @@ pub fn store(
 /// How a run with no result is settled.
 pub enum Loss {
     /// It ran (or may have): retry within `max_retries`, else WorkerFailure.
-    Lost { task_id: Uuid, attempt: Option<u32>, entry_id: String },
+    Lost {
+        task_id: Uuid,
+        attempt: Option<u32>,
+        entry_id: String,
+    },
     /// It was never sent: back to the queue.
     Undelivered(Owned),
 }

@@ -113,7 +113,10 @@ pub async fn run(
     }
     feeder_stop.trigger();
     state.start_drain();
-    tracing::info!(running = state.busy(), "draining: waiting for running tasks to report");
+    tracing::info!(
+        running = state.busy(),
+        "draining: waiting for running tasks to report"
+    );
     let until = tokio::time::Instant::now() + drain;
     while state.busy() > 0 {
         tokio::select! {

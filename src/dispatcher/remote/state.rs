@@ -164,7 +164,8 @@ impl Remote {
                     }
                     self.requeue_ready(&worker_id, "worker is leaving");
                 } else if self.pull() {
-                    self.out.send(&envelope, &Header::Ack { acks: Vec::new() }, Vec::new());
+                    self.out
+                        .send(&envelope, &Header::Ack { acks: Vec::new() }, Vec::new());
                 }
             }
             other => tracing::warn!(kind = other.kind(), "unexpected message from a worker"),
@@ -196,7 +197,8 @@ impl Remote {
                 info.protocol
             );
             tracing::warn!(worker = %info.id, %reason, "worker refused");
-            self.out.send(&envelope, &Header::Refused { reason }, Vec::new());
+            self.out
+                .send(&envelope, &Header::Refused { reason }, Vec::new());
             return;
         }
         let now = Instant::now();
@@ -407,8 +409,7 @@ impl Remote {
         if !self.draining {
             let pull = self.pull();
             while !self.backlog.is_empty() {
-                let Some(id) = pick(self.workers.values(), |w| !pull || w.parked.is_some())
-                else {
+                let Some(id) = pick(self.workers.values(), |w| !pull || w.parked.is_some()) else {
                     break;
                 };
                 let Some(w) = self.workers.get_mut(&id) else {
@@ -538,7 +539,8 @@ impl Remote {
         let acks = std::mem::take(&mut w.acks);
         w.last_sent = now;
         tracing::debug!(worker = %worker_id, tasks = tasks.len(), "tasks sent");
-        self.out.send(&envelope, &Header::Tasks { tasks, acks }, blobs);
+        self.out
+            .send(&envelope, &Header::Tasks { tasks, acks }, blobs);
     }
 
     /// Pull: answers a parked fetch with `nothing` (and any acks).
@@ -584,7 +586,10 @@ impl Remote {
             };
             match self.mode {
                 Mode::Pull => {
-                    if w.parked.as_ref().is_some_and(|(_, since)| now - *since >= interval) {
+                    if w.parked
+                        .as_ref()
+                        .is_some_and(|(_, since)| now - *since >= interval)
+                    {
                         self.answer_parked(id);
                     }
                 }
