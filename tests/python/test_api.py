@@ -8,7 +8,7 @@ import uuid
 import requests
 
 from faas_client import STATUSES, Client, deserialize, serialize
-from stack import Stack
+from faas_stack import Stack
 
 
 def double(x: int) -> int:

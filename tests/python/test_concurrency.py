@@ -6,22 +6,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from faas_client import Client
+from faas_stack import Stack
 
 
-def test_sleep_tasks_overlap(client: Client) -> None:
-    # The session stack has 4 executor processes: 4 one-second sleeps take about one second.
+def test_sleep_tasks_overlap(client: Client, stack: Stack) -> None:
+    # N slots run N one-second sleeps in about one second.
     fid = client.register(lambda: __import__("time").sleep(1) or __import__("os").getpid())
     client.wait(client.execute(client.register(lambda: 0)))  # warm
     start = time.monotonic()
-    tasks = [client.execute(fid) for _ in range(4)]
+    tasks = [client.execute(fid) for _ in range(stack.slots)]
     results = [client.wait(t) for t in tasks]
     took = time.monotonic() - start
     assert all(s == "COMPLETED" for s, _ in results)
-    assert len({pid for _, pid in results}) == 4, "each ran in its own process"
-    assert took < 2.5, f"4 sleeps on 4 processes took {took:.2f} s"
+    assert len({pid for _, pid in results}) == stack.slots, "each ran in its own process"
+    assert took < 2.5, f"{stack.slots} sleeps on {stack.slots} slots took {took:.2f} s"
 
 
-def test_many_concurrent_clients(client: Client, stack) -> None:  # type: ignore[no-untyped-def]
+def test_many_concurrent_clients(client: Client, stack: Stack) -> None:
     fid = client.register(lambda x: x + 1)
 
     def one(i: int) -> tuple:

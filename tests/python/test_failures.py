@@ -9,13 +9,13 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from faas_client import Client
-from stack import Stack
+from faas_stack import Stack
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+@pytest.fixture(scope="module", params=["local", "pull", "push"])
+def limited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """A stack with a 2 s task timeout and a 512 MiB memory limit per task."""
-    s = Stack(Path(tmp_path_factory.mktemp("limited")), processes=2,
+    s = Stack(Path(tmp_path_factory.mktemp("limited")), mode=request.param, processes=2,
               executor="task_timeout_secs = 2\nmemory_limit_mb = 512").start()
     yield Client(s.url)
     s.stop()

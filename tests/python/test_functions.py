@@ -8,7 +8,7 @@ import pytest
 from pathlib import Path
 
 from faas_client import Client
-from stack import Stack
+from faas_stack import Stack
 
 
 class Point:

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from faas_client import Client
-from stack import Stack
+from faas_stack import Stack
 
 
 @pytest.fixture()

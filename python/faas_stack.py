@@ -1,4 +1,5 @@
-"""Starts a real faas stack for tests: private redis-server, faas-gateway, faas-dispatcher (and workers)."""
+"""Starts a real faas deployment as processes: a private redis-server, faas-gateway,
+faas-dispatcher and (pull/push) faas-workers. Used by the tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import IO, List, Optional
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(os.environ.get("FAAS_BIN_DIR", ROOT / "target" / "debug"))
 PYTHON = os.environ.get("FAAS_TEST_PYTHON", sys.executable)
-TESTS = Path(__file__).resolve().parent
+TESTS = ROOT / "tests" / "python"
 # Executors can import these, like a deployment where users' modules are installed: functions
 # defined in test modules are pickled by reference to their module.
 IMPORTABLE = [TESTS / "importable", TESTS, ROOT / "python"]
@@ -40,34 +41,61 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 class Stack:
-    """One isolated faas deployment; ``url`` is the gateway's base URL."""
+    """One isolated faas deployment; ``url`` is the gateway's base URL.
+
+    ``mode`` is local, pull or push. In local mode the dispatcher runs ``processes`` executors;
+    in pull and push modes ``workers`` faas-worker daemons run ``processes`` executors each.
+    ``executor`` is TOML for the ``[executor]`` table of both daemons; ``dispatcher`` is TOML for
+    the dispatcher's top level (e.g. ``max_retries = 1``).
+    """
 
     def __init__(
         self,
         workdir: Path,
         mode: str = "local",
         processes: int = 4,
+        workers: int = 1,
         executor: str = "",
         dispatcher: str = "",
+        preload: tuple[str, ...] = ("requests", "pytest"),
     ) -> None:
         self.workdir = workdir
         self.mode = mode
         self.processes = processes
+        self.worker_count = workers if mode != "local" else 0
         self.procs: List[subprocess.Popen[bytes]] = []
         self.logs: List[IO[bytes]] = []
         self.redis_port = free_port()
         self.http_port = free_port()
+        self.zmq_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}"
-        self.config = workdir / "dispatcher.toml"
         paths = ", ".join(f'"{p}"' for p in IMPORTABLE)
         # Test modules import requests and pytest: preloading them in the zygote keeps forked
         # tasks from re-importing them (as an operator would preload users' heavy modules).
-        self.config.write_text(
-            f"{dispatcher}\n[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n"
-            f"preload = [\"requests\", \"pytest\"]\n{executor}\n"
+        modules = ", ".join(f'"{m}"' for m in preload)
+        executor_table = (
+            f"[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n"
+            f"preload = [{modules}]\n{executor}\n"
         )
+        self.config = workdir / "dispatcher.toml"
+        self.config.write_text(
+            "heartbeat_interval_ms = 200\nheartbeat_misses = 4\n"
+            f"{dispatcher}\n{executor_table}"
+        )
+        self.worker_config = workdir / "worker.toml"
+        self.worker_config.write_text(executor_table)
         self.dispatcher: Optional[subprocess.Popen[bytes]] = None
+        self.workers: List[subprocess.Popen[bytes]] = []
+
+    @property
+    def slots(self) -> int:
+        """Tasks the deployment runs at once."""
+        return self.processes * max(self.worker_count, 1)
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.zmq_port}"
 
     def _spawn(self, name: str, args: List[str]) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -90,6 +118,8 @@ class Stack:
              "--redis", self.redis_url],
         )
         self.start_dispatcher()
+        for _ in range(self.worker_count):
+            self.start_worker()
         wait_port(self.http_port)
         return self
 
@@ -98,8 +128,21 @@ class Stack:
                 "--config", str(self.config), "--name", f"test-{self.redis_port}"]
         if self.mode == "local":
             args += ["-w", str(self.processes)]
+        else:
+            args += ["-p", str(self.zmq_port)]
         self.dispatcher = self._spawn("dispatcher", args)
         return self.dispatcher
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """Starts one more worker (pull and push modes)."""
+        n = len(self.workers)
+        w = self._spawn(
+            f"worker{n}",
+            [str(BIN_DIR / "faas-worker"), self.mode, str(self.processes), self.endpoint,
+             "--config", str(self.worker_config), "--id", f"w{n}-{self.redis_port}"],
+        )
+        self.workers.append(w)
+        return w
 
     def stop_dispatcher(self, sig: int = signal.SIGTERM) -> None:
         if self.dispatcher is not None:
@@ -120,6 +163,7 @@ class Stack:
         """Stops the daemons in reverse start order (Redis last, so they can drain)."""
         for p in reversed(self.procs):
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a test may have stopped it
                 p.terminate()
             try:
                 p.wait(timeout=60)

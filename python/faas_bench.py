@@ -1,0 +1,202 @@
+"""faas benchmark client: latency, throughput and weak scaling of local, pull and push modes.
+
+Starts real deployments (python/faas_stack.py) from release binaries and drives them over HTTP
+the way users do. Writes ``results.json`` and PNG plots to ``--out``.
+
+    python python/faas_bench.py --out docs/bench            # full run (~5 min on 2 cores)
+    python python/faas_bench.py --quick --out /tmp/bench    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+from faas_client import Client
+from faas_stack import ROOT, Stack
+
+
+def noop() -> None:
+    return None
+
+
+def sleeper(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def shape(mode: str, processes: int, workers: int = 1) -> Dict[str, Any]:
+    return {"mode": mode, "processes": processes, "workers": workers if mode != "local" else 0}
+
+
+def deploy(tmp: Path, sh: Dict[str, Any], isolation: str) -> Stack:
+    return Stack(
+        Path(tempfile.mkdtemp(dir=tmp)),
+        mode=sh["mode"],
+        processes=sh["processes"],
+        workers=max(sh["workers"], 1),
+        executor=f'isolation = "{isolation}"',
+        preload=("requests",),
+    ).start()
+
+
+def percentile(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def latency(c: Client, n: int) -> Dict[str, float]:
+    """Sequential no-op tasks: submit → result visible, polling every 0.2 ms."""
+    fid = c.register(noop)
+    for _ in range(10):
+        c.wait(c.execute(fid), poll=0.0002)
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        tid = c.execute(fid)
+        status, _ = c.wait(tid, poll=0.0002)
+        samples.append((time.perf_counter() - t0) * 1000)
+        assert status == "COMPLETED"
+    return {"median_ms": statistics.median(samples), "p95_ms": percentile(samples, 0.95), "n": n}
+
+
+def throughput(url: str, n: int, clients: int) -> Dict[str, float]:
+    """`clients` threads submit `n` no-op tasks in all, then wait for every result."""
+    fid = Client(url).register(noop)
+
+    def submit(k: int) -> List[str]:
+        c = Client(url)
+        return [c.execute(fid) for _ in range(k)]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        ids = [t for chunk in pool.map(submit, [n // clients] * clients) for t in chunk]
+    submitted = time.perf_counter() - t0
+
+    def wait(chunk: List[str]) -> None:
+        c = Client(url)
+        for t in chunk:
+            assert c.wait(t, timeout=300)[0] == "COMPLETED"
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(wait, [ids[i::clients] for i in range(clients)]))
+    total = time.perf_counter() - t0
+    return {"tasks": len(ids), "seconds": total, "tasks_per_s": len(ids) / total,
+            "submit_per_s": len(ids) / submitted}
+
+
+def weak_scaling(url: str, processes: int, per_process: int, seconds: float) -> Dict[str, float]:
+    """`per_process` sleep tasks per executor process; efficiency = ideal time / actual time."""
+    c = Client(url)
+    fid = c.register(sleeper)
+    c.wait(c.execute(fid, 0.0))
+    n = processes * per_process
+    t0 = time.perf_counter()
+    ids = [c.execute(fid, seconds) for _ in range(n)]
+    for t in ids:
+        assert c.wait(t, timeout=300)[0] == "COMPLETED"
+    took = time.perf_counter() - t0
+    ideal = per_process * seconds
+    return {"processes": processes, "tasks": n, "seconds": took, "efficiency": ideal / took}
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="faas-bench-"))
+    modes = args.modes.split(",")
+    out: Dict[str, Any] = {"latency": [], "throughput": [], "scaling": [], "meta": {
+        "quick": args.quick, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": __import__("os").cpu_count()}}
+    lat_n = 50 if args.quick else 300
+    thr_n = 200 if args.quick else 2000
+    for mode in modes:
+        for isolation in ("fork", "reuse"):
+            s = deploy(tmp, shape(mode, 2), isolation)
+            try:
+                c = Client(s.url)
+                lat = latency(c, lat_n)
+                thr = throughput(s.url, thr_n, 8)
+            finally:
+                s.stop()
+            out["latency"].append({"mode": mode, "isolation": isolation, **lat})
+            out["throughput"].append({"mode": mode, "isolation": isolation, **thr})
+            print(f"{mode:5} {isolation:5} latency median {lat['median_ms']:.2f} ms "
+                  f"p95 {lat['p95_ms']:.2f} ms; throughput {thr['tasks_per_s']:.0f} tasks/s",
+                  flush=True)
+    steps = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16]
+    for mode in modes:
+        for p in steps:
+            sh = shape(mode, p) if mode == "local" else shape(mode, 1, p)
+            s = deploy(tmp, sh, "fork")
+            try:
+                r = weak_scaling(s.url, p, 5, 0.2 if args.quick else 0.5)
+            finally:
+                s.stop()
+            out["scaling"].append({"mode": mode, **r})
+            print(f"{mode:5} weak scaling {p:2} processes: {r['seconds']:.2f} s, "
+                  f"efficiency {r['efficiency']:.2f}", flush=True)
+    return out
+
+
+def plot(results: Dict[str, Any], outdir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = sorted({r["mode"] for r in results["latency"]}, key=["local", "pull", "push"].index)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.38
+    for ax, key, label in ((axes[0], "median_ms", "median latency (ms)"),
+                           (axes[1], "tasks_per_s", "throughput (tasks/s)")):
+        src = results["latency"] if key == "median_ms" else results["throughput"]
+        for k, iso in enumerate(("fork", "reuse")):
+            vals = [next(r[key] for r in src if r["mode"] == m and r["isolation"] == iso)
+                    for m in modes]
+            ax.bar([i + (k - 0.5) * width for i in range(len(modes))], vals, width, label=iso)
+        ax.set_xticks(range(len(modes)), modes)
+        ax.set_ylabel(label)
+        ax.legend(title="isolation")
+    axes[0].set_title("no-op task, submit → result")
+    axes[1].set_title("2 executor processes, 8 clients")
+    fig.tight_layout()
+    fig.savefig(outdir / "latency_throughput.png", dpi=110)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in modes:
+        rows = [r for r in results["scaling"] if r["mode"] == m]
+        ax.plot([r["processes"] for r in rows], [r["efficiency"] for r in rows], marker="o", label=m)
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("executor processes (pull/push: workers × 1)")
+    ax.set_ylabel("efficiency (ideal / measured time)")
+    ax.set_title("weak scaling: 5 sleep tasks per process")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(outdir / "weak_scaling.png", dpi=110)
+
+
+def main(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--modes", default="local,pull,push")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    p.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(args)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_plots:
+        plot(results, args.out)
+    print(f"results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

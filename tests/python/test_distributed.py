@@ -1,0 +1,168 @@
+"""Pull and push modes with real worker daemons: load spreading, worker loss (kill -9, SIGSTOP),
+deadlines, retries and dispatcher restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from faas_client import Client
+from faas_stack import Stack
+
+MODES = ["pull", "push"]
+# Liveness threshold of the test stacks: 200 ms × 4 (see stack.py), plus a margin for slow CI.
+DETECT = 0.8 + 2.0
+
+
+def wait_status(c: Client, tid: str, want: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while c.status(tid) != want:
+        assert time.monotonic() < deadline, f"task never became {want}"
+        time.sleep(0.02)
+
+
+def zygote_of_pid() -> int:
+    """Runs inside a task: the parent of a forked task process is its worker's zygote."""
+    return os.getppid()
+
+
+@pytest.fixture(params=MODES)
+def three(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path, mode=request.param, workers=3, processes=2).start()
+    yield s
+    s.stop()
+
+
+def test_load_spreads_over_all_workers(three: Stack) -> None:
+    c = Client(three.url)
+    c.run(lambda: 0)
+    fid = c.register(lambda: (__import__("time").sleep(1), __import__("os").getppid())[1])
+    start = time.monotonic()
+    tasks = [c.execute(fid) for _ in range(6)]
+    results = [c.wait(t) for t in tasks]
+    took = time.monotonic() - start
+    assert all(s == "COMPLETED" for s, _ in results)
+    assert len({z for _, z in results}) == 3, "every worker ran tasks"
+    assert took < 2.5, f"6 sleeps on 3 workers × 2 processes took {took:.2f} s"
+
+
+def kill_busy_worker(s: Stack, c: Client, sig: int) -> tuple[str, int]:
+    """Starts a long task, finds the worker running it, sends it `sig`. Returns (task, index)."""
+    tid = c.execute(c.register(lambda: __import__("time").sleep(60)))
+    wait_status(c, tid, "RUNNING")
+    # The task's worker is the one whose executor has a child: find it via /proc.
+    for i, w in enumerate(s.workers):
+        kids = Path(f"/proc/{w.pid}/task/{w.pid}/children").read_text().split()
+        grandkids = [g for k in kids for g in
+                     Path(f"/proc/{k}/task/{k}/children").read_text().split()]
+        if grandkids:
+            os.kill(w.pid, sig)
+            return tid, i
+    raise AssertionError("no worker is running the task")
+
+
+def test_kill_9_of_a_worker_fails_its_task_and_others_keep_serving(three: Stack) -> None:
+    c = Client(three.url)
+    tid, _ = kill_busy_worker(three, c, signal.SIGKILL)
+    start = time.monotonic()
+    status, e = c.wait(tid, timeout=30)
+    took = time.monotonic() - start
+    assert status == "FAILED"
+    assert type(e).__name__ == "WorkerFailure" and str(e).startswith("WorkerFailure:"), repr(e)
+    assert took < DETECT, f"worker loss noticed after {took:.2f} s"
+    assert [c.run(lambda i: i * 2, i) for i in range(6)] == [i * 2 for i in range(6)]
+
+
+def test_a_hung_worker_is_detected_like_a_dead_one(three: Stack) -> None:
+    c = Client(three.url)
+    tid, i = kill_busy_worker(three, c, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        status, e = c.wait(tid, timeout=30)
+        assert status == "FAILED"
+        assert type(e).__name__ == "WorkerFailure", repr(e)
+        assert time.monotonic() - start < DETECT
+        assert c.run(lambda: "others serve") == "others serve"
+    finally:
+        os.kill(three.workers[i].pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lost_tasks_are_retried_when_allowed(mode: str, tmp_path: Path) -> None:
+    s = Stack(tmp_path, mode=mode, workers=2, processes=1, dispatcher="max_retries = 1").start()
+    try:
+        c = Client(s.url)
+        # Sleeps 2 s the first time only (a marker file says it ran before).
+        marker = tmp_path / "ran-once"
+
+        def once(path: str) -> str:
+            import os
+            import time
+
+            if not os.path.exists(path):
+                open(path, "w").close()
+                time.sleep(60)
+            return "second run"
+
+        tid = c.execute(c.register(once), str(marker))
+        wait_status(c, tid, "RUNNING")
+        while not marker.exists():
+            time.sleep(0.02)
+        for i, w in enumerate(s.workers):
+            kids = Path(f"/proc/{w.pid}/task/{w.pid}/children").read_text().split()
+            if any(Path(f"/proc/{k}/task/{k}/children").read_text().split() for k in kids):
+                os.kill(w.pid, signal.SIGKILL)
+                break
+        assert c.wait(tid, timeout=30) == ("COMPLETED", "second run")
+    finally:
+        s.stop()
+
+
+def test_pull_deadline_fails_tasks_that_take_too_long(tmp_path: Path) -> None:
+    s = Stack(tmp_path, mode="pull", workers=1, processes=2,
+              dispatcher="task_deadline_secs = 1").start()
+    try:
+        c = Client(s.url)
+        status, e = c.wait(c.execute(c.register(lambda: __import__("time").sleep(5))), timeout=30)
+        assert status == "FAILED"
+        assert type(e).__name__ == "WorkerFailure" and "deadline" in str(e), repr(e)
+        assert c.run(lambda: "fast") == "fast"
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_workers_survive_a_dispatcher_restart(mode: str, tmp_path: Path) -> None:
+    s = Stack(tmp_path, mode=mode, workers=2, processes=2).start()
+    try:
+        c = Client(s.url)
+        c.run(lambda: 0)
+        running = c.execute(c.register(lambda: __import__("time").sleep(2) or "finished"))
+        wait_status(c, running, "RUNNING")
+        s.stop_dispatcher(signal.SIGKILL)
+        s.start_dispatcher()
+        # The task finished on its worker while no dispatcher listened; it is reported after.
+        assert c.wait(running, timeout=30) == ("COMPLETED", "finished")
+        assert [c.run(lambda i: i + 1, i) for i in range(4)] == [1, 2, 3, 4]
+        assert all(w.poll() is None for w in s.workers), "workers kept running"
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_restarted_worker_rejoins(mode: str, tmp_path: Path) -> None:
+    s = Stack(tmp_path, mode=mode, workers=1, processes=2).start()
+    try:
+        c = Client(s.url)
+        assert c.run(lambda: 1) == 1
+        s.workers[0].terminate()
+        s.workers[0].wait(timeout=30)
+        s.start_worker()
+        assert c.run(lambda: 2) == 2
+    finally:
+        s.stop()
