@@ -110,6 +110,7 @@ struct Pull {
     fetch_results: Vec<TaskRef>,
     report_results: Vec<TaskRef>,
     need_bye: bool,
+    bye_in_flight: bool,
     /// When an idle, registered worker with nothing to say sends a liveness `fetch{free: 0}`.
     next_liveness: Instant,
     /// No `hello` before this (after a dispatcher answered `hello` with nonsense).
@@ -124,11 +125,12 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
         fetch_results: Vec::new(),
         report_results: Vec::new(),
         need_bye: false,
+        bye_in_flight: false,
         next_liveness: Instant::now(),
         hold_until: None,
     };
     loop {
-        if ctx.drain_done() {
+        if ctx.drain_done(p.need_bye || p.bye_in_flight) {
             return Ok(());
         }
         p.pump(ctx);
@@ -271,6 +273,9 @@ impl Pull {
             Event::Reply(r) => r,
         };
         self.report_results.clear();
+        if reply.purpose == Purpose::Bye {
+            self.bye_in_flight = false;
+        }
         if let Some(socket) = reply.socket {
             self.report = Sock::Idle(socket);
         }

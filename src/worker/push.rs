@@ -12,6 +12,9 @@ use super::session::{sleep_opt, Ctx};
 use super::WorkerError;
 use crate::protocol::{decode, encode, Decoded, Header, TaskRef};
 
+/// Pause before dropping the socket at the end, so queued messages are written.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How a connection ended.
 enum End {
     /// Drained: the worker may stop.
@@ -43,7 +46,7 @@ async fn connect(ctx: &mut Ctx) -> Option<DealerSocket> {
     let connecting = ctx.link.connect::<DealerSocket>();
     tokio::pin!(connecting);
     loop {
-        if ctx.drain_done() {
+        if ctx.drain_done(false) {
             return None;
         }
         ctx.publish();
@@ -97,7 +100,9 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
     let mut last_heard = Instant::now();
     let mut beat = new_beat(ctx);
     loop {
-        if ctx.drain_done() {
+        if ctx.drain_done(false) {
+            // Like ZMQ_LINGER: give the last messages (e.g. `bye`) a moment to leave the queue.
+            tokio::time::sleep(LINGER).await;
             return Ok(End::Done);
         }
         ctx.publish();

@@ -113,8 +113,9 @@ impl Ctx {
             "stopping: no new tasks; draining running tasks");
     }
 
-    /// Advances the drain; true once the worker may stop.
-    pub fn drain_done(&mut self) -> bool {
+    /// Advances the drain; true once the worker may stop. `unsent` says the mode still has
+    /// something to tell the dispatcher (e.g. `bye`): that gets the same short wait as acks.
+    pub fn drain_done(&mut self, unsent: bool) -> bool {
         let Some(run_deadline) = self.drain.run_deadline else {
             return false;
         };
@@ -127,7 +128,7 @@ impl Ctx {
             tracing::warn!(worker = %self.info.id, tasks = ?lost,
                 "drain timeout: abandoning running tasks (the dispatcher will treat them as lost)");
         }
-        if self.state.outbox_len() == 0 {
+        if self.state.outbox_len() == 0 && !unsent {
             return true;
         }
         let ack_deadline = *self
