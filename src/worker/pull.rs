@@ -216,8 +216,7 @@ impl Pull {
         };
         self.fetch_results.clear();
         let Some(socket) = reply.socket else {
-            ctx.registered = false;
-            ctx.link.down(&reply.answer.err().unwrap_or_default());
+            self.lost(ctx, &reply.answer.err().unwrap_or_default());
             return Ok(());
         };
         self.fetch = Sock::Idle(socket);
@@ -288,8 +287,7 @@ impl Pull {
             }
             (_, Err(e)) => {
                 if matches!(self.report, Sock::Down) {
-                    ctx.registered = false;
-                    ctx.link.down(&e);
+                    self.lost(ctx, &e);
                 } else {
                     tracing::warn!(error = %e, "bad answer on the report socket ignored");
                 }
@@ -309,6 +307,20 @@ impl Pull {
             other => tracing::debug!(kind = other.kind(), "answer on the report socket ignored"),
         }
         Ok(())
+    }
+}
+
+impl Pull {
+    /// A socket failed (it is already dropped): the dispatcher is probably gone, so the other
+    /// socket, if idle, is rebuilt too (it would fail on first use), and we say `hello` again.
+    fn lost(&mut self, ctx: &mut Ctx, reason: &str) {
+        ctx.registered = false;
+        ctx.link.down(reason);
+        for sock in [&mut self.fetch, &mut self.report] {
+            if sock.is_idle() {
+                *sock = Sock::Down;
+            }
+        }
     }
 }
 
