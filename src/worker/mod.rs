@@ -1,10 +1,32 @@
 //! Worker daemon: runs tasks from a dispatcher (pull or push mode) on its executor pool.
+//!
+//! [`run`] starts the [`ExecutorPool`], then the mode loop ([`pull`]: two REQ sockets, [`push`]:
+//! one DEALER) speaking docs/protocol.md. Both keep the running tasks and an outbox of finished,
+//! unacknowledged results ([`state`]), re-send the outbox after every reconnect, rebuild their
+//! sockets when the dispatcher goes silent ([`connect`]), and drain on shutdown: `bye`, let running
+//! tasks finish (up to `drain_timeout_secs`), report them, wait briefly for acks.
+
+mod connect;
+mod conv;
+mod pull;
+mod push;
+mod session;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
+use tokio::sync::{mpsc, watch};
 
-use crate::config::WorkerConfig;
-use crate::executor::ExecutorError;
+use crate::config::{WorkerConfig, WorkerMode};
+use crate::executor::{ExecutorError, ExecutorPool};
+use crate::protocol::{WorkerInfo, VERSION};
 use crate::shutdown::Shutdown;
+
+use connect::Link;
+use session::{Ctx, Drain, Timing};
+use state::State;
 
 /// Why a worker stopped with an error.
 #[derive(Debug, Error)]
@@ -15,10 +37,86 @@ pub enum WorkerError {
     Refused(String),
     #[error("invalid dispatcher endpoint {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// A snapshot of the worker for status lines (e.g. sd-notify `STATUS=`), published on every
+/// change through the channel given to [`run_with_status`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub slots: usize,
+    pub running: usize,
+    /// Free slots as announced to the dispatcher (0 while draining).
+    pub free: u32,
+    /// Finished results not acknowledged yet.
+    pub unacked: usize,
+    /// Registered with the dispatcher (a `welcome` arrived on the current connection).
+    pub registered: bool,
+    /// Shutdown was requested; running tasks are being drained.
+    pub draining: bool,
 }
 
 /// Runs a worker with `cfg` until `shutdown` fires.
 pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
-    let _ = (cfg, shutdown);
-    Err(WorkerError::Refused("not implemented".into()))
+    let (status, _) = watch::channel(Status::default());
+    run_with_status(cfg, shutdown, status).await
+}
+
+/// [`run`], publishing a [`Status`] on `status` whenever it changes (readiness is the first
+/// publication after the pool started).
+pub async fn run_with_status(
+    cfg: WorkerConfig,
+    shutdown: Shutdown,
+    status: watch::Sender<Status>,
+) -> Result<(), WorkerError> {
+    if !(cfg.drain_timeout_secs.is_finite() && cfg.drain_timeout_secs >= 0.0) {
+        return Err(WorkerError::Config(format!(
+            "drain_timeout_secs must be >= 0, got {}",
+            cfg.drain_timeout_secs
+        )));
+    }
+    let id = cfg.worker_id();
+    let link = Link::new(&cfg.dispatcher, &id)?;
+    let slots = cfg.slots();
+    let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), slots).await?);
+    let info = WorkerInfo {
+        id: id.clone(),
+        slots: u32::try_from(slots).unwrap_or(u32::MAX),
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: VERSION,
+    };
+    let (done_tx, done) = mpsc::unbounded_channel();
+    let mut ctx = Ctx {
+        info,
+        link,
+        timing: Timing::new(cfg.heartbeat_interval_ms, cfg.heartbeat_misses),
+        state: State::new(pool.clone(), done_tx),
+        done,
+        shutdown,
+        drain: Drain::default(),
+        drain_timeout: Duration::from_secs_f64(cfg.drain_timeout_secs),
+        status,
+        registered: false,
+    };
+    ctx.publish();
+    tracing::info!(worker = %id, dispatcher = %cfg.dispatcher, mode = cfg.mode.as_str(), slots,
+        "worker ready");
+    let result = match cfg.mode {
+        WorkerMode::Push => push::run(&mut ctx).await,
+        WorkerMode::Pull => pull::run(&mut ctx).await,
+    };
+    ctx.state.abort_running();
+    pool.shutdown().await;
+    ctx.registered = false;
+    ctx.publish();
+    if result.is_ok() {
+        tracing::info!(worker = %id, dispatcher = %cfg.dispatcher, "left dispatcher");
+    }
+    result
 }

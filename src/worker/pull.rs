@@ -1,0 +1,331 @@
+//! Pull mode: two REQ sockets. The fetch socket says `hello` and then sends `fetch{free,
+//! results}` whenever there are free slots or results (the dispatcher parks it until work comes);
+//! the report socket carries results that finish while a fetch is parked. A REQ socket whose
+//! answer does not come in time is dropped and rebuilt, and the worker says `hello` again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use zeromq::{ReqSocket, SocketRecv, SocketSend, ZmqMessage};
+
+use super::session::{sleep_opt, Ctx};
+use super::WorkerError;
+use crate::protocol::{decode, encode, Decoded, Header, TaskRef};
+
+type Connecting = Pin<Box<dyn Future<Output = ReqSocket> + Send>>;
+type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// What a request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Hello,
+    Fetch,
+    Report,
+    Bye,
+}
+
+/// The end of a request: the socket back (unless it must be rebuilt) and the answer.
+struct Reply {
+    socket: Option<ReqSocket>,
+    answer: Result<Decoded, String>,
+    purpose: Purpose,
+}
+
+/// One REQ socket's state.
+enum Sock {
+    Down,
+    Connecting(Connecting),
+    Idle(ReqSocket),
+    Busy(Request),
+}
+
+enum Event {
+    Connected(ReqSocket),
+    Reply(Reply),
+}
+
+impl Sock {
+    /// The next completion of a connect or request (cancel-safe; pending while idle or down).
+    async fn next(&mut self) -> Event {
+        let event = match self {
+            Sock::Connecting(f) => Event::Connected(f.as_mut().await),
+            Sock::Busy(f) => Event::Reply(f.as_mut().await),
+            Sock::Down | Sock::Idle(_) => return std::future::pending().await,
+        };
+        *self = Sock::Down;
+        event
+    }
+
+    fn is_idle(&self) -> bool {
+        matches!(self, Sock::Idle(_))
+    }
+
+    /// Starts a request if the socket is idle.
+    fn start(&mut self, h: &Header, blobs: Vec<bytes::Bytes>, limit: Duration, purpose: Purpose) {
+        if let Sock::Idle(socket) = std::mem::replace(self, Sock::Down) {
+            tracing::trace!(kind = h.kind(), "request");
+            *self = Sock::Busy(Box::pin(request(
+                socket,
+                encode(&[], h, blobs),
+                limit,
+                purpose,
+            )));
+        }
+    }
+}
+
+/// Sends `msg` and waits for the answer, all within `limit`.
+async fn request(
+    mut socket: ReqSocket,
+    msg: ZmqMessage,
+    limit: Duration,
+    purpose: Purpose,
+) -> Reply {
+    let exchange = async {
+        socket.send(msg).await.map_err(|e| e.to_string())?;
+        socket.recv().await.map_err(|e| e.to_string())
+    };
+    let (socket, answer) = match tokio::time::timeout(limit, exchange).await {
+        Ok(Ok(m)) => {
+            let answer = decode(m.into_vec()).map_err(|e| format!("invalid answer: {e}"));
+            (Some(socket), answer)
+        }
+        Ok(Err(e)) => (None, Err(e)),
+        Err(_) => (None, Err(format!("no answer within {limit:?}"))),
+    };
+    Reply {
+        socket,
+        answer,
+        purpose,
+    }
+}
+
+/// The two sockets and what their outstanding requests carry.
+struct Pull {
+    fetch: Sock,
+    report: Sock,
+    /// Results in the outstanding fetch / report (not to be sent on the other socket).
+    fetch_results: Vec<TaskRef>,
+    report_results: Vec<TaskRef>,
+    need_bye: bool,
+    bye_in_flight: bool,
+    /// When an idle, registered worker with nothing to say sends a liveness `fetch{free: 0}`.
+    next_liveness: Instant,
+    /// No `hello` before this (after a dispatcher answered `hello` with nonsense).
+    hold_until: Option<Instant>,
+}
+
+/// Runs pull mode until drained (Ok) or refused.
+pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
+    let mut p = Pull {
+        fetch: Sock::Down,
+        report: Sock::Down,
+        fetch_results: Vec::new(),
+        report_results: Vec::new(),
+        need_bye: false,
+        bye_in_flight: false,
+        next_liveness: Instant::now(),
+        hold_until: None,
+    };
+    loop {
+        if ctx.drain_done(p.need_bye || p.bye_in_flight) {
+            return Ok(());
+        }
+        p.pump(ctx);
+        ctx.publish();
+        let liveness = p.fetch.is_idle() && ctx.registered;
+        tokio::select! {
+            ev = p.fetch.next() => p.on_fetch(ctx, ev)?,
+            ev = p.report.next() => p.on_report(ctx, ev)?,
+            Some(f) = ctx.done.recv() => { ctx.finished(f); }
+            _ = ctx.shutdown.wait(), if !ctx.drain.active() => {
+                ctx.begin_drain();
+                p.need_bye = true;
+            }
+            _ = tokio::time::sleep_until(p.next_liveness), if liveness => {}
+            _ = sleep_opt(p.hold_until) => p.hold_until = None,
+            _ = sleep_opt(ctx.drain.wake()) => {}
+        }
+    }
+}
+
+impl Pull {
+    /// Starts whatever can be started now: connects, `hello`, `fetch`, `bye`, `report`.
+    fn pump(&mut self, ctx: &mut Ctx) {
+        let now = Instant::now();
+        if matches!(self.fetch, Sock::Down) {
+            ctx.registered = false;
+            self.fetch = Sock::Connecting(Box::pin(ctx.link.connect::<ReqSocket>()));
+        }
+        if matches!(self.report, Sock::Down) {
+            self.report = Sock::Connecting(Box::pin(ctx.link.connect::<ReqSocket>()));
+        }
+        if self.fetch.is_idle() && !ctx.registered && self.hold_until.is_none() {
+            let limit = ctx.timing.silence();
+            self.fetch
+                .start(&ctx.hello(), vec![], limit, Purpose::Hello);
+        }
+        if self.fetch.is_idle() && ctx.registered {
+            let busy = &self.report_results;
+            let (results, blobs) = ctx.state.results(|t| !busy.contains(t));
+            let free = ctx.free();
+            if free > 0 || !results.is_empty() || now >= self.next_liveness {
+                self.fetch_results = results.iter().map(|r| r.task).collect();
+                self.next_liveness = now + ctx.timing.interval;
+                tracing::trace!(free, results = results.len(), "fetch");
+                let h = Header::Fetch {
+                    worker_id: ctx.info.id.clone(),
+                    free,
+                    results,
+                };
+                self.fetch
+                    .start(&h, blobs, ctx.timing.parked(), Purpose::Fetch);
+            }
+        }
+        if self.report.is_idle() && ctx.registered {
+            if self.need_bye {
+                self.need_bye = false;
+                self.report
+                    .start(&ctx.bye(), vec![], ctx.timing.interval, Purpose::Bye);
+            } else if matches!(self.fetch, Sock::Busy(_)) {
+                let busy = &self.fetch_results;
+                let (results, blobs) = ctx.state.results(|t| !busy.contains(t));
+                if !results.is_empty() {
+                    self.report_results = results.iter().map(|r| r.task).collect();
+                    let h = Header::Report {
+                        worker_id: ctx.info.id.clone(),
+                        results,
+                    };
+                    self.report
+                        .start(&h, blobs, ctx.timing.silence(), Purpose::Report);
+                }
+            }
+        }
+    }
+
+    fn on_fetch(&mut self, ctx: &mut Ctx, ev: Event) -> Result<(), WorkerError> {
+        let reply = match ev {
+            Event::Connected(s) => {
+                self.fetch = Sock::Idle(s);
+                ctx.registered = false;
+                return Ok(());
+            }
+            Event::Reply(r) => r,
+        };
+        self.fetch_results.clear();
+        let Some(socket) = reply.socket else {
+            self.lost(ctx, &reply.answer.err().unwrap_or_default());
+            return Ok(());
+        };
+        self.fetch = Sock::Idle(socket);
+        let d = match reply.answer {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "bad answer on the fetch socket ignored");
+                return Ok(());
+            }
+        };
+        match (reply.purpose, d.header) {
+            (_, Header::Refused { reason }) => return Err(WorkerError::Refused(reason)),
+            (
+                Purpose::Hello,
+                Header::Welcome {
+                    dispatcher,
+                    heartbeat_ms,
+                    heartbeat_misses,
+                },
+            ) => {
+                ctx.welcomed(&dispatcher, heartbeat_ms, heartbeat_misses);
+                self.next_liveness = Instant::now();
+                if ctx.drain.active() {
+                    self.need_bye = true;
+                }
+            }
+            (Purpose::Hello, other) => {
+                tracing::warn!(
+                    kind = other.kind(),
+                    "unexpected answer to hello; retrying later"
+                );
+                self.hold_until = Some(Instant::now() + ctx.timing.interval);
+            }
+            (_, Header::Tasks { tasks, acks }) => {
+                ctx.state.ack(&acks);
+                ctx.state.accept(tasks, d.blobs);
+            }
+            (_, Header::Nothing { acks } | Header::Ack { acks }) => {
+                ctx.state.ack(&acks);
+            }
+            (_, Header::Unknown) => unknown(ctx),
+            (_, other) => tracing::warn!(kind = other.kind(), "unexpected answer to fetch ignored"),
+        }
+        Ok(())
+    }
+
+    fn on_report(&mut self, ctx: &mut Ctx, ev: Event) -> Result<(), WorkerError> {
+        let reply = match ev {
+            Event::Connected(s) => {
+                self.report = Sock::Idle(s);
+                return Ok(());
+            }
+            Event::Reply(r) => r,
+        };
+        self.report_results.clear();
+        if reply.purpose == Purpose::Bye {
+            self.bye_in_flight = false;
+        }
+        if let Some(socket) = reply.socket {
+            self.report = Sock::Idle(socket);
+        }
+        let d = match (reply.purpose, reply.answer) {
+            (_, Ok(d)) => d,
+            (Purpose::Bye, Err(e)) => {
+                // Nothing needs the answer to `bye`; just make sure the socket is usable again.
+                tracing::debug!(error = %e, "no usable answer to bye");
+                return Ok(());
+            }
+            (_, Err(e)) => {
+                if matches!(self.report, Sock::Down) {
+                    self.lost(ctx, &e);
+                } else {
+                    tracing::warn!(error = %e, "bad answer on the report socket ignored");
+                }
+                return Ok(());
+            }
+        };
+        match d.header {
+            Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
+            Header::Ack { acks } | Header::Nothing { acks } => {
+                ctx.state.ack(&acks);
+            }
+            Header::Tasks { tasks, acks } => {
+                ctx.state.ack(&acks);
+                ctx.state.accept(tasks, d.blobs);
+            }
+            Header::Unknown => unknown(ctx),
+            other => tracing::debug!(kind = other.kind(), "answer on the report socket ignored"),
+        }
+        Ok(())
+    }
+}
+
+impl Pull {
+    /// A socket failed (it is already dropped): the dispatcher is probably gone, so the other
+    /// socket, if idle, is rebuilt too (it would fail on first use), and we say `hello` again.
+    fn lost(&mut self, ctx: &mut Ctx, reason: &str) {
+        ctx.registered = false;
+        ctx.link.down(reason);
+        for sock in [&mut self.fetch, &mut self.report] {
+            if sock.is_idle() {
+                *sock = Sock::Down;
+            }
+        }
+    }
+}
+
+fn unknown(ctx: &mut Ctx) {
+    tracing::info!(worker = %ctx.info.id, dispatcher = %ctx.link.endpoint,
+        "dispatcher does not know this worker; registering again");
+    ctx.registered = false;
+}

@@ -1,0 +1,152 @@
+//! What a worker holds between messages: running tasks and the outbox of finished results that
+//! the dispatcher has not acknowledged yet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::conv;
+use crate::executor::ExecutorPool;
+use crate::protocol::{ResultMeta, TaskMeta, TaskRef};
+
+/// A task that finished on the pool, on its way to the outbox.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub meta: ResultMeta,
+    pub blob: Bytes,
+}
+
+/// What [`State::accept`] did with a `tasks` message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    pub started: usize,
+    /// Tasks skipped because they already run here.
+    pub running_duplicates: usize,
+    /// Tasks skipped because their result waits in the outbox (it should be reported again).
+    pub outbox_duplicates: usize,
+}
+
+/// Running tasks and unacknowledged results.
+pub(crate) struct State {
+    pool: Arc<ExecutorPool>,
+    slots: usize,
+    running: HashMap<TaskRef, JoinHandle<()>>,
+    /// Finished results in finishing order, until acknowledged.
+    outbox: Vec<(ResultMeta, Bytes)>,
+    done: mpsc::UnboundedSender<Finished>,
+}
+
+impl State {
+    /// A state running tasks on `pool`; finished tasks are sent to `done`.
+    pub fn new(pool: Arc<ExecutorPool>, done: mpsc::UnboundedSender<Finished>) -> Self {
+        State {
+            slots: pool.slots(),
+            pool,
+            running: HashMap::new(),
+            outbox: Vec::new(),
+            done,
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Slots not taken by a running task (by this worker's count, like the dispatcher's).
+    pub fn free(&self) -> usize {
+        self.slots.saturating_sub(self.running.len())
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn running(&self) -> Vec<TaskRef> {
+        let mut v: Vec<TaskRef> = self.running.keys().copied().collect();
+        v.sort_by_key(|t| (t.task_id, t.attempt));
+        v
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Starts each task of a `tasks` message (`blobs` holds two per task); duplicates of tasks
+    /// running here or waiting in the outbox are not run again.
+    pub fn accept(&mut self, tasks: Vec<TaskMeta>, blobs: Vec<Bytes>) -> Accepted {
+        let mut acc = Accepted::default();
+        let mut blobs = blobs.into_iter();
+        for meta in tasks {
+            let (Some(fn_payload), Some(args_payload)) = (blobs.next(), blobs.next()) else {
+                // decode() checked the count; stay safe anyway.
+                tracing::warn!(task_id = %meta.task.task_id, "task without its payloads ignored");
+                continue;
+            };
+            let task = meta.task;
+            if self.running.contains_key(&task) {
+                tracing::debug!(task_id = %task.task_id, "duplicate delivery of a running task ignored");
+                acc.running_duplicates += 1;
+                continue;
+            }
+            if self.outbox.iter().any(|(m, _)| m.task == task) {
+                tracing::debug!(task_id = %task.task_id, "duplicate delivery of a finished task ignored");
+                acc.outbox_duplicates += 1;
+                continue;
+            }
+            let spec = conv::task_spec(&meta, fn_payload, args_payload);
+            let pool = self.pool.clone();
+            let done = self.done.clone();
+            let handle = tokio::spawn(async move {
+                let slot = pool.reserve().await;
+                tracing::debug!(task_id = %task.task_id, attempt = task.attempt, "task started");
+                let outcome = slot.run(spec).await;
+                let (meta, blob) = conv::result(task, outcome);
+                tracing::debug!(task_id = %task.task_id, ok = meta.ok, "task finished");
+                // The receiver only goes away when the worker stops.
+                let _ = done.send(Finished { meta, blob });
+            });
+            self.running.insert(task, handle);
+            acc.started += 1;
+        }
+        acc
+    }
+
+    /// Moves a finished task from the running set to the outbox.
+    pub fn finish(&mut self, f: Finished) -> TaskRef {
+        let task = f.meta.task;
+        self.running.remove(&task);
+        if !self.outbox.iter().any(|(m, _)| m.task == task) {
+            self.outbox.push((f.meta, f.blob));
+        }
+        task
+    }
+
+    /// Forgets acknowledged results; returns how many were in the outbox.
+    pub fn ack(&mut self, acks: &[TaskRef]) -> usize {
+        let before = self.outbox.len();
+        self.outbox.retain(|(m, _)| !acks.contains(&m.task));
+        before - self.outbox.len()
+    }
+
+    /// Outbox results selected by `keep`, as a `results` list and its blobs.
+    pub fn results(&self, keep: impl Fn(&TaskRef) -> bool) -> (Vec<ResultMeta>, Vec<Bytes>) {
+        self.outbox
+            .iter()
+            .filter(|(m, _)| keep(&m.task))
+            .map(|(m, b)| (m.clone(), b.clone()))
+            .unzip()
+    }
+
+    /// Aborts the tasks still running (at the end of a drain); their results are never reported,
+    /// so the dispatcher treats them as lost.
+    pub fn abort_running(&mut self) -> Vec<TaskRef> {
+        let refs = self.running();
+        for (_, h) in self.running.drain() {
+            h.abort();
+        }
+        refs
+    }
+}

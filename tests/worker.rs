@@ -1,0 +1,654 @@
+//! Integration tests of the worker daemon against a fake dispatcher (`util/zmq.rs`): real ZeroMQ
+//! sockets, real executor processes (interpreter from `$FAAS_TEST_PYTHON`), both modes.
+
+mod util;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use faas::config::{WorkerConfig, WorkerMode};
+use faas::executor::ExecutorConfig;
+use faas::protocol::{Header, ResultMeta, TaskMeta, TaskRef, VERSION};
+use faas::shutdown::ShutdownTrigger;
+use faas::worker::WorkerError;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use util::python;
+use util::zmq::{kinds, FakeDispatcher, Msg};
+
+const HB_MS: u64 = 100;
+const HB: Duration = Duration::from_millis(HB_MS);
+/// Bound for one expected message (generous: two cores, Python processes).
+const T: Duration = Duration::from_secs(10);
+/// Bound for the first `hello` (the executor pool starts first).
+const START: Duration = Duration::from_secs(30);
+
+/// Tests are timing-sensitive; run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "faas=debug".into()),
+        )
+        .try_init();
+}
+
+/// Function and argument pickles used by the tests.
+struct Pickles {
+    double: Bytes,
+    args21: Bytes,
+    div0: Bytes,
+    no_args: Bytes,
+    sleep: Bytes,
+}
+
+fn pickles() -> &'static Pickles {
+    static P: OnceLock<Pickles> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut p = python::pickles(
+            "import time",
+            &[
+                "lambda x: x * 2",
+                "((21,), {})",
+                "lambda: 1 / 0",
+                "((), {})",
+                "lambda s: time.sleep(s) or 'slept'",
+            ],
+            None,
+        )
+        .into_iter()
+        .map(Bytes::from);
+        let mut next = || p.next().expect("pickle");
+        Pickles {
+            double: next(),
+            args21: next(),
+            div0: next(),
+            no_args: next(),
+            sleep: next(),
+        }
+    })
+}
+
+fn sleep_args(secs: f64) -> Bytes {
+    Bytes::from(python::pickles("", &[&format!("(({secs},), {{}})")], None).remove(0))
+}
+
+/// A task with its two blobs.
+struct Task {
+    meta: TaskMeta,
+    blobs: [Bytes; 2],
+}
+
+impl Task {
+    fn new(f: &Bytes, args: &Bytes) -> Self {
+        Task {
+            meta: TaskMeta {
+                task: TaskRef {
+                    task_id: uuid::Uuid::new_v4(),
+                    attempt: 1,
+                },
+                function_id: uuid::Uuid::new_v4(),
+            },
+            blobs: [f.clone(), args.clone()],
+        }
+    }
+
+    fn r(&self) -> TaskRef {
+        self.meta.task
+    }
+}
+
+fn tasks(list: &[&Task], acks: Vec<TaskRef>) -> (Header, Vec<Bytes>) {
+    let h = Header::Tasks {
+        tasks: list.iter().map(|t| t.meta.clone()).collect(),
+        acks,
+    };
+    (h, list.iter().flat_map(|t| t.blobs.clone()).collect())
+}
+
+fn welcome(heartbeat_ms: u64) -> Header {
+    Header::Welcome {
+        dispatcher: "fake".into(),
+        heartbeat_ms,
+        heartbeat_misses: 3,
+    }
+}
+
+/// A worker running in this process.
+struct Worker {
+    handle: JoinHandle<Result<(), WorkerError>>,
+    trigger: ShutdownTrigger,
+}
+
+fn start(mode: WorkerMode, slots: usize, endpoint: String) -> Worker {
+    init_tracing();
+    let cfg = WorkerConfig {
+        mode,
+        processes: slots,
+        dispatcher: endpoint,
+        id: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        heartbeat_interval_ms: HB_MS,
+        heartbeat_misses: 3,
+        drain_timeout_secs: 5.0,
+        executor: ExecutorConfig {
+            python: python::python(),
+            ..ExecutorConfig::default()
+        },
+        ..WorkerConfig::default()
+    };
+    let (trigger, shutdown) = faas::shutdown::channel();
+    Worker {
+        handle: tokio::spawn(faas::worker::run(cfg, shutdown)),
+        trigger,
+    }
+}
+
+fn is_req(m: &Msg) -> bool {
+    m.envelope.len() == 2
+}
+
+/// Results a `fetch` or `report` carries, with their blobs.
+fn results(m: &Msg) -> Vec<(ResultMeta, Bytes)> {
+    match &m.header {
+        Header::Fetch { results, .. } | Header::Report { results, .. } => results
+            .iter()
+            .cloned()
+            .zip(m.blobs.iter().cloned())
+            .collect(),
+        _ => vec![],
+    }
+}
+
+fn refs(m: &Msg) -> Vec<TaskRef> {
+    results(m).into_iter().map(|(r, _)| r.task).collect()
+}
+
+/// Answers like a cooperative dispatcher: welcome, acknowledge every result at once.
+async fn answer(d: &FakeDispatcher, m: &Msg) {
+    let acks = refs(m);
+    match &m.header {
+        Header::Hello { .. } => d.reply(m, welcome(HB_MS), vec![]).await,
+        Header::Fetch { .. } => d.reply(m, Header::Nothing { acks }, vec![]).await,
+        Header::Report { .. } => d.reply(m, Header::Ack { acks }, vec![]).await,
+        Header::Bye { .. } if is_req(m) => d.reply(m, Header::Ack { acks }, vec![]).await,
+        _ => {}
+    }
+}
+
+/// Serves the worker (answering everything) until `run` returns; returns its result and all
+/// messages seen.
+async fn serve_until_stopped(
+    d: &mut FakeDispatcher,
+    w: Worker,
+    limit: Duration,
+) -> (Result<(), WorkerError>, Vec<Msg>) {
+    let mut handle = w.handle;
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    let mut seen = Vec::new();
+    loop {
+        tokio::select! {
+            r = &mut handle => return (r.expect("worker task"), seen),
+            Some(m) = d.try_recv(Duration::from_secs(3600)) => {
+                answer(d, &m).await;
+                seen.push(m);
+            }
+            _ = &mut deadline => panic!("worker did not stop within {limit:?}; saw {:?}", kinds(&seen)),
+        }
+    }
+}
+
+/// Triggers shutdown and serves until the worker stopped; asserts it said `bye` and ended Ok.
+async fn stop(d: &mut FakeDispatcher, w: Worker) -> Vec<Msg> {
+    w.trigger.trigger();
+    let (r, seen) = serve_until_stopped(d, w, T).await;
+    assert!(r.is_ok(), "run() failed: {r:?}");
+    assert!(
+        seen.iter().any(|m| m.kind() == "bye"),
+        "no bye; saw {:?}",
+        kinds(&seen)
+    );
+    seen
+}
+
+/// The first `hello`, checked; answered with `welcome`.
+async fn registered(d: &mut FakeDispatcher, slots: u32, heartbeat_ms: u64) -> Msg {
+    let (hello, _) = d.recv_kind("hello", START).await;
+    match &hello.header {
+        Header::Hello { worker, running } => {
+            assert_eq!(worker.slots, slots);
+            assert_eq!(worker.pid, std::process::id());
+            assert_eq!(worker.protocol, VERSION);
+            assert_eq!(worker.version, env!("CARGO_PKG_VERSION"));
+            assert!(worker.id.starts_with("test-"));
+            assert!(running.is_empty());
+        }
+        _ => unreachable!(),
+    }
+    d.reply(&hello, welcome(heartbeat_ms), vec![]).await;
+    hello
+}
+
+/// Collects results of `want` tasks, answering everything (results acknowledged).
+async fn collect(d: &mut FakeDispatcher, want: &[TaskRef]) -> Vec<(ResultMeta, Bytes)> {
+    let deadline = Instant::now() + T;
+    let mut got: Vec<(ResultMeta, Bytes)> = Vec::new();
+    while !want.iter().all(|t| got.iter().any(|(r, _)| r.task == *t)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = d.recv(left).await;
+        for (r, b) in results(&m) {
+            if !got.iter().any(|(g, _)| g.task == r.task) {
+                got.push((r, b));
+            }
+        }
+        answer(d, &m).await;
+    }
+    got
+}
+
+fn check_double_and_div0(got: &[(ResultMeta, Bytes)], double: &Task, div0: &Task) {
+    let (ok, blob) = got
+        .iter()
+        .find(|(r, _)| r.task == double.r())
+        .expect("result");
+    assert!(ok.ok, "{ok:?}");
+    assert_eq!(python::eval(blob, "v"), "42");
+    let (bad, blob) = got
+        .iter()
+        .find(|(r, _)| r.task == div0.r())
+        .expect("result");
+    assert!(!bad.ok);
+    assert!(bad.cause.starts_with("ZeroDivisionError"), "{}", bad.cause);
+    assert!(python::describe(blob).starts_with("ZeroDivisionError"));
+}
+
+// ---------------------------------------------------------------- 1. tasks and results
+
+#[tokio::test]
+async fn pull_runs_tasks_and_hands_in_results() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Pull, 2, d.endpoint());
+    registered(&mut d, 2, HB_MS).await;
+    let (f, _) = d.recv_kind("fetch", T).await;
+    assert!(matches!(&f.header, Header::Fetch { free: 2, results, .. } if results.is_empty()));
+    let double = Task::new(&p.double, &p.args21);
+    let div0 = Task::new(&p.div0, &p.no_args);
+    let (h, blobs) = tasks(&[&double, &div0], vec![]);
+    d.reply(&f, h, blobs).await;
+    let got = collect(&mut d, &[double.r(), div0.r()]).await;
+    check_double_and_div0(&got, &double, &div0);
+    stop(&mut d, w).await;
+}
+
+#[tokio::test]
+async fn push_runs_tasks_and_reports_results() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let hello = registered(&mut d, 2, HB_MS).await;
+    assert_eq!(hello.envelope.len(), 1, "push mode uses a DEALER");
+    d.ping_every(&hello, HB);
+    let double = Task::new(&p.double, &p.args21);
+    let div0 = Task::new(&p.div0, &p.no_args);
+    let (h, blobs) = tasks(&[&double, &div0], vec![]);
+    d.reply(&hello, h, blobs).await;
+    let got = collect(&mut d, &[double.r(), div0.r()]).await;
+    check_double_and_div0(&got, &double, &div0);
+    stop(&mut d, w).await;
+}
+
+// ---------------------------------------------------------------- 2. pull: fetch discipline
+
+#[tokio::test]
+async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Pull, 1, d.endpoint());
+    registered(&mut d, 1, HB_MS).await;
+    let (f, _) = d.recv_kind("fetch", T).await;
+    let slow = Task::new(&p.sleep, &sleep_args(0.8));
+    let (h, blobs) = tasks(&[&slow], vec![]);
+    d.reply(&f, h, blobs).await;
+
+    // While the only slot is busy: nothing but liveness fetches{free: 0}, about every interval.
+    let mut liveness: Vec<Instant> = Vec::new();
+    let carrier = loop {
+        let m = d.recv(T).await;
+        match &m.header {
+            Header::Fetch { free, results, .. } if results.is_empty() => {
+                assert_eq!(
+                    *free, 0,
+                    "fetch with free slots while the only slot is busy"
+                );
+                liveness.push(m.at);
+                d.reply(&m, Header::Nothing { acks: vec![] }, vec![]).await;
+            }
+            Header::Fetch { .. } => break m,
+            // Finished while a liveness fetch was out: rides the report socket (not acked).
+            Header::Report { .. } => {
+                d.reply(&m, Header::Ack { acks: vec![] }, vec![]).await;
+            }
+            other => panic!("unexpected {}", other.kind()),
+        }
+    };
+    assert!(
+        (3..=12).contains(&liveness.len()),
+        "{} liveness fetches in 0.8 s",
+        liveness.len()
+    );
+    for pair in liveness.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= HB * 7 / 10, "liveness fetches {gap:?} apart");
+    }
+
+    // The result rides on the next fetch, which asks for work again; not acked → sent again.
+    assert!(matches!(&carrier.header, Header::Fetch { free: 1, .. }));
+    assert_eq!(refs(&carrier), vec![slow.r()]);
+    let (r, blob) = results(&carrier).remove(0);
+    assert!(r.ok);
+    assert_eq!(python::eval(&blob, "v"), "'slept'");
+    d.reply(&carrier, Header::Nothing { acks: vec![] }, vec![])
+        .await;
+    let again = d.recv(T).await;
+    assert_eq!(again.kind(), "fetch");
+    assert_eq!(refs(&again), vec![slow.r()], "un-acked result sent again");
+    d.reply(
+        &again,
+        Header::Nothing {
+            acks: vec![slow.r()],
+        },
+        vec![],
+    )
+    .await;
+    let after = d.recv(T).await;
+    assert!(
+        matches!(&after.header, Header::Fetch { free: 1, results, .. } if results.is_empty()),
+        "acked result forgotten: {:?}",
+        after.header
+    );
+    d.reply(&after, Header::Nothing { acks: vec![] }, vec![])
+        .await;
+    stop(&mut d, w).await;
+}
+
+#[tokio::test]
+async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Pull, 2, d.endpoint());
+    // A long interval so the parked fetch does not time out while the task runs.
+    registered(&mut d, 2, 1000).await;
+    let (f, _) = d.recv_kind("fetch", T).await;
+    let quick = Task::new(&p.sleep, &sleep_args(0.2));
+    let (h, blobs) = tasks(&[&quick], vec![]);
+    d.reply(&f, h, blobs).await;
+    let (parked, _) = d.recv_kind("fetch", T).await;
+    assert!(matches!(&parked.header, Header::Fetch { free: 1, results, .. } if results.is_empty()));
+    let report = d.recv(T).await;
+    assert_eq!(report.kind(), "report", "result while the fetch is parked");
+    assert_ne!(
+        report.envelope[0], parked.envelope[0],
+        "on the other socket"
+    );
+    assert_eq!(refs(&report), vec![quick.r()]);
+    d.reply(
+        &report,
+        Header::Ack {
+            acks: vec![quick.r()],
+        },
+        vec![],
+    )
+    .await;
+    d.reply(&parked, Header::Nothing { acks: vec![] }, vec![])
+        .await;
+    let next = d.recv(T).await;
+    assert!(
+        matches!(&next.header, Header::Fetch { free: 2, results, .. } if results.is_empty()),
+        "acked on the report socket, so not sent again: {:?}",
+        next.header
+    );
+    d.reply(&next, Header::Nothing { acks: vec![] }, vec![])
+        .await;
+    stop(&mut d, w).await;
+}
+
+// ---------------------------------------------------------------- 3. push: heartbeats, unknown
+
+#[tokio::test]
+async fn push_heartbeats_and_resends_results_after_unknown_until_acked() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let hello = registered(&mut d, 2, HB_MS).await;
+    d.ping_every(&hello, HB);
+    let slow = Task::new(&p.sleep, &sleep_args(0.7));
+    let (h, blobs) = tasks(&[&slow], vec![]);
+    d.reply(&hello, h, blobs).await;
+
+    let mut beats: Vec<Instant> = Vec::new();
+    let report = loop {
+        let m = d.recv(T).await;
+        match &m.header {
+            Header::Heartbeat { free, running, .. } => {
+                assert_eq!((*free, running.clone()), (1, vec![slow.r()]));
+                beats.push(m.at);
+            }
+            Header::Report { .. } => break m,
+            other => panic!("unexpected {}", other.kind()),
+        }
+    };
+    assert!(
+        (4..=10).contains(&beats.len()),
+        "{} heartbeats in 0.7 s",
+        beats.len()
+    );
+    for pair in beats.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= HB * 7 / 10 && gap <= HB * 3,
+            "heartbeats {gap:?} apart"
+        );
+    }
+    assert_eq!(refs(&report), vec![slow.r()]);
+
+    // Not acked; the dispatcher "restarted": hello again, then the result once more.
+    for _ in 0..2 {
+        d.reply(&hello, Header::Unknown, vec![]).await;
+        let (again, _) = d.recv_kind("hello", T).await;
+        assert!(matches!(&again.header, Header::Hello { running, .. } if running.is_empty()));
+        d.reply(&again, welcome(HB_MS), vec![]).await;
+        let (resent, _) = d.recv_kind("report", T).await;
+        assert_eq!(refs(&resent), vec![slow.r()]);
+    }
+    d.reply(
+        &hello,
+        Header::Ack {
+            acks: vec![slow.r()],
+        },
+        vec![],
+    )
+    .await;
+    d.reply(&hello, Header::Unknown, vec![]).await;
+    let (again, _) = d.recv_kind("hello", T).await;
+    d.reply(&again, welcome(HB_MS), vec![]).await;
+    let deadline = Instant::now() + HB * 5;
+    while let Some(m) = d
+        .try_recv(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        match &m.header {
+            Header::Heartbeat { free, running, .. } => assert_eq!((*free, running.len()), (2, 0)),
+            other => panic!("acked result must not be reported again ({})", other.kind()),
+        }
+    }
+    stop(&mut d, w).await;
+}
+
+// ---------------------------------------------------------------- 4. dispatcher restart
+
+async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let port = d.port;
+    let w = start(mode, 2, d.endpoint());
+    let hello = registered(&mut d, 2, HB_MS).await;
+    let long = Task::new(&p.sleep, &sleep_args(2.0));
+    let short = Task::new(&p.sleep, &sleep_args(0.3));
+    let (h, blobs) = tasks(&[&long, &short], vec![]);
+    match mode {
+        WorkerMode::Push => {
+            d.ping_every(&hello, HB);
+            d.reply(&hello, h, blobs).await;
+        }
+        WorkerMode::Pull => {
+            let (f, _) = d.recv_kind("fetch", T).await;
+            d.reply(&f, h, blobs).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    d.close().await;
+    // `short` finishes while the dispatcher is away.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut d = FakeDispatcher::bind(port).await;
+    let back = Instant::now();
+    let (hello, _) = d.recv_kind("hello", T).await;
+    assert!(
+        hello.at - back < Duration::from_secs(3),
+        "hello {:?} after the restart",
+        hello.at - back
+    );
+    match &hello.header {
+        Header::Hello { running, .. } => assert_eq!(running, &vec![long.r()]),
+        _ => unreachable!(),
+    }
+    d.reply(&hello, welcome(HB_MS), vec![]).await;
+    if mode == WorkerMode::Push {
+        d.ping_every(&hello, HB);
+    }
+    let got = collect(&mut d, &[short.r()]).await;
+    assert!(got[0].0.ok);
+    let got = collect(&mut d, &[long.r()]).await;
+    assert!(got.iter().any(|(r, _)| r.task == long.r() && r.ok));
+    stop(&mut d, w).await;
+}
+
+#[tokio::test]
+async fn pull_reconnects_after_dispatcher_restart() {
+    let _serial = SERIAL.lock().await;
+    reconnects_after_dispatcher_restart(WorkerMode::Pull).await;
+}
+
+#[tokio::test]
+async fn push_reconnects_after_dispatcher_restart() {
+    let _serial = SERIAL.lock().await;
+    reconnects_after_dispatcher_restart(WorkerMode::Push).await;
+}
+
+// ---------------------------------------------------------------- 5. graceful stop
+
+async fn graceful_stop_reports_running_task(mode: WorkerMode) {
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(mode, 1, d.endpoint());
+    let hello = registered(&mut d, 1, HB_MS).await;
+    let slow = Task::new(&p.sleep, &sleep_args(1.0));
+    let (h, blobs) = tasks(&[&slow], vec![]);
+    match mode {
+        WorkerMode::Push => {
+            d.ping_every(&hello, HB);
+            d.reply(&hello, h, blobs).await;
+        }
+        WorkerMode::Pull => {
+            let (f, _) = d.recv_kind("fetch", T).await;
+            d.reply(&f, h, blobs).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    let seen = stop(&mut d, w).await;
+    let bye = seen.iter().position(|m| m.kind() == "bye").expect("bye");
+    let result = seen
+        .iter()
+        .position(|m| refs(m).contains(&slow.r()))
+        .expect("the running task's result is still reported");
+    assert!(bye < result, "bye first: {:?}", kinds(&seen));
+    assert!(results(&seen[result])[0].0.ok);
+    assert!(stopping.elapsed() < Duration::from_secs(4));
+    assert!(
+        seen.iter().all(|m| match &m.header {
+            Header::Fetch { free, .. } | Header::Heartbeat { free, .. } => *free == 0,
+            _ => true,
+        }),
+        "no free slots announced while draining"
+    );
+}
+
+#[tokio::test]
+async fn pull_graceful_stop_reports_running_task() {
+    let _serial = SERIAL.lock().await;
+    graceful_stop_reports_running_task(WorkerMode::Pull).await;
+}
+
+#[tokio::test]
+async fn push_graceful_stop_reports_running_task() {
+    let _serial = SERIAL.lock().await;
+    graceful_stop_reports_running_task(WorkerMode::Push).await;
+}
+
+// ---------------------------------------------------------------- 6. refused
+
+async fn refused_ends_run_with_error(mode: WorkerMode) {
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(mode, 1, d.endpoint());
+    let (hello, _) = d.recv_kind("hello", START).await;
+    let reason = "protocol 1 is not supported";
+    d.reply(
+        &hello,
+        Header::Refused {
+            reason: reason.into(),
+        },
+        vec![],
+    )
+    .await;
+    let r = tokio::time::timeout(T, w.handle)
+        .await
+        .expect("run() returns")
+        .expect("worker task");
+    assert!(
+        matches!(&r, Err(WorkerError::Refused(why)) if why == reason),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn pull_refused_ends_run_with_error() {
+    let _serial = SERIAL.lock().await;
+    refused_ends_run_with_error(WorkerMode::Pull).await;
+}
+
+#[tokio::test]
+async fn push_refused_ends_run_with_error() {
+    let _serial = SERIAL.lock().await;
+    refused_ends_run_with_error(WorkerMode::Push).await;
+}
+
+#[tokio::test]
+async fn invalid_endpoint_is_an_error() {
+    let (_trigger, shutdown) = faas::shutdown::channel();
+    let cfg = WorkerConfig {
+        dispatcher: "not an endpoint".into(),
+        ..WorkerConfig::default()
+    };
+    let r = faas::worker::run(cfg, shutdown).await;
+    assert!(matches!(r, Err(WorkerError::Endpoint { .. })), "{r:?}");
+}
