@@ -40,6 +40,17 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+def children(pid: int) -> List[int]:
+    """Child processes of `pid`, over all its threads."""
+    out: List[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
 class Stack:
     """One isolated faas deployment; ``url`` is the gateway's base URL.
 
@@ -80,11 +91,11 @@ class Stack:
         )
         self.config = workdir / "dispatcher.toml"
         self.config.write_text(
-            "heartbeat_interval_ms = 200\nheartbeat_misses = 4\n"
+            "heartbeat_interval_ms = 200\nheartbeat_misses = 4\ndrain_timeout_secs = 5\n"
             f"{dispatcher}\n{executor_table}"
         )
         self.worker_config = workdir / "worker.toml"
-        self.worker_config.write_text(executor_table)
+        self.worker_config.write_text(f"drain_timeout_secs = 5\n{executor_table}")
         self.dispatcher: Optional[subprocess.Popen[bytes]] = None
         self.workers: List[subprocess.Popen[bytes]] = []
 
@@ -143,6 +154,16 @@ class Stack:
         )
         self.workers.append(w)
         return w
+
+    def worker_running_a_task(self, timeout: float = 10.0) -> int:
+        """Index of a worker whose executor has a task process (worker → zygote → task)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, w in enumerate(self.workers):
+                if w.poll() is None and any(children(z) for z in children(w.pid)):
+                    return i
+            time.sleep(0.02)
+        raise AssertionError("no worker is running a task")
 
     def stop_dispatcher(self, sig: int = signal.SIGTERM) -> None:
         if self.dispatcher is not None:

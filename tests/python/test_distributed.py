@@ -55,15 +55,9 @@ def kill_busy_worker(s: Stack, c: Client, sig: int) -> tuple[str, int]:
     """Starts a long task, finds the worker running it, sends it `sig`. Returns (task, index)."""
     tid = c.execute(c.register(lambda: __import__("time").sleep(60)))
     wait_status(c, tid, "RUNNING")
-    # The task's worker is the one whose executor has a child: find it via /proc.
-    for i, w in enumerate(s.workers):
-        kids = Path(f"/proc/{w.pid}/task/{w.pid}/children").read_text().split()
-        grandkids = [g for k in kids for g in
-                     Path(f"/proc/{k}/task/{k}/children").read_text().split()]
-        if grandkids:
-            os.kill(w.pid, sig)
-            return tid, i
-    raise AssertionError("no worker is running the task")
+    i = s.worker_running_a_task()
+    os.kill(s.workers[i].pid, sig)
+    return tid, i
 
 
 def test_kill_9_of_a_worker_fails_its_task_and_others_keep_serving(three: Stack) -> None:
@@ -113,11 +107,7 @@ def test_lost_tasks_are_retried_when_allowed(mode: str, tmp_path: Path) -> None:
         wait_status(c, tid, "RUNNING")
         while not marker.exists():
             time.sleep(0.02)
-        for i, w in enumerate(s.workers):
-            kids = Path(f"/proc/{w.pid}/task/{w.pid}/children").read_text().split()
-            if any(Path(f"/proc/{k}/task/{k}/children").read_text().split() for k in kids):
-                os.kill(w.pid, signal.SIGKILL)
-                break
+        os.kill(s.workers[s.worker_running_a_task()].pid, signal.SIGKILL)
         assert c.wait(tid, timeout=30) == ("COMPLETED", "second run")
     finally:
         s.stop()

@@ -41,6 +41,9 @@ pub struct Worker {
     pub storing: HashSet<TaskRef>,
     /// It said bye: no new tasks.
     pub leaving: bool,
+    /// Runs whose deadline passed (already settled as lost) but which may still occupy a slot on
+    /// the worker until it reports them.
+    pub expired: HashSet<TaskRef>,
 }
 
 impl Worker {
@@ -57,6 +60,7 @@ impl Worker {
             acks: Vec::new(),
             storing: HashSet::new(),
             leaving: false,
+            expired: HashSet::new(),
         }
     }
 
@@ -65,7 +69,8 @@ impl Worker {
         if self.leaving {
             return 0;
         }
-        (self.info.slots as usize).saturating_sub(self.running.len() + self.claiming)
+        (self.info.slots as usize)
+            .saturating_sub(self.running.len() + self.claiming + self.expired.len())
     }
 
     /// A short description for logs and failure messages.

@@ -305,6 +305,7 @@ impl Remote {
             if !w.storing.insert(meta.task) {
                 continue; // already being stored: the ack will come
             }
+            w.expired.remove(&meta.task);
             let mine = w
                 .running
                 .get(&meta.task.task_id)
@@ -636,15 +637,15 @@ impl Remote {
             if expired.is_empty() {
                 continue;
             }
-            let losses = expired
-                .iter()
-                .filter_map(|id| w.running.remove(id))
-                .map(|a| Loss::Lost {
+            let mut losses = Vec::with_capacity(expired.len());
+            for a in expired.iter().filter_map(|id| w.running.remove(id)) {
+                w.expired.insert(effects::task_ref(&a.owned));
+                losses.push(Loss::Lost {
                     task_id: a.owned.task_id,
                     attempt: Some(a.owned.attempt),
                     entry_id: a.owned.entry_id,
-                })
-                .collect();
+                });
+            }
             let reason = format!(
                 "worker {} did not report the result within the {:.1} s deadline",
                 w.describe(),
