@@ -121,7 +121,14 @@ impl DispatcherArgs {
 #[command(
     name = "faas-worker",
     version,
-    about = "Worker daemon of the faas Function-as-a-Service platform"
+    about = "Worker daemon of the faas Function-as-a-Service platform",
+    long_about = "faas-worker connects to a faas-dispatcher running in the same mode and runs the tasks it \
+gets on NUM_PROCESSES executor processes (fork-per-task isolation by default). It never talks to \
+Redis. It registers on connect, heartbeats, keeps finished results until the dispatcher \
+acknowledges them, and survives dispatcher restarts: it rebuilds its socket, registers again with \
+the tasks it is still running, and re-sends results that finished meanwhile.",
+    after_long_help = "SIGNALS\n  SIGTERM, SIGINT: say bye, take no more tasks, finish running ones for drain_timeout_secs, report them, exit.\n\n\
+EXIT STATUS\n  0 on a clean stop, 1 on a runtime error (e.g. refused by the dispatcher), 78 on a configuration error."
 )]
 pub struct WorkerArgs {
     /// pull (ask the dispatcher for tasks) or push (receive pushed tasks); must match the dispatcher.
