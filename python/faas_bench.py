@@ -17,10 +17,31 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 from faas_client import Client
-from faas_stack import ROOT, Stack
+from faas_stack import ROOT, Stack, children
+
+CLK_TCK = __import__("os").sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and its living descendants, including reaped children's time."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    except (OSError, ValueError):
+        return 0.0
+    return total + sum(cpu_seconds(c) for c in children(pid))
+
+
+def component_cpu(s: Stack) -> Dict[str, float]:
+    """CPU seconds per daemon of the deployment (executors count with their daemon)."""
+    out: Dict[str, float] = {}
+    for name, p in s.named_procs():
+        out[name] = out.get(name, 0.0) + cpu_seconds(p.pid)
+    return out
 
 
 def noop() -> None:
@@ -67,9 +88,13 @@ def latency(c: Client, n: int) -> Dict[str, float]:
     return {"median_ms": statistics.median(samples), "p95_ms": percentile(samples, 0.95), "n": n}
 
 
-def throughput(url: str, n: int, clients: int) -> Dict[str, float]:
-    """`clients` threads submit `n` no-op tasks in all, then wait for every result."""
+def throughput(s: Stack, n: int, clients: int) -> Dict[str, Any]:
+    """`clients` threads submit `n` no-op tasks in all, then wait for every result. Also records
+    the CPU seconds each component used, to show where the time goes."""
+    url = s.url
     fid = Client(url).register(noop)
+    cpu0 = component_cpu(s)
+    client0 = sum(__import__("os").times()[:2])
 
     def submit(k: int) -> List[str]:
         c = Client(url)
@@ -88,8 +113,11 @@ def throughput(url: str, n: int, clients: int) -> Dict[str, float]:
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(wait, [ids[i::clients] for i in range(clients)]))
     total = time.perf_counter() - t0
+    cpu1 = component_cpu(s)
+    cpu = {k: round(cpu1.get(k, 0.0) - v, 2) for k, v in cpu0.items()}
+    cpu["client"] = round(sum(__import__("os").times()[:2]) - client0, 2)
     return {"tasks": len(ids), "seconds": total, "tasks_per_s": len(ids) / total,
-            "submit_per_s": len(ids) / submitted}
+            "submit_per_s": len(ids) / submitted, "cpu_seconds": cpu}
 
 
 def weak_scaling(url: str, processes: int, per_process: int, seconds: float) -> Dict[str, float]:
@@ -121,14 +149,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             try:
                 c = Client(s.url)
                 lat = latency(c, lat_n)
-                thr = throughput(s.url, thr_n, 8)
+                thr = throughput(s, thr_n, 8)
             finally:
                 s.stop()
             out["latency"].append({"mode": mode, "isolation": isolation, **lat})
             out["throughput"].append({"mode": mode, "isolation": isolation, **thr})
             print(f"{mode:5} {isolation:5} latency median {lat['median_ms']:.2f} ms "
-                  f"p95 {lat['p95_ms']:.2f} ms; throughput {thr['tasks_per_s']:.0f} tasks/s",
-                  flush=True)
+                  f"p95 {lat['p95_ms']:.2f} ms; throughput {thr['tasks_per_s']:.0f} tasks/s; "
+                  f"cpu s {thr['cpu_seconds']}", flush=True)
     steps = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16]
     for mode in modes:
         for p in steps:

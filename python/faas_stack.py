@@ -75,6 +75,7 @@ class Stack:
         self.processes = processes
         self.worker_count = workers if mode != "local" else 0
         self.procs: List[subprocess.Popen[bytes]] = []
+        self.names: List[str] = []
         self.logs: List[IO[bytes]] = []
         self.redis_port = free_port()
         self.http_port = free_port()
@@ -114,7 +115,12 @@ class Stack:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
+        self.names.append(name.rstrip("0123456789"))
         return p
+
+    def named_procs(self) -> List[tuple[str, subprocess.Popen[bytes]]]:
+        """(component, process) for every daemon still running: redis, gateway, dispatcher, worker."""
+        return [(n, p) for n, p in zip(self.names, self.procs) if p.poll() is None]
 
     def start(self) -> "Stack":
         self._spawn(
