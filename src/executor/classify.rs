@@ -59,6 +59,19 @@ pub struct TaskEnd {
 }
 
 impl TaskEnd {
+    /// Nothing known yet about a task running in `what` under `memory_limit_mb`.
+    pub fn new(what: &'static str, memory_limit_mb: u64) -> Self {
+        TaskEnd {
+            result: Ok(None),
+            exit: None,
+            timed_out: None,
+            lost: None,
+            pool_closed: false,
+            what,
+            memory_limit_mb,
+        }
+    }
+
     /// Classifies the end of a task; a complete result always wins over how the process exited.
     pub fn outcome(self) -> Outcome {
         let protocol_error = match self.result {

@@ -107,15 +107,7 @@ impl ReuseBackend {
             Some(t) => tokio::time::timeout(t, io).await.ok(),
             None => Some(io.await),
         };
-        let mut end = TaskEnd {
-            result: Ok(None),
-            exit: None,
-            timed_out: None,
-            lost: None,
-            pool_closed: false,
-            what: "executor process",
-            memory_limit_mb: self.cfg.memory_limit_mb,
-        };
+        let mut end = TaskEnd::new("executor process", self.cfg.memory_limit_mb);
         match read {
             Some(Ok(Some(result))) => {
                 self.checkin(exe);

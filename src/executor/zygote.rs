@@ -190,15 +190,7 @@ impl ForkBackend {
         mut events: mpsc::UnboundedReceiver<ChildEvent>,
         mut stream: UnixStream,
     ) -> TaskEnd {
-        let mut end = TaskEnd {
-            result: Ok(None),
-            exit: None,
-            timed_out: None,
-            lost: None,
-            pool_closed: false,
-            what: "task process",
-            memory_limit_mb: self.cfg.memory_limit_mb,
-        };
+        let mut end = TaskEnd::new("task process", self.cfg.memory_limit_mb);
         let (mut rd, mut wr) = stream.split();
         let io = async {
             let write = async {

@@ -24,6 +24,17 @@ pub enum PlatformError {
 }
 
 impl PlatformError {
+    /// Every platform failure, for lookups by name.
+    pub const ALL: [PlatformError; 7] = [
+        PlatformError::WorkerFailure,
+        PlatformError::TaskTimeout,
+        PlatformError::ExecutorCrashed,
+        PlatformError::ResourceLimitExceeded,
+        PlatformError::DeserializationError,
+        PlatformError::SerializationError,
+        PlatformError::InvalidTask,
+    ];
+
     /// The Python class name of this failure, also the first word of its message.
     pub fn class_name(self) -> &'static str {
         match self {
@@ -39,17 +50,7 @@ impl PlatformError {
 
     /// Parses a class name as sent by the executor; unknown names yield `None`.
     pub fn from_class_name(name: &str) -> Option<Self> {
-        [
-            PlatformError::WorkerFailure,
-            PlatformError::TaskTimeout,
-            PlatformError::ExecutorCrashed,
-            PlatformError::ResourceLimitExceeded,
-            PlatformError::DeserializationError,
-            PlatformError::SerializationError,
-            PlatformError::InvalidTask,
-        ]
-        .into_iter()
-        .find(|e| e.class_name() == name)
+        Self::ALL.into_iter().find(|e| e.class_name() == name)
     }
 
     /// The full message stored with the task: `"<ClassName>: <detail>"`.
@@ -127,15 +128,7 @@ mod tests {
 
     #[test]
     fn names_roundtrip() {
-        for k in [
-            PlatformError::WorkerFailure,
-            PlatformError::TaskTimeout,
-            PlatformError::ExecutorCrashed,
-            PlatformError::ResourceLimitExceeded,
-            PlatformError::DeserializationError,
-            PlatformError::SerializationError,
-            PlatformError::InvalidTask,
-        ] {
+        for k in PlatformError::ALL {
             assert_eq!(PlatformError::from_class_name(k.class_name()), Some(k));
         }
         assert_eq!(PlatformError::from_class_name("Nope"), None);
