@@ -379,3 +379,51 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     stop.trigger();
     handle.await.expect("join").expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_queue_is_sent_in_batches_within_the_credit() {
+    let env = Env::new().await;
+    let mut queued = Vec::new();
+    for _ in 0..6 {
+        queued.push(env.submit().await);
+    }
+    let (stop, handle) = env.spawn(env.config(Mode::Push, 50));
+    let mut w = connect_dealer(&env).await;
+    send(
+        &mut w,
+        &Header::Hello {
+            worker: info("w1", 4, VERSION),
+            running: vec![],
+        },
+        vec![],
+    )
+    .await;
+    recv_dealer(&mut w).await;
+    // Four slots: the first message carries four tasks, and nothing more comes until a result.
+    let d = recv_significant(&mut w).await;
+    let Header::Tasks { tasks, .. } = d.header else {
+        panic!("expected tasks, got {:?}", d.header)
+    };
+    assert_eq!(
+        tasks.len(),
+        4,
+        "one message with as many tasks as free slots"
+    );
+    assert_eq!(d.blobs.len(), 8);
+    let extra = tokio::time::timeout(Duration::from_millis(500), recv_significant(&mut w)).await;
+    assert!(
+        extra.is_err(),
+        "no task beyond the credit: {:?}",
+        extra.map(|d| d.header)
+    );
+    // One result frees one slot: exactly one more task follows.
+    let (h, blobs) = ok_result(&env, tasks[0].task);
+    send(&mut w, &h, blobs).await;
+    let d = recv_significant(&mut w).await;
+    let Header::Tasks { tasks: more, .. } = d.header else {
+        panic!("expected tasks, got {:?}", d.header)
+    };
+    assert_eq!(more.len(), 1);
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
