@@ -2,6 +2,7 @@
 //! environment, overridden by flags, validated; see docs/configuration.md.
 
 pub mod dispatcher;
+pub mod doc;
 pub mod env;
 pub mod error;
 pub mod gateway;
