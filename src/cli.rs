@@ -1,23 +1,40 @@
 //! Command-line definitions of the daemons (clap), shared by the binaries and the man pages.
+//!
+//! Each `into_config` layers the settings (defaults, files, drop-ins, environment; see
+//! `crate::config::load`), applies the flags on top and validates the result.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::config::{
-    load_file, ConfigError, DispatcherConfig, GatewayConfig, Mode, WorkerConfig, WorkerMode,
+    load, ConfigError, DispatcherConfig, GatewayConfig, Mode, Settings, Sources, WorkerConfig,
+    WorkerMode, EX_CONFIG,
 };
+
+const CONFIG_HELP: &str =
+    "TOML config file replacing /etc/faas/NAME.toml (flags given here win over it)";
+const CHECK_HELP: &str =
+    "Load and validate the configuration, print the effective settings as TOML and exit (78 if invalid)";
 
 /// faas-gateway: the HTTP API of faas.
 #[derive(Debug, Parser)]
 #[command(
     name = "faas-gateway",
     version,
-    about = "HTTP API of the faas Function-as-a-Service platform"
+    about = "HTTP API of the faas Function-as-a-Service platform",
+    long_about = "faas-gateway serves the HTTP API of faas: POST /register_function stores a function \
+(a base64 dill pickle), POST /execute_function creates a task and queues it in the same Redis \
+transaction, so it is visible to GET /status/ID at once, and GET /result/ID returns the status \
+and, once the task has finished, its pickled result. Payloads are checked before anything is \
+written: one that is not base64 or not a pickle is a 400. The API description is served at \
+/openapi.json. The gateway keeps no state of its own; several may share one Redis.",
+    after_long_help = "SIGNALS\n  SIGTERM, SIGINT: stop accepting connections, let requests in flight finish, exit.\n\n\
+EXIT STATUS\n  0 on a clean stop, 1 on a runtime error (e.g. Redis unreachable at start, address in use), 78 on a configuration error."
 )]
 pub struct GatewayArgs {
-    /// TOML config file (flags given here win over it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8000.
     #[arg(long, value_name = "ADDR")]
@@ -28,12 +45,20 @@ pub struct GatewayArgs {
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, help = CHECK_HELP)]
+    pub check_config: bool,
 }
 
 impl GatewayArgs {
-    /// The config file with these flags applied on top.
+    /// The layered settings of this process with these flags applied, validated.
     pub fn into_config(self) -> Result<GatewayConfig, ConfigError> {
-        let mut cfg: GatewayConfig = load_file(self.config.as_deref())?;
+        let sources = Sources::from_process(self.config.clone());
+        self.into_config_from(&sources)
+    }
+
+    /// Like [`into_config`](Self::into_config), from the given sources.
+    pub fn into_config_from(self, sources: &Sources) -> Result<GatewayConfig, ConfigError> {
+        let mut cfg: GatewayConfig = load(sources)?;
         if let Some(v) = self.listen {
             cfg.listen = v;
         }
@@ -43,6 +68,7 @@ impl GatewayArgs {
         if self.verbose > 0 {
             cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
         }
+        cfg.validate()?;
         Ok(cfg)
     }
 }
@@ -52,7 +78,17 @@ impl GatewayArgs {
 #[command(
     name = "faas-dispatcher",
     version,
-    about = "Task dispatcher of the faas Function-as-a-Service platform"
+    about = "Task dispatcher of the faas Function-as-a-Service platform",
+    long_about = "faas-dispatcher takes queued tasks from Redis and runs them, and is the only \
+component that writes results. In local mode it runs them on its own executor processes; in pull \
+and push modes it binds a ZeroMQ socket and hands them to faas-worker daemons, as many as each \
+worker has free slots. Tasks are read from a durable Redis stream with a consumer group, so tasks \
+queued while no dispatcher runs are not lost, several dispatchers can share one Redis (with \
+distinct names), and the tasks of a dispatcher that died are taken over. A task whose executor \
+or worker is lost is re-run up to max_retries times, then FAILED with WorkerFailure. Workers are \
+declared dead after heartbeat_misses missed heartbeats.",
+    after_long_help = "SIGNALS\n  SIGTERM, SIGINT: stop taking tasks, let running ones finish for drain_timeout_secs, hand the rest back to the queue, exit.\n\n\
+EXIT STATUS\n  0 on a clean stop, 1 on a runtime error (e.g. Redis unreachable, port in use, name held by another dispatcher), 78 on a configuration error."
 )]
 pub struct DispatcherArgs {
     /// Where tasks run: local (own executor pool), pull or push (ZeroMQ workers).
@@ -73,27 +109,31 @@ pub struct DispatcherArgs {
     /// Python interpreter for executors (needs dill), e.g. /opt/faas/venv/bin/python.
     #[arg(long, value_name = "PATH")]
     pub python: Option<String>,
-    /// TOML config file (flags given here win over it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
     pub config: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, help = CHECK_HELP)]
+    pub check_config: bool,
 }
 
 impl DispatcherArgs {
-    /// The config file with these flags applied on top.
+    /// The layered settings of this process with these flags applied, validated.
     pub fn into_config(self) -> Result<DispatcherConfig, ConfigError> {
-        let mut cfg: DispatcherConfig = load_file(self.config.as_deref())?;
+        let sources = Sources::from_process(self.config.clone());
+        self.into_config_from(&sources)
+    }
+
+    /// Like [`into_config`](Self::into_config), from the given sources.
+    pub fn into_config_from(self, sources: &Sources) -> Result<DispatcherConfig, ConfigError> {
+        let mut cfg: DispatcherConfig = load(sources)?;
         if let Some(v) = self.mode {
             cfg.mode = v;
         }
         if let Some(v) = self.workers {
             if v == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "-w".into(),
-                    message: "needs at least 1 process".into(),
-                });
+                return Err(ConfigError::invalid("-w", "needs at least 1 process"));
             }
             cfg.local.processes = v;
         }
@@ -112,6 +152,7 @@ impl DispatcherArgs {
         if self.verbose > 0 {
             cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
         }
+        cfg.validate()?;
         Ok(cfg)
     }
 }
@@ -146,27 +187,34 @@ pub struct WorkerArgs {
     /// Python interpreter for executors (needs dill).
     #[arg(long, value_name = "PATH")]
     pub python: Option<String>,
-    /// TOML config file (arguments given here win over it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
     pub config: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, help = CHECK_HELP)]
+    pub check_config: bool,
 }
 
 impl WorkerArgs {
-    /// The config file with these arguments applied on top.
+    /// The layered settings of this process with these arguments applied, validated.
     pub fn into_config(self) -> Result<WorkerConfig, ConfigError> {
-        let mut cfg: WorkerConfig = load_file(self.config.as_deref())?;
+        let sources = Sources::from_process(self.config.clone());
+        self.into_config_from(&sources)
+    }
+
+    /// Like [`into_config`](Self::into_config), from the given sources.
+    pub fn into_config_from(self, sources: &Sources) -> Result<WorkerConfig, ConfigError> {
+        let mut cfg: WorkerConfig = load(sources)?;
         if let Some(v) = self.mode {
             cfg.mode = v;
         }
         if let Some(v) = self.processes {
             if v == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "NUM_PROCESSES".into(),
-                    message: "needs at least 1 process".into(),
-                });
+                return Err(ConfigError::invalid(
+                    "NUM_PROCESSES",
+                    "needs at least 1 process",
+                ));
             }
             cfg.processes = v;
         }
@@ -182,6 +230,36 @@ impl WorkerArgs {
         if self.verbose > 0 {
             cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
         }
+        cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// What a daemon's `main` does after loading its settings.
+#[derive(Debug)]
+pub enum Startup<T> {
+    /// Run with these settings.
+    Run(T),
+    /// Exit now with this status (`--check-config` done, or a config error already reported).
+    Exit(ExitCode),
+}
+
+/// Handles the outcome of `into_config` for daemon `prog`: on an error, prints it to stderr and
+/// exits 78 (EX_CONFIG); with `--check-config`, prints the effective settings to stdout and exits 0.
+pub fn startup<T: Settings>(prog: &str, check: bool, loaded: Result<T, ConfigError>) -> Startup<T> {
+    let fail = |e: ConfigError| {
+        eprintln!("{prog}: {e}");
+        Startup::Exit(ExitCode::from(EX_CONFIG))
+    };
+    match loaded {
+        Err(e) => fail(e),
+        Ok(cfg) if check => match cfg.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                Startup::Exit(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(e),
+        },
+        Ok(cfg) => Startup::Run(cfg),
     }
 }

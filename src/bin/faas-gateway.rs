@@ -4,16 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use faas::cli::GatewayArgs;
+use faas::cli::{startup, GatewayArgs, Startup};
 
 fn main() -> ExitCode {
     let args = GatewayArgs::parse();
-    let cfg = match args.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("faas-gateway: {e}");
-            return ExitCode::from(78); // EX_CONFIG
-        }
+    let check = args.check_config;
+    let cfg = match startup("faas-gateway", check, args.into_config()) {
+        Startup::Run(cfg) => cfg,
+        Startup::Exit(code) => return code,
     };
     faas::logging::init(&cfg.log_level);
     match run(cfg) {

@@ -1,14 +1,38 @@
-//! Daemon configuration: typed settings with defaults, loaded from TOML and overridden by flags.
+//! Daemon configuration: typed settings with defaults, layered from TOML files, drop-ins and the
+//! environment, overridden by flags, validated; see docs/configuration.md.
 
 pub mod dispatcher;
+pub mod doc;
+pub mod env;
+pub mod error;
 pub mod gateway;
+pub mod layer;
 pub mod load;
+pub mod validate;
 pub mod worker;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 pub use dispatcher::{DispatcherConfig, LocalConfig, Mode};
+pub use error::{ConfigError, Origin, EX_CONFIG};
 pub use gateway::GatewayConfig;
-pub use load::{load_file, ConfigError};
+pub use load::{load, Sources, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR};
 pub use worker::{WorkerConfig, WorkerMode};
 
 /// Redis URL used when nothing else is configured.
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// The settings of one daemon.
+pub trait Settings: Serialize + DeserializeOwned + Default {
+    /// Short name: file `NAME.toml`, drop-ins `NAME.d/`, variables `FAAS_NAME_*`.
+    const NAME: &'static str;
+
+    /// Checks what serde cannot: ranges, addresses, URLs.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// The settings as TOML, as `--check-config` prints them.
+    fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::invalid("*", e.to_string()))
+    }
+}

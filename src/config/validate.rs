@@ -1,0 +1,219 @@
+//! Semantic checks of the settings (ranges, addresses, URLs), each error naming its key.
+
+use std::net::SocketAddr;
+
+use redis::IntoConnectionInfo;
+
+use super::error::ConfigError;
+use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig};
+use crate::executor::{ExecutorConfig, ExecutorError};
+
+/// Shortest heartbeat interval accepted, in milliseconds.
+pub const MIN_HEARTBEAT_MS: u64 = 10;
+
+type Check = Result<(), ConfigError>;
+
+impl Settings for GatewayConfig {
+    const NAME: &'static str = "gateway";
+
+    fn validate(&self) -> Check {
+        host_port("listen", &self.listen)?;
+        redis_url("redis", &self.redis)?;
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("max_body_bytes", "must be at least 1"));
+        }
+        log_level("log_level", &self.log_level)
+    }
+}
+
+impl Settings for DispatcherConfig {
+    const NAME: &'static str = "dispatcher";
+
+    fn validate(&self) -> Check {
+        redis_url("redis", &self.redis)?;
+        if self.name.chars().any(char::is_whitespace) {
+            return Err(ConfigError::invalid("name", "must not contain whitespace"));
+        }
+        seconds("result_ttl_secs", self.result_ttl_secs as f64)?;
+        seconds("drain_timeout_secs", self.drain_timeout_secs)?;
+        log_level("log_level", &self.log_level)?;
+        if !(self.bind == "*" || is_host(&self.bind)) {
+            return Err(ConfigError::invalid(
+                "bind",
+                format!("{:?} is not an IP address or host name", self.bind),
+            ));
+        }
+        if self.port == 0 && self.mode != Mode::Local {
+            return Err(ConfigError::invalid("port", "must be 1-65535"));
+        }
+        heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
+        seconds("task_deadline_secs", self.task_deadline_secs)?;
+        executor(&self.executor)
+    }
+}
+
+impl Settings for WorkerConfig {
+    const NAME: &'static str = "worker";
+
+    fn validate(&self) -> Check {
+        let Some(rest) = self.dispatcher.strip_prefix("tcp://") else {
+            return Err(ConfigError::invalid(
+                "dispatcher",
+                format!(
+                    "{:?} is not a tcp:// endpoint (e.g. tcp://127.0.0.1:5555)",
+                    self.dispatcher
+                ),
+            ));
+        };
+        host_port("dispatcher", rest)?;
+        if self.id.chars().any(char::is_whitespace) {
+            return Err(ConfigError::invalid("id", "must not contain whitespace"));
+        }
+        heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
+        seconds("drain_timeout_secs", self.drain_timeout_secs)?;
+        log_level("log_level", &self.log_level)?;
+        executor(&self.executor)
+    }
+}
+
+fn heartbeat(interval_ms: u64, misses: u32) -> Check {
+    if interval_ms < MIN_HEARTBEAT_MS {
+        return Err(ConfigError::invalid(
+            "heartbeat_interval_ms",
+            format!("must be at least {MIN_HEARTBEAT_MS}, got {interval_ms}"),
+        ));
+    }
+    if misses == 0 {
+        return Err(ConfigError::invalid(
+            "heartbeat_misses",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+fn seconds(key: &str, value: f64) -> Check {
+    if value.is_finite() && (0.0..=1e9).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be a number of seconds >= 0, got {value}"),
+        ))
+    }
+}
+
+fn redis_url(key: &str, url: &str) -> Check {
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|e| ConfigError::invalid(key, format!("{url:?} is not a Redis URL: {e}")))
+}
+
+fn log_level(key: &str, level: &str) -> Check {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(|_| ())
+        .map_err(|e| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "{level:?} is not a level (error, warn, info, debug, trace) or filter: {e}"
+                ),
+            )
+        })
+}
+
+/// `HOST:PORT` with an IP address or host name and a non-zero port.
+fn host_port(key: &str, addr: &str) -> Check {
+    if addr.parse::<SocketAddr>().is_ok_and(|a| a.port() != 0) {
+        return Ok(());
+    }
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| is_host(host) && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("{addr:?} is not HOST:PORT (e.g. 127.0.0.1:8000)"),
+        ))
+    }
+}
+
+/// An IP address or a DNS host name.
+fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn executor(cfg: &ExecutorConfig) -> Check {
+    cfg.validate().map_err(|e| match e {
+        // Messages read "executor.KEY must ..." or "executor.KEY: ...".
+        ExecutorError::Config(msg) => match msg.split_once(' ') {
+            Some((key, rest)) if key.starts_with("executor.") => {
+                ConfigError::invalid(key.trim_end_matches(':'), rest)
+            }
+            _ => ConfigError::invalid("executor", msg),
+        },
+        other => ConfigError::invalid("executor", other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        GatewayConfig::default().validate().unwrap();
+        DispatcherConfig::default().validate().unwrap();
+        WorkerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(host_port("k", "127.0.0.1:8000").is_ok());
+        assert!(host_port("k", "[::1]:8000").is_ok());
+        assert!(host_port("k", "localhost:80").is_ok());
+        assert!(host_port("k", "localhost").is_err());
+        assert!(host_port("k", "a b:80").is_err());
+        assert!(host_port("k", "h:0").is_err());
+    }
+
+    #[test]
+    fn errors_name_keys() {
+        let w = WorkerConfig {
+            dispatcher: "127.0.0.1:5555".into(),
+            ..Default::default()
+        };
+        assert!(w
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`dispatcher`"));
+        let mut d = DispatcherConfig {
+            heartbeat_interval_ms: 5,
+            ..Default::default()
+        };
+        let msg = d.validate().unwrap_err().to_string();
+        assert!(msg.contains("`heartbeat_interval_ms`"), "{msg}");
+        d.heartbeat_interval_ms = 250;
+        d.executor.python = " ".into();
+        let msg = d.validate().unwrap_err().to_string();
+        assert!(msg.contains("`executor.python`"), "{msg}");
+        let g = GatewayConfig {
+            redis: "http://x".into(),
+            ..Default::default()
+        };
+        assert!(g.validate().unwrap_err().to_string().contains("`redis`"));
+    }
+}
