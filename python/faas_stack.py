@@ -90,6 +90,8 @@ class Stack:
             f"[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n"
             f"preload = [{modules}]\n{executor}\n"
         )
+        self.config_dir = workdir / "etc"
+        self.config_dir.mkdir(exist_ok=True)
         self.config = workdir / "dispatcher.toml"
         self.config.write_text(
             "heartbeat_interval_ms = 200\nheartbeat_misses = 4\ndrain_timeout_secs = 5\n"
@@ -112,7 +114,9 @@ class Stack:
     def _spawn(self, name: str, args: List[str]) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")
         self.logs.append(log)
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        # An empty config directory: a host's /etc/faas drop-ins must not leak into tests.
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
+                   FAAS_CONFIG_DIR=str(self.config_dir))
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         self.names.append(name.rstrip("0123456789"))
