@@ -120,6 +120,8 @@ pub enum Loss {
     },
     /// It was never sent: back to the queue.
     Undelivered(Owned),
+    /// Its worker stopped it on purpose (drain timeout) and handed it back: back to the queue.
+    Released(Owned),
 }
 
 /// Settles lost runs in the background.
@@ -139,6 +141,10 @@ pub fn settle(core: Arc<Core>, losses: Vec<Loss>, reason: String, in_flight: InF
                     core.lost(*task_id, *attempt, entry_id, &reason).await,
                 ),
                 Loss::Undelivered(o) => (o.entry_id.clone(), core.undeliverable(o, &reason).await),
+                Loss::Released(o) => (
+                    o.entry_id.clone(),
+                    core.hand_back(o, &reason).await.map(drop),
+                ),
             };
             if let Err(e) = r {
                 tracing::error!(entry = %entry, error = %e, "could not settle a lost task; recovery will retry");
