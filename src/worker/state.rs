@@ -55,6 +55,10 @@ impl State {
         self.slots
     }
 
+    pub fn pool(&self) -> &Arc<ExecutorPool> {
+        &self.pool
+    }
+
     /// Slots not taken by a running task (by this worker's count, like the dispatcher's).
     pub fn free(&self) -> usize {
         self.slots.saturating_sub(self.running.len())
@@ -114,10 +118,14 @@ impl State {
         acc
     }
 
-    /// Moves a finished task from the running set to the outbox.
+    /// Moves a finished task from the running set to the outbox (a task that is no longer
+    /// running was aborted, and is handed back rather than reported).
     pub fn finish(&mut self, f: Finished) -> TaskRef {
         let task = f.meta.task;
-        self.running.remove(&task);
+        if self.running.remove(&task).is_none() {
+            tracing::debug!(task_id = %task.task_id, attempt = task.attempt, "result of an aborted task dropped");
+            return task;
+        }
         if !self.outbox.iter().any(|(m, _)| m.task == task) {
             self.outbox.push((f.meta, f.blob));
         }
@@ -140,8 +148,8 @@ impl State {
             .unzip()
     }
 
-    /// Aborts the tasks still running (at the end of a drain); their results are never reported,
-    /// so the dispatcher treats them as lost.
+    /// Aborts the tasks still running (at the end of a drain); their results are never reported
+    /// (the caller hands them back, or the dispatcher treats them as lost).
     pub fn abort_running(&mut self) -> Vec<TaskRef> {
         let refs = self.running();
         for (_, h) in self.running.drain() {
