@@ -112,7 +112,7 @@ pub async fn run_with_status(
         info,
         link,
         timing: Timing::new(cfg.heartbeat_interval_ms, cfg.heartbeat_misses),
-        state: State::new(pool.clone(), done_tx),
+        state: State::new(&id, pool.clone(), done_tx),
         done,
         shutdown,
         drain: Drain::default(),

@@ -37,12 +37,19 @@ pub(crate) struct State {
     /// Finished results in finishing order, until acknowledged.
     outbox: Vec<(ResultMeta, Bytes)>,
     done: mpsc::UnboundedSender<Finished>,
+    /// This worker's id, for log fields.
+    worker: Arc<str>,
 }
 
 impl State {
-    /// A state running tasks on `pool`; finished tasks are sent to `done`.
-    pub fn new(pool: Arc<ExecutorPool>, done: mpsc::UnboundedSender<Finished>) -> Self {
+    /// A state of worker `worker` running tasks on `pool`; finished tasks are sent to `done`.
+    pub fn new(
+        worker: &str,
+        pool: Arc<ExecutorPool>,
+        done: mpsc::UnboundedSender<Finished>,
+    ) -> Self {
         State {
+            worker: Arc::from(worker),
             slots: pool.slots(),
             pool,
             running: HashMap::new(),
@@ -103,12 +110,15 @@ impl State {
             let spec = conv::task_spec(&meta, fn_payload, args_payload);
             let pool = self.pool.clone();
             let done = self.done.clone();
+            let worker = self.worker.clone();
             let handle = tokio::spawn(async move {
                 let slot = pool.reserve().await;
-                tracing::debug!(task_id = %task.task_id, attempt = task.attempt, "task started");
+                let function_id = spec.function_id.clone();
+                tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id, %worker, "task started");
                 let outcome = slot.run(spec).await;
                 let (meta, blob) = conv::result(task, outcome);
-                tracing::debug!(task_id = %task.task_id, ok = meta.ok, "task finished");
+                tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id,
+                    %worker, ok = meta.ok, cause = %meta.cause, "task finished");
                 // The receiver only goes away when the worker stops.
                 let _ = done.send(Finished { meta, blob });
             });
