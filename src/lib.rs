@@ -5,7 +5,8 @@
 //! - [`dispatcher`] takes queued tasks from Redis and runs them (locally or on workers);
 //! - [`executor`] runs Python functions in isolated, supervised processes;
 //! - [`store`] owns the Redis schema and every state transition of a task;
-//! - [`pickle`] validates client payloads and builds the platform's own exception pickles.
+//! - [`pickle`] validates client payloads and builds the platform's own exception pickles;
+//! - [`notify`] and [`logging`] integrate with systemd (sd_notify, journald).
 
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod dispatcher;
 pub mod executor;
 pub mod gateway;
 pub mod logging;
+pub mod notify;
 pub mod payload;
 pub mod pickle;
 pub mod protocol;

@@ -1,4 +1,7 @@
 //! Shutdown signalling: SIGTERM/SIGINT become a watch channel every loop can select on.
+//!
+//! The first signal also tells systemd `STOPPING=1` (see [`crate::notify`]), so `systemctl status`
+//! shows the drain rather than a daemon that stopped answering.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -47,7 +50,8 @@ impl Shutdown {
     }
 }
 
-/// Triggers `trigger` on the first SIGTERM or SIGINT. Returns an error if handlers cannot be set.
+/// Triggers `trigger` (and sends `STOPPING=1`) on the first SIGTERM or SIGINT. Returns an error if
+/// handlers cannot be set.
 pub fn on_signals(trigger: ShutdownTrigger) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -56,6 +60,7 @@ pub fn on_signals(trigger: ShutdownTrigger) -> std::io::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
             _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
         }
+        crate::notify::stopping();
         trigger.trigger();
     });
     Ok(())

@@ -37,7 +37,13 @@ async fn run(cfg: faas::config::GatewayConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
+    store
+        .ping()
+        .await
+        .with_context(|| format!("pinging Redis at {}", cfg.redis))?;
     tracing::info!(listen = %cfg.listen, redis = %cfg.redis, "gateway ready");
+    faas::gateway::notify_ready(&listener, store.clone(), shutdown.clone())
+        .context("starting the systemd notifications")?;
     let app = faas::gateway::router(store, cfg.max_body_bytes);
     faas::gateway::serve(listener, app, shutdown)
         .await

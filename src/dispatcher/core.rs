@@ -280,9 +280,26 @@ impl Core {
             .requeue(&run.task_id, run.attempt, reason, Some(&run.entry_id))
             .await?
         {
-            tracing::info!(task_id = %run.task_id, reason, "task re-queued before it ran");
+            tracing::info!(task_id = %run.task_id, attempt = run.attempt, reason, "task QUEUED again before it ran");
         }
         Ok(())
+    }
+
+    /// Puts a run that was stopped on purpose (a graceful stop's drain ran out) back in the queue,
+    /// whatever `max_retries` says: it did not fail. Fenced by attempt; `entry_id` (if known) is
+    /// acknowledged. Returns true when the task was re-queued.
+    pub async fn hand_back(&self, run: &Owned, reason: &str) -> Result<bool, StoreError> {
+        let entry = (!run.entry_id.is_empty()).then_some(run.entry_id.as_str());
+        let applied = self
+            .store
+            .requeue(&run.task_id, run.attempt, reason, entry)
+            .await?;
+        if applied {
+            tracing::info!(task_id = %run.task_id, attempt = run.attempt, reason, "task handed back: QUEUED again");
+        } else {
+            tracing::debug!(task_id = %run.task_id, attempt = run.attempt, "handed-back task was already settled");
+        }
+        Ok(applied)
     }
 
     /// A RUNNING task whose executor or worker was lost: re-queue it while retries remain,
@@ -345,7 +362,7 @@ impl Core {
             .await?;
         if applied {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(task_id = %task_id, cause, "task FAILED");
+            tracing::warn!(task_id = %task_id, attempt = ?attempt, cause, "task FAILED");
         }
         Ok(())
     }

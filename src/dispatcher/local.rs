@@ -1,87 +1,126 @@
 //! Local mode: the dispatcher runs tasks on its own executor pool.
+//!
+//! The loop owns the systemd watchdog: it pings between queue reads (whose block is shortened to
+//! the ping interval) and while it waits for a free executor slot. A drain that times out hands the
+//! unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::core::{Core, Prepared, Running};
+use super::core::{Core, Owned, Prepared, Running};
 use super::DispatchError;
 use crate::executor::{ExecutorPool, Slot};
+use crate::notify::{StatusLine, Watchdog};
 use crate::shutdown::Shutdown;
 use crate::store::{QueueEntry, QueueReader};
 
 /// How long one blocking queue read waits before the loop looks around (shutdown, orphans).
 const READ_BLOCK: Duration = Duration::from_secs(2);
+/// Shortest queue read block (Redis reads `BLOCK 0` as "forever").
+const MIN_READ_BLOCK: Duration = Duration::from_millis(5);
 /// How often entries of dead dispatchers are looked for.
 const ADOPT_EVERY: Duration = Duration::from_secs(10);
+
+/// Queue entries being run by this process (they are in our pending list too), with the run
+/// once the task is claimed.
+type InFlight = Arc<Mutex<HashMap<String, Option<Owned>>>>;
 
 /// The local loop's state: what runs where.
 struct Local {
     core: Arc<Core>,
     pool: Arc<ExecutorPool>,
-    /// Queue entries being run by this process (they are in our pending list too).
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    in_flight: InFlight,
     running: JoinSet<()>,
 }
 
-fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+fn lock(set: &InFlight) -> MutexGuard<'_, HashMap<String, Option<Owned>>> {
     set.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs the local loop until `shutdown`, then drains running tasks for up to `drain`.
+/// Runs the local loop until `shutdown`, then drains running tasks for up to `drain`. Returns
+/// the runs that did not finish in time: they were aborted, and the caller hands them back to
+/// the queue once the executors are stopped.
 pub async fn run(
     core: Arc<Core>,
     pool: Arc<ExecutorPool>,
     mut reader: QueueReader,
     mut shutdown: Shutdown,
     drain: Duration,
-) -> Result<(), DispatchError> {
+) -> Result<Vec<Owned>, DispatchError> {
     let mut l = Local {
         core,
         pool,
         in_flight: Arc::default(),
         running: JoinSet::new(),
     };
+    let mut wd = Watchdog::from_env();
+    let status = StatusLine::spawn();
+    let reporter = status.is_enabled().then(|| {
+        tokio::spawn(status::report(
+            status.clone(),
+            l.core.clone(),
+            l.pool.slots(),
+            l.in_flight.clone(),
+        ))
+    });
+    crate::notify::ready();
     let mut last_adopt: Option<tokio::time::Instant> = None;
     loop {
+        wd.poll();
         while l.running.try_join_next().is_some() {}
         if last_adopt.is_none_or(|t| t.elapsed() >= ADOPT_EVERY) {
             last_adopt = Some(tokio::time::Instant::now());
-            l.recover(&mut reader, &shutdown).await?;
+            l.recover(&mut reader, &shutdown, &mut wd).await?;
         }
         let slot = tokio::select! {
             _ = shutdown.wait() => break,
-            s = l.pool.reserve() => s,
+            s = wd.during(l.pool.reserve()) => s,
         };
         let want = 1 + l.pool.available();
+        // Back in time for the next watchdog ping (a read is not cancelled midway).
+        let block = wd
+            .remaining()
+            .map_or(READ_BLOCK, |r| r.clamp(MIN_READ_BLOCK, READ_BLOCK));
         let entries = tokio::select! {
             _ = shutdown.wait() => break,
-            r = reader.read_new(want, READ_BLOCK) => r?,
+            r = reader.read_new(want, block) => r?,
         };
         let mut slot = Some(slot);
         for entry in entries {
             let s = match slot.take() {
                 Some(s) => s,
-                None => l.pool.reserve().await,
+                None => wd.during(l.pool.reserve()).await,
             };
             l.start(s, entry, false);
         }
     }
+    status.set(format!(
+        "stopping: draining {} running tasks",
+        l.running.len()
+    ));
     tracing::info!(running = l.running.len(), "draining running tasks");
-    let drained = tokio::time::timeout(drain, async {
-        while l.running.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = wd
+        .during(tokio::time::timeout(drain, async {
+            while l.running.join_next().await.is_some() {}
+        }))
+        .await;
+    let mut unfinished = Vec::new();
     if drained.is_err() {
-        tracing::warn!(
-            left = l.running.len(),
-            "drain timeout: stopping executors; unfinished tasks stay pending for the next start"
-        );
         l.running.abort_all();
+        while l.running.join_next().await.is_some() {}
+        unfinished = lock(&l.in_flight).values().flatten().cloned().collect();
+        tracing::warn!(
+            left = unfinished.len(),
+            "drain timeout: stopping executors; unfinished tasks go back to the queue"
+        );
     }
-    Ok(())
+    if let Some(r) = reporter {
+        r.abort();
+    }
+    Ok(unfinished)
 }
 
 impl Local {
@@ -91,6 +130,7 @@ impl Local {
         &mut self,
         reader: &mut QueueReader,
         shutdown: &Shutdown,
+        wd: &mut Watchdog,
     ) -> Result<(), DispatchError> {
         reader.adopt_orphans().await?;
         let pending = reader.read_pending(10_000).await?;
@@ -98,10 +138,10 @@ impl Local {
             if shutdown.is_triggered() {
                 break;
             }
-            if lock(&self.in_flight).contains(&entry.entry_id) {
+            if lock(&self.in_flight).contains_key(&entry.entry_id) {
                 continue;
             }
-            let slot = self.pool.reserve().await;
+            let slot = wd.during(self.pool.reserve()).await;
             self.start(slot, entry, true);
         }
         Ok(())
@@ -111,11 +151,14 @@ impl Local {
     fn start(&mut self, slot: Slot, entry: QueueEntry, recovered: bool) {
         let core = self.core.clone();
         let in_flight = self.in_flight.clone();
-        lock(&in_flight).insert(entry.entry_id.clone());
+        lock(&in_flight).insert(entry.entry_id.clone(), None);
         self.running.spawn(async move {
             let worker = core.name.clone();
             match core.prepare(&entry, &worker, recovered).await {
-                Ok(Prepared::Run(run)) => execute(&core, slot, run).await,
+                Ok(Prepared::Run(run)) => {
+                    lock(&in_flight).insert(entry.entry_id.clone(), Some(run.owned.clone()));
+                    execute(&core, slot, run).await
+                }
                 Ok(Prepared::Orphan {
                     task_id,
                     attempt,
@@ -129,7 +172,7 @@ impl Local {
                 }
                 Ok(Prepared::Settled) => {}
                 Err(e) => {
-                    tracing::error!(entry = %entry.entry_id, error = %e, "could not claim task; it stays pending")
+                    tracing::error!(entry = %entry.entry_id, task_id = ?entry.task_id, error = %e, "could not claim task; it stays pending")
                 }
             }
             lock(&in_flight).remove(&entry.entry_id);
@@ -149,6 +192,43 @@ async fn execute(core: &Core, slot: Slot, run: Running) {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// The local dispatcher's `STATUS=` line.
+mod status {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{lock, InFlight};
+    use crate::dispatcher::core::Core;
+    use crate::notify::{StatusLine, STATUS_GAP};
+
+    /// Refreshes the line every [`STATUS_GAP`] (the queue depth needs a Redis call, so the loop
+    /// does not build it itself). Runs until aborted.
+    pub async fn report(
+        status: StatusLine,
+        core: Arc<Core>,
+        processes: usize,
+        in_flight: InFlight,
+    ) {
+        loop {
+            let busy = lock(&in_flight).len();
+            let queue =
+                match tokio::time::timeout(Duration::from_secs(1), core.store.queue_len()).await {
+                    // The stream also holds delivered entries: ours are the busy ones.
+                    Ok(Ok(n)) => n.saturating_sub(busy as u64).to_string(),
+                    _ => "unknown (redis unreachable)".into(),
+                };
+            let c = &core.counters;
+            status.set(format!(
+                "local: {processes} processes, {busy} busy, {} completed, {} failed, queue {queue}",
+                c.completed.load(Ordering::Relaxed),
+                c.failed.load(Ordering::Relaxed),
+            ));
+            tokio::time::sleep(STATUS_GAP).await;
         }
     }
 }

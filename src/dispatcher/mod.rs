@@ -3,6 +3,9 @@
 //! Start-up: connect to Redis, take the consumer-name lease, start the executor pool, then
 //! recover (adopt entries of dead dispatchers, re-read our own pending entries) and loop on the
 //! durable queue. See docs/architecture.md.
+//!
+//! systemd: `READY=1` once Redis answered, the lease is held and the executors are warm (local)
+//! or the ROUTER is bound (pull/push); the mode loop owns the watchdog and the `STATUS=` line.
 
 pub mod core;
 pub mod lease;
@@ -58,9 +61,17 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
             let processes = cfg.local_processes();
             let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), processes).await?);
             tracing::info!(name, processes, isolation = ?cfg.executor.isolation, "dispatcher ready (local mode)");
-            let r = local::run(core, pool.clone(), reader, shutdown, drain).await;
+            let r = local::run(core.clone(), pool.clone(), reader, shutdown, drain).await;
             pool.shutdown().await;
-            r
+            // Only now (no executor runs them any more) may unfinished runs go back to the queue.
+            let reason = format!("dispatcher {name} stopped before the task finished");
+            for run in r.as_deref().unwrap_or_default() {
+                if let Err(e) = core.hand_back(run, &reason).await {
+                    tracing::error!(task_id = %run.task_id, attempt = run.attempt, error = %e,
+                        "could not hand the task back; the next start settles it");
+                }
+            }
+            r.map(drop)
         }
         Mode::Pull | Mode::Push => remote::run(core, &cfg, reader, shutdown, drain).await,
     };

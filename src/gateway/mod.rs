@@ -1,10 +1,12 @@
 //! HTTP gateway: the four API routes, OpenAPI document and health check.
 //!
 //! [`router`] builds the axum app; [`serve`] runs it on an already bound listener until the
-//! shutdown handle fires (tests bind port 0), draining in-flight requests.
+//! shutdown handle fires (tests bind port 0), draining in-flight requests. [`notify_ready`] tells
+//! systemd the gateway serves and starts its watchdog ([`liveness`]).
 
 mod error;
 mod extract;
+pub mod liveness;
 mod openapi;
 mod routes;
 
@@ -39,6 +41,20 @@ pub fn router(store: Store, max_body: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(extract::BodyLimit(max_body)))
         .with_state(state)
+}
+
+/// Tells systemd `READY=1` (call once Redis answered and `listener` is bound) and starts the
+/// liveness task that pings the watchdog and keeps `STATUS=` current.
+pub fn notify_ready(
+    listener: &TcpListener,
+    store: Store,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tokio::spawn(liveness::run(addr, store, shutdown));
+    crate::notify::status_now(&format!("listening on {addr}, redis ok"));
+    crate::notify::ready();
+    Ok(())
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then lets in-flight requests finish.

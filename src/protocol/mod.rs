@@ -88,6 +88,13 @@ pub enum Header {
     },
     /// The worker is stopping: send it no more tasks. Running tasks are still reported.
     Bye { worker_id: String },
+    /// The worker's drain ran out: it killed these runs and hands them back. The dispatcher
+    /// re-queues each one whose attempt is still current (whatever `max_retries` says: they did
+    /// not fail) and answers [`Header::Ack`] listing them.
+    Release {
+        worker_id: String,
+        tasks: Vec<TaskRef>,
+    },
 
     // ---- dispatcher → worker ----
     /// Answer to [`Header::Hello`], with the liveness settings both sides use.
@@ -131,6 +138,7 @@ impl Header {
             Header::Report { .. } => "report",
             Header::Heartbeat { .. } => "heartbeat",
             Header::Bye { .. } => "bye",
+            Header::Release { .. } => "release",
             Header::Welcome { .. } => "welcome",
             Header::Refused { .. } => "refused",
             Header::Tasks { .. } => "tasks",

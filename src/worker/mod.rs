@@ -4,7 +4,11 @@
 //! one DEALER) speaking docs/protocol.md. Both keep the running tasks and an outbox of finished,
 //! unacknowledged results ([`state`]), re-send the outbox after every reconnect, rebuild their
 //! sockets when the dispatcher goes silent ([`connect`]), and drain on shutdown: `bye`, let running
-//! tasks finish (up to `drain_timeout_secs`), report them, wait briefly for acks.
+//! tasks finish (up to `drain_timeout_secs`), report them, kill and hand back (`release`) those
+//! still running at the deadline, wait briefly for acks.
+//!
+//! systemd: the mode loop pings the watchdog; [`systemd`] turns the [`Status`] channel into
+//! `READY=1` (executors warm and registered) and `STATUS=` lines.
 
 mod connect;
 mod conv;
@@ -12,6 +16,7 @@ mod pull;
 mod push;
 mod session;
 mod state;
+pub mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,8 +64,19 @@ pub struct Status {
 
 /// Runs a worker with `cfg` until `shutdown` fires.
 pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
-    let (status, _) = watch::channel(Status::default());
-    run_with_status(cfg, shutdown, status).await
+    let (status, rx) = watch::channel(Status::default());
+    let follower = crate::notify::enabled().then(|| {
+        tokio::spawn(systemd::follow(
+            rx,
+            cfg.mode.as_str(),
+            cfg.dispatcher.clone(),
+        ))
+    });
+    let result = run_with_status(cfg, shutdown, status).await;
+    if let Some(f) = follower {
+        f.abort();
+    }
+    result
 }
 
 /// [`run`], publishing a [`Status`] on `status` whenever it changes (readiness is the first
@@ -96,13 +112,16 @@ pub async fn run_with_status(
         info,
         link,
         timing: Timing::new(cfg.heartbeat_interval_ms, cfg.heartbeat_misses),
-        state: State::new(pool.clone(), done_tx),
+        state: State::new(&id, pool.clone(), done_tx),
         done,
         shutdown,
         drain: Drain::default(),
         drain_timeout: Duration::from_secs_f64(cfg.drain_timeout_secs),
         status,
         registered: false,
+        release: Vec::new(),
+        release_sent: false,
+        watchdog: crate::notify::Watchdog::from_env(),
     };
     ctx.publish();
     tracing::info!(worker = %id, dispatcher = %cfg.dispatcher, mode = cfg.mode.as_str(), slots,

@@ -24,6 +24,7 @@ enum Purpose {
     Fetch,
     Report,
     Bye,
+    Release,
 }
 
 /// The end of a request: the socket back (unless it must be rebuilt) and the answer.
@@ -130,11 +131,12 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
         hold_until: None,
     };
     loop {
-        if ctx.drain_done(p.need_bye || p.bye_in_flight) {
+        if ctx.drain_done(p.need_bye || p.bye_in_flight).await {
             return Ok(());
         }
         p.pump(ctx);
         ctx.publish();
+        ctx.watchdog.poll();
         let liveness = p.fetch.is_idle() && ctx.registered;
         tokio::select! {
             ev = p.fetch.next() => p.on_fetch(ctx, ev)?,
@@ -147,6 +149,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
             _ = tokio::time::sleep_until(p.next_liveness), if liveness => {}
             _ = sleep_opt(p.hold_until) => p.hold_until = None,
             _ = sleep_opt(ctx.drain.wake()) => {}
+            _ = ctx.watchdog.due() => {}
         }
     }
 }
@@ -189,6 +192,9 @@ impl Pull {
                 self.need_bye = false;
                 self.report
                     .start(&ctx.bye(), vec![], ctx.timing.interval, Purpose::Bye);
+            } else if let Some(h) = ctx.release_due() {
+                self.report
+                    .start(&h, vec![], ctx.timing.silence(), Purpose::Release);
             } else if matches!(self.fetch, Sock::Busy(_)) {
                 let busy = &self.fetch_results;
                 let (results, blobs) = ctx.state.results(|t| !busy.contains(t));
@@ -251,11 +257,11 @@ impl Pull {
                 self.hold_until = Some(Instant::now() + ctx.timing.interval);
             }
             (_, Header::Tasks { tasks, acks }) => {
-                ctx.state.ack(&acks);
+                ctx.ack(&acks);
                 ctx.state.accept(tasks, d.blobs);
             }
             (_, Header::Nothing { acks } | Header::Ack { acks }) => {
-                ctx.state.ack(&acks);
+                ctx.ack(&acks);
             }
             (_, Header::Unknown) => unknown(ctx),
             (_, other) => tracing::warn!(kind = other.kind(), "unexpected answer to fetch ignored"),
@@ -274,6 +280,11 @@ impl Pull {
         self.report_results.clear();
         if reply.purpose == Purpose::Bye {
             self.bye_in_flight = false;
+        }
+        if reply.purpose == Purpose::Release
+            && !matches!(reply.answer, Ok(ref d) if matches!(d.header, Header::Ack { .. }))
+        {
+            ctx.release_sent = false; // not acknowledged: send it again
         }
         if let Some(socket) = reply.socket {
             self.report = Sock::Idle(socket);
@@ -297,10 +308,10 @@ impl Pull {
         match d.header {
             Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
             Header::Ack { acks } | Header::Nothing { acks } => {
-                ctx.state.ack(&acks);
+                ctx.ack(&acks);
             }
             Header::Tasks { tasks, acks } => {
-                ctx.state.ack(&acks);
+                ctx.ack(&acks);
                 ctx.state.accept(tasks, d.blobs);
             }
             Header::Unknown => unknown(ctx),

@@ -46,12 +46,14 @@ async fn connect(ctx: &mut Ctx) -> Option<DealerSocket> {
     let connecting = ctx.link.connect::<DealerSocket>();
     tokio::pin!(connecting);
     loop {
-        if ctx.drain_done(false) {
+        if ctx.drain_done(false).await {
             return None;
         }
         ctx.publish();
+        ctx.watchdog.poll();
         tokio::select! {
             s = &mut connecting => return Some(s),
+            _ = ctx.watchdog.due() => {}
             Some(f) = ctx.done.recv() => { ctx.finished(f); }
             _ = ctx.shutdown.wait(), if !ctx.drain.active() => ctx.begin_drain(),
             _ = sleep_opt(ctx.drain.wake()) => {}
@@ -100,12 +102,18 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
     let mut last_heard = Instant::now();
     let mut beat = new_beat(ctx);
     loop {
-        if ctx.drain_done(false) {
+        if ctx.drain_done(false).await {
             // Like ZMQ_LINGER: give the last messages (e.g. `bye`) a moment to leave the queue.
             tokio::time::sleep(LINGER).await;
             return Ok(End::Done);
         }
         ctx.publish();
+        ctx.watchdog.poll();
+        if let Some(h) = ctx.release_due() {
+            if let Err(e) = out.send(ctx, &h, vec![]).await {
+                return Ok(End::Lost(e));
+            }
+        }
         let result = tokio::select! {
             m = msgs.recv() => match m {
                 None => Err("connection closed".to_string()),
@@ -139,6 +147,7 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
                 if ctx.registered { out.send(ctx, &ctx.bye(), vec![]).await } else { Ok(()) }
             }
             _ = sleep_opt(ctx.drain.wake()) => Ok(()),
+            _ = ctx.watchdog.due() => Ok(()),
         };
         if let Err(reason) = result {
             return Ok(End::Lost(reason));
@@ -199,7 +208,7 @@ async fn handle(
         }
         Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
         Header::Tasks { tasks, acks } => {
-            ctx.state.ack(&acks);
+            ctx.ack(&acks);
             if ctx.drain.active() && !tasks.is_empty() {
                 tracing::info!(tasks = tasks.len(), "tasks arrived after bye; running them");
             }
@@ -211,7 +220,7 @@ async fn handle(
             }
         }
         Header::Ack { acks } | Header::Nothing { acks } => {
-            ctx.state.ack(&acks);
+            ctx.ack(&acks);
             Ok(())
         }
         Header::Ping => Ok(()),

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::connect::Link;
 use super::state::{Finished, State};
 use super::Status;
+use crate::notify::Watchdog;
 use crate::protocol::{Header, TaskRef, WorkerInfo};
 use crate::shutdown::Shutdown;
 
@@ -69,6 +70,12 @@ pub(crate) struct Ctx {
     pub drain_timeout: Duration,
     pub status: watch::Sender<Status>,
     pub registered: bool,
+    /// Runs killed at the drain deadline, to hand back with `release` until acknowledged.
+    pub release: Vec<TaskRef>,
+    /// `release` was sent on the current registration (sent again after the next `welcome`).
+    pub release_sent: bool,
+    /// systemd watchdog, pinged by the mode loop (see [`crate::notify`]).
+    pub watchdog: Watchdog,
 }
 
 impl Ctx {
@@ -85,10 +92,29 @@ impl Ctx {
         }
     }
 
+    /// The `release` message to send now, if runs wait to be handed back on this registration.
+    pub fn release_due(&mut self) -> Option<Header> {
+        if !self.registered || self.release_sent || self.release.is_empty() {
+            return None;
+        }
+        self.release_sent = true;
+        Some(Header::Release {
+            worker_id: self.info.id.clone(),
+            tasks: self.release.clone(),
+        })
+    }
+
+    /// Applies acknowledgements: settled results leave the outbox, handed-back runs are done.
+    pub fn ack(&mut self, acks: &[TaskRef]) {
+        self.state.ack(acks);
+        self.release.retain(|t| !acks.contains(t));
+    }
+
     /// Adopts a `welcome`'s liveness settings and logs the (re)join.
     pub fn welcomed(&mut self, dispatcher: &str, heartbeat_ms: u64, heartbeat_misses: u32) {
         self.timing = Timing::new(heartbeat_ms, heartbeat_misses);
         self.registered = true;
+        self.release_sent = false;
         let reconnect = self.link.up();
         tracing::info!(worker = %self.info.id, dispatcher = %self.link.endpoint, name = dispatcher,
             heartbeat_ms, heartbeat_misses, running = self.state.running_count(),
@@ -115,7 +141,9 @@ impl Ctx {
 
     /// Advances the drain; true once the worker may stop. `unsent` says the mode still has
     /// something to tell the dispatcher (e.g. `bye`): that gets the same short wait as acks.
-    pub fn drain_done(&mut self, unsent: bool) -> bool {
+    /// At the drain deadline, runs still going are killed (the executors are stopped) and queued
+    /// for `release`, which hands them back to the dispatcher.
+    pub async fn drain_done(&mut self, unsent: bool) -> bool {
         let Some(run_deadline) = self.drain.run_deadline else {
             return false;
         };
@@ -124,11 +152,16 @@ impl Ctx {
             if now < run_deadline {
                 return false;
             }
-            let lost = self.state.abort_running();
-            tracing::warn!(worker = %self.info.id, tasks = ?lost,
-                "drain timeout: abandoning running tasks (the dispatcher will treat them as lost)");
+            let killed = self.state.abort_running();
+            // Kill the processes before anyone else may run these tasks again.
+            self.state.pool().shutdown().await;
+            for t in &killed {
+                tracing::warn!(worker = %self.info.id, task_id = %t.task_id, attempt = t.attempt,
+                    "drain timeout: task killed; handing it back to the dispatcher");
+            }
+            self.release.extend(killed);
         }
-        if self.state.outbox_len() == 0 && !unsent {
+        if self.state.outbox_len() == 0 && self.release.is_empty() && !unsent {
             return true;
         }
         let ack_deadline = *self
@@ -137,7 +170,8 @@ impl Ctx {
             .get_or_insert(now + self.timing.silence());
         if now >= ack_deadline {
             tracing::warn!(worker = %self.info.id, unacked = self.state.outbox_len(),
-                "stopping with unacknowledged results");
+                handed_back_unacked = self.release.len(),
+                "stopping with unacknowledged results (the dispatcher handles those runs as lost)");
             return true;
         }
         false

@@ -37,12 +37,19 @@ pub(crate) struct State {
     /// Finished results in finishing order, until acknowledged.
     outbox: Vec<(ResultMeta, Bytes)>,
     done: mpsc::UnboundedSender<Finished>,
+    /// This worker's id, for log fields.
+    worker: Arc<str>,
 }
 
 impl State {
-    /// A state running tasks on `pool`; finished tasks are sent to `done`.
-    pub fn new(pool: Arc<ExecutorPool>, done: mpsc::UnboundedSender<Finished>) -> Self {
+    /// A state of worker `worker` running tasks on `pool`; finished tasks are sent to `done`.
+    pub fn new(
+        worker: &str,
+        pool: Arc<ExecutorPool>,
+        done: mpsc::UnboundedSender<Finished>,
+    ) -> Self {
         State {
+            worker: Arc::from(worker),
             slots: pool.slots(),
             pool,
             running: HashMap::new(),
@@ -53,6 +60,10 @@ impl State {
 
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    pub fn pool(&self) -> &Arc<ExecutorPool> {
+        &self.pool
     }
 
     /// Slots not taken by a running task (by this worker's count, like the dispatcher's).
@@ -99,12 +110,15 @@ impl State {
             let spec = conv::task_spec(&meta, fn_payload, args_payload);
             let pool = self.pool.clone();
             let done = self.done.clone();
+            let worker = self.worker.clone();
             let handle = tokio::spawn(async move {
                 let slot = pool.reserve().await;
-                tracing::debug!(task_id = %task.task_id, attempt = task.attempt, "task started");
+                let function_id = spec.function_id.clone();
+                tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id, %worker, "task started");
                 let outcome = slot.run(spec).await;
                 let (meta, blob) = conv::result(task, outcome);
-                tracing::debug!(task_id = %task.task_id, ok = meta.ok, "task finished");
+                tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id,
+                    %worker, ok = meta.ok, cause = %meta.cause, "task finished");
                 // The receiver only goes away when the worker stops.
                 let _ = done.send(Finished { meta, blob });
             });
@@ -114,10 +128,14 @@ impl State {
         acc
     }
 
-    /// Moves a finished task from the running set to the outbox.
+    /// Moves a finished task from the running set to the outbox (a task that is no longer
+    /// running was aborted, and is handed back rather than reported).
     pub fn finish(&mut self, f: Finished) -> TaskRef {
         let task = f.meta.task;
-        self.running.remove(&task);
+        if self.running.remove(&task).is_none() {
+            tracing::debug!(task_id = %task.task_id, attempt = task.attempt, "result of an aborted task dropped");
+            return task;
+        }
         if !self.outbox.iter().any(|(m, _)| m.task == task) {
             self.outbox.push((f.meta, f.blob));
         }
@@ -140,8 +158,8 @@ impl State {
             .unzip()
     }
 
-    /// Aborts the tasks still running (at the end of a drain); their results are never reported,
-    /// so the dispatcher treats them as lost.
+    /// Aborts the tasks still running (at the end of a drain); their results are never reported
+    /// (the caller hands them back, or the dispatcher treats them as lost).
     pub fn abort_running(&mut self) -> Vec<TaskRef> {
         let refs = self.running();
         for (_, h) in self.running.drain() {

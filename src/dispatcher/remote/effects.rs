@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::feeder::{lock, InFlight};
@@ -33,7 +34,7 @@ pub fn claim(
                 Ok(p) => prepared.push(p),
                 Err(e) => {
                     // Stays in our pending list; the next recovery pass retries it.
-                    tracing::error!(entry = %entry.entry_id, error = %e, "could not claim task");
+                    tracing::error!(entry = %entry.entry_id, task_id = ?entry.task_id, worker = %worker_id, error = %e, "could not claim task");
                     lock(&in_flight).remove(&entry.entry_id);
                 }
             }
@@ -64,7 +65,9 @@ pub fn store(
     events: mpsc::Sender<Event>,
     in_flight: InFlight,
 ) {
-    tokio::spawn(async move {
+    // The span puts the worker on every event below (e.g. `task COMPLETED`: WORKER= in journald).
+    let span = tracing::info_span!("results", worker = %worker_id);
+    let work = async move {
         let mut acks = Vec::with_capacity(results.len());
         for r in results {
             let outcome = if r.meta.ok {
@@ -107,7 +110,8 @@ pub fn store(
                 reply_to,
             })
             .await;
-    });
+    };
+    tokio::spawn(work.instrument(span));
 }
 
 /// How a run with no result is settled.
@@ -120,6 +124,8 @@ pub enum Loss {
     },
     /// It was never sent: back to the queue.
     Undelivered(Owned),
+    /// Its worker stopped it on purpose (drain timeout) and handed it back: back to the queue.
+    Released(Owned),
 }
 
 /// Settles lost runs in the background.
@@ -139,6 +145,10 @@ pub fn settle(core: Arc<Core>, losses: Vec<Loss>, reason: String, in_flight: InF
                     core.lost(*task_id, *attempt, entry_id, &reason).await,
                 ),
                 Loss::Undelivered(o) => (o.entry_id.clone(), core.undeliverable(o, &reason).await),
+                Loss::Released(o) => (
+                    o.entry_id.clone(),
+                    core.hand_back(o, &reason).await.map(drop),
+                ),
             };
             if let Err(e) = r {
                 tracing::error!(entry = %entry, error = %e, "could not settle a lost task; recovery will retry");

@@ -4,6 +4,11 @@
 //! receiver task), queue entries (the [`feeder`]), and the results of Redis work done in the
 //! background ([`effects`]). Sends go through per-peer writers ([`outbound`]), so nothing the
 //! network does can stall the loop.
+//!
+//! systemd: `READY=1` once the ROUTER is bound; the loop pings the watchdog (so a wedged loop
+//! stops the pings) and refreshes `STATUS=` from [`state::Remote::summary`]. On SIGTERM the loop
+//! stops assigning, answers parked fetches and waits up to `drain` for running results; tasks
+//! still running then stay with their workers, which report them to the next dispatcher.
 
 mod effects;
 mod feeder;
@@ -22,6 +27,7 @@ use zeromq::{RouterSocket, Socket, SocketRecv};
 use super::core::{Core, Prepared};
 use super::DispatchError;
 use crate::config::DispatcherConfig;
+use crate::notify::{StatusLine, Watchdog};
 use crate::protocol::{decode, Decoded, TaskRef};
 use crate::shutdown::Shutdown;
 use crate::store::{QueueEntry, QueueReader};
@@ -103,12 +109,19 @@ pub async fn run(
     );
     let mut tick = tokio::time::interval(timing.interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(mode = cfg.mode.as_str(), %endpoint, "dispatcher ready");
+    let mode = cfg.mode.as_str();
+    let mut wd = Watchdog::from_env();
+    let status = StatusLine::spawn();
+    tracing::info!(mode, %endpoint, "dispatcher ready");
+    crate::notify::ready();
     loop {
+        wd.poll();
+        status.set_with(|| format!("{mode}: {}", state.summary()));
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(ev) = rx.recv() => state.handle(ev),
             _ = tick.tick() => state.tick(),
+            _ = wd.due() => {}
         }
     }
     feeder_stop.trigger();
@@ -119,11 +132,14 @@ pub async fn run(
     );
     let until = tokio::time::Instant::now() + drain;
     while state.busy() > 0 {
+        wd.poll();
+        status.set_with(|| format!("stopping: waiting for {} running tasks", state.busy()));
         tokio::select! {
             Some(ev) = rx.recv() => state.handle(ev),
             _ = tick.tick() => state.tick(),
+            _ = wd.due() => {}
             _ = tokio::time::sleep_until(until) => {
-                tracing::warn!(left = state.busy(), "drain timeout: unfinished tasks stay pending for the next start");
+                tracing::warn!(left = state.busy(), "drain timeout: running tasks stay with their workers, which report them to the next dispatcher");
                 break;
             }
         }

@@ -26,6 +26,10 @@ struct Orphan {
     until: Instant,
 }
 
+/// How long a handed-back run this dispatcher had no record of is remembered (until its queue
+/// entry turns up in a recovery pass, which runs every 10 s).
+const RELEASED_KEEP: Duration = Duration::from_secs(60);
+
 /// Liveness and deadline settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -52,6 +56,8 @@ pub struct Remote {
     workers: HashMap<String, Worker>,
     backlog: VecDeque<QueueEntry>,
     orphans: HashMap<Uuid, Orphan>,
+    /// Runs handed back by a worker that this dispatcher had no record of: (attempt, forget at).
+    released: HashMap<Uuid, (u32, Instant)>,
     draining: bool,
 }
 
@@ -76,6 +82,7 @@ impl Remote {
             workers: HashMap::new(),
             backlog: VecDeque::new(),
             orphans: HashMap::new(),
+            released: HashMap::new(),
             draining: false,
         }
     }
@@ -93,13 +100,13 @@ impl Remote {
             .sum()
     }
 
-    /// One-line summary: workers, slots, free, running.
+    /// One-line summary (logs and systemd `STATUS=`): workers, slots, free, running, backlog.
     pub fn summary(&self) -> String {
         let slots: usize = self.workers.values().map(|w| w.info.slots as usize).sum();
         let free: usize = self.workers.values().map(Worker::free).sum();
         let running: usize = self.workers.values().map(|w| w.running.len()).sum();
         format!(
-            "{} workers, {slots} slots, {free} free, {running} running, {} backlog",
+            "{} workers, {slots} slots, {free} free, {running} running, backlog {}",
             self.workers.len(),
             self.backlog.len()
         )
@@ -168,6 +175,7 @@ impl Remote {
                         .send(&envelope, &Header::Ack { acks: Vec::new() }, Vec::new());
                 }
             }
+            Header::Release { worker_id, tasks } => self.on_release(envelope, &worker_id, tasks),
             other => tracing::warn!(kind = other.kind(), "unexpected message from a worker"),
         }
     }
@@ -188,6 +196,59 @@ impl Remote {
                 false
             }
         }
+    }
+
+    /// A stopping worker killed these runs: re-queue them (fenced by attempt) and acknowledge.
+    fn on_release(&mut self, envelope: Vec<Bytes>, worker_id: &str, tasks: Vec<TaskRef>) {
+        if !self.seen(&envelope, worker_id, true) {
+            return; // it registers again and repeats the release
+        }
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut back = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let mine = w
+                .running
+                .get(&t.task_id)
+                .is_some_and(|a| a.owned.attempt == t.attempt);
+            let orphan = self
+                .orphans
+                .get(&t.task_id)
+                .is_some_and(|o| o.attempt == Some(t.attempt));
+            if let Some(a) = w.running.remove(&t.task_id).filter(|_| mine) {
+                back.push(Loss::Released(a.owned));
+            } else if let Some(o) = self.orphans.remove(&t.task_id).filter(|_| orphan) {
+                back.push(Loss::Released(Owned {
+                    task_id: t.task_id,
+                    attempt: t.attempt,
+                    entry_id: o.entry_id,
+                }));
+            } else {
+                // No record here yet (this dispatcher restarted): settle it when its entry is
+                // recovered, rather than waiting for a worker that is gone.
+                tracing::debug!(task_id = %t.task_id, attempt = t.attempt, worker = %worker_id,
+                    "handed-back task not known yet; re-queued when its entry is recovered");
+                self.released
+                    .insert(t.task_id, (t.attempt, now + RELEASED_KEEP));
+            }
+        }
+        for t in &tasks {
+            tracing::info!(task_id = %t.task_id, attempt = t.attempt, worker = %worker_id,
+                "worker stopped before the task finished and handed it back");
+        }
+        let mut acks = std::mem::take(&mut w.acks);
+        acks.extend(tasks);
+        w.last_sent = now;
+        self.out.send(&envelope, &Header::Ack { acks }, Vec::new());
+        effects::settle(
+            self.core.clone(),
+            back,
+            format!("worker {worker_id} stopped before the task finished"),
+            self.in_flight.clone(),
+        );
+        self.assign();
     }
 
     fn on_hello(&mut self, envelope: Vec<Bytes>, info: WorkerInfo, running: Vec<TaskRef>) {
@@ -392,9 +453,12 @@ impl Remote {
             );
             return;
         }
+        if self.was_released(task_id, attempt, &entry_id) {
+            return;
+        }
         // Two liveness thresholds: time for its worker to notice the restart and say hello.
         let until = Instant::now() + self.timing.threshold() * 2 + self.timing.interval;
-        tracing::info!(task_id = %task_id, "running task from before the restart: waiting for its worker");
+        tracing::info!(task_id = %task_id, attempt, "running task from before the restart: waiting for its worker");
         self.orphans.insert(
             task_id,
             Orphan {
@@ -403,6 +467,33 @@ impl Remote {
                 until,
             },
         );
+    }
+
+    /// True (and the run is re-queued) if a worker already handed this orphan back.
+    fn was_released(&mut self, task_id: Uuid, attempt: Option<u32>, entry_id: &str) -> bool {
+        let Some(attempt) = attempt else {
+            return false;
+        };
+        if self
+            .released
+            .get(&task_id)
+            .is_none_or(|(a, _)| *a != attempt)
+        {
+            return false;
+        }
+        self.released.remove(&task_id);
+        let owned = Owned {
+            task_id,
+            attempt,
+            entry_id: entry_id.to_string(),
+        };
+        effects::settle(
+            self.core.clone(),
+            vec![Loss::Released(owned)],
+            "its worker stopped before the task finished".into(),
+            self.in_flight.clone(),
+        );
+        true
     }
 
     /// Gives backlog entries to workers with free slots, most free first, in batches.
@@ -467,6 +558,20 @@ impl Remote {
                             attempt,
                             entry_id,
                         } => {
+                            if self
+                                .released
+                                .get(&task_id)
+                                .is_some_and(|(a, _)| Some(*a) == attempt)
+                            {
+                                self.released.remove(&task_id);
+                                let owned = attempt.map(|attempt| Owned {
+                                    task_id,
+                                    attempt,
+                                    entry_id,
+                                });
+                                undelivered.extend(owned.map(Loss::Released));
+                                continue;
+                            }
                             let until = now + self.timing.threshold() * 2;
                             self.orphans.insert(
                                 task_id,
@@ -654,6 +759,7 @@ impl Remote {
             tracing::warn!(worker = %w.info.id, tasks = expired.len(), "task deadline passed");
             effects::settle(self.core.clone(), losses, reason, self.in_flight.clone());
         }
+        self.released.retain(|_, (_, until)| now < *until);
         // Orphans whose worker never came back (while stopping they stay for the next start).
         if self.draining {
             self.publish_demand();
