@@ -45,7 +45,7 @@ for f in "${expected[@]}"; do
 done
 # Executables and their modes.
 for b in faas-gateway faas-dispatcher faas-worker; do
-    printf '%s\n' "$listing" | grep -qE "^-rwxr-xr-x root/root .* \./usr/bin/$b$" || bad "/usr/bin/$b is not -rwxr-xr-x root/root"
+    printf '%s\n' "$listing" | grep -qE "^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/$b$" || bad "/usr/bin/$b is not -rwxr-xr-x root/root"
 done
 # Nothing outside the places a Debian package may write to.
 unexpected=$(grep -vE '^\./(usr/bin|usr/lib/systemd/system|usr/lib/sysusers\.d|usr/lib/tmpfiles\.d|etc/faas|etc/default|usr/share/(man|doc)/)' <<<"$files" || true)
@@ -78,8 +78,11 @@ for s in postinst prerm postrm; do
     ! grep -q '#DEBHELPER#' "$tmp/control/$s" || bad "$s still contains the #DEBHELPER# token"
 done
 grep -q 'systemd-sysusers .*faas\.conf' "$tmp/control/postinst" || bad "postinst does not run systemd-sysusers faas.conf"
-grep -q 'deb-systemd-helper update-state faas-gateway.service' "$tmp/control/postinst" || bad "postinst does not record faas-gateway.service"
-! grep -qE 'deb-systemd-helper enable|deb-systemd-invoke (start|restart|try-restart)' "$tmp/control/postinst" ||
+for u in faas-gateway.service faas.target; do
+    # The "don't enable" fragment: re-creates links only for units the admin had enabled.
+    grep -q "deb-systemd-helper debian-installed $u" "$tmp/control/postinst" || bad "postinst does not record $u (without enabling it)"
+done
+! grep -qE 'Enables the unit on first installation|deb-systemd-invoke (start|restart|try-restart)' "$tmp/control/postinst" ||
     bad "postinst enables, starts or restarts units"
 grep -q 'deb-systemd-invoke stop faas-gateway.service faas.target' "$tmp/control/prerm" || bad "prerm does not stop the units on removal"
 grep -q 'rm -rf /var/lib/faas' "$tmp/control/postrm" || bad "postrm does not remove /var/lib/faas on purge"
@@ -92,6 +95,18 @@ for b in faas-gateway faas-dispatcher faas-worker; do
     [ "$v" = "$b $(field Version | sed 's/-[^-]*$//')" ] || bad "$b --version says '$v', package version is $(field Version)"
     "$tmp/root/usr/bin/$b" --help >/dev/null || bad "$b --help failed"
 done
+# Stripped binaries; their debug info is in the -dbgsym .ddeb next to the .deb.
+for b in faas-gateway faas-dispatcher faas-worker; do
+    ! readelf -W -S "$tmp/root/usr/bin/$b" | grep -qE '\.debug_(info|line) ' || bad "/usr/bin/$b is not stripped"
+done
+ddeb=$(ls "$(dirname "$deb")"/faas-dbgsym_"$(field Version)"_*.ddeb 2>/dev/null | head -n 1)
+if [ -n "$ddeb" ]; then
+    n=$(dpkg-deb -c "$ddeb" | grep -c '/usr/lib/debug/.build-id/.*\.debug$' || true)
+    [ "$n" -ge 3 ] || bad "$ddeb has $n debug files, want 3"
+    echo "check-deb: debug symbols: $ddeb ($(du -h "$ddeb" | cut -f1), $n files)"
+else
+    bad "no faas-dbgsym .ddeb beside $deb"
+fi
 # The unit files in the package are the ones in the tree.
 for u in faas-gateway.service faas-dispatcher@.service faas-worker@.service faas.target; do
     cmp -s "$tmp/root/usr/lib/systemd/system/$u" "packaging/systemd/$u" || bad "packaged $u differs from packaging/systemd/$u"
