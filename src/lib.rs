@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dispatcher;
 pub mod executor;
 pub mod gateway;

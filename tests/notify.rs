@@ -16,8 +16,8 @@ use util::python;
 use util::redis::RedisServer;
 use uuid::Uuid;
 
-/// `WATCHDOG_USEC` given to the daemons: they must ping every 200 ms.
-const WATCHDOG_USEC: u64 = 400_000;
+/// `WATCHDOG_USEC` given to the daemons: they must ping every 500 ms.
+const WATCHDOG_USEC: u64 = 1_000_000;
 const WATCHDOG: Duration = Duration::from_micros(WATCHDOG_USEC);
 
 /// Messages received on the fake notify socket, with arrival times.
@@ -105,14 +105,16 @@ impl NotifySocket {
             .collect();
         let expected = window.as_secs_f64() / (WATCHDOG.as_secs_f64() / 2.0);
         assert!(
-            pings.len() as f64 >= expected * 0.7 && pings.len() as f64 <= expected * 1.5 + 1.0,
+            pings.len() as f64 >= expected * 0.5 && pings.len() as f64 <= expected * 1.5 + 1.0,
             "{} pings in {window:?}, expected about {expected:.0}",
             pings.len()
         );
         let mut gaps = pings.windows(2).map(|w| w[1] - w[0]);
+        // systemd kills a unit whose pings are WATCHDOG_USEC apart; a loaded machine may delay a
+        // ping a little, but never that much.
         assert!(
-            gaps.all(|g| g < WATCHDOG * 3 / 4),
-            "a watchdog gap came close to WATCHDOG_USEC"
+            gaps.all(|g| g < WATCHDOG),
+            "a watchdog gap reached WATCHDOG_USEC"
         );
     }
 }
@@ -276,7 +278,7 @@ fn gateway_notifies_ready_watchdog_status_and_stopping() {
     n.wait_for("READY=1", LONG, |l| l == "READY=1");
     // At READY the port accepts connections and serves.
     assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
-    n.assert_watchdog(Duration::from_millis(1500));
+    n.assert_watchdog(Duration::from_millis(2500));
     let (_, status) = n.wait_for("STATUS", Duration::from_secs(2), |l| {
         l.starts_with("STATUS=")
     });
@@ -335,7 +337,7 @@ async fn local_dispatcher_notifies_ready_when_it_runs_tasks() {
         took < Duration::from_secs(2),
         "first task took {took:?} after READY"
     );
-    n.assert_watchdog(Duration::from_millis(1500));
+    n.assert_watchdog(Duration::from_millis(2500));
     n.wait_for(
         "STATUS with the completed task",
         Duration::from_secs(3),
@@ -363,7 +365,7 @@ async fn push_dispatcher_and_worker_notify() {
     wn.wait_for("waiting STATUS", LONG, |l| {
         l == format!("STATUS=waiting for dispatcher {endpoint}: 0 running, 0 unacked")
     });
-    wn.assert_watchdog(Duration::from_millis(1000));
+    wn.assert_watchdog(Duration::from_millis(2000));
     assert!(!wn.has("READY=1"), "worker READY before it registered");
 
     let dn = NotifySocket::bind();
@@ -391,8 +393,8 @@ async fn push_dispatcher_and_worker_notify() {
     );
     let t = submit(&store).await;
     wait_completed(&store, &t, Duration::from_secs(5)).await;
-    dn.assert_watchdog(Duration::from_millis(1000));
-    wn.assert_watchdog(Duration::from_millis(1000));
+    dn.assert_watchdog(Duration::from_millis(2000));
+    wn.assert_watchdog(Duration::from_millis(2000));
 
     w.stop_cleanly(Some(&wn));
     dn.wait_for(

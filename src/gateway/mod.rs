@@ -67,3 +67,56 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }
+
+/// Why the gateway stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("Redis at {url}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs a gateway with `cfg` until `shutdown` fires: connects to Redis, binds, reports READY,
+/// serves, then drains in-flight requests.
+pub async fn run(
+    cfg: crate::config::GatewayConfig,
+    shutdown: Shutdown,
+) -> Result<(), GatewayError> {
+    let redis = |source| GatewayError::Redis {
+        url: cfg.redis.clone(),
+        source,
+    };
+    let store = Store::connect(
+        &cfg.redis,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .map_err(redis)?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    store.ping().await.map_err(redis)?;
+    tracing::info!(listen = %cfg.listen, redis = %cfg.redis, "gateway ready");
+    notify_ready(&listener, store.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
+    let app = router(store, cfg.max_body_bytes);
+    serve(listener, app, shutdown)
+        .await
+        .map_err(GatewayError::Serve)?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
