@@ -158,12 +158,22 @@ def weak_scaling(url: str, processes: int, per_process: int, seconds: float) -> 
     return {"processes": processes, "tasks": n, "seconds": took, "efficiency": ideal / took}
 
 
+def machine_probe() -> float:
+    """Seconds for a fixed pure-Python loop: a yardstick of how fast this machine was during the run
+    (shared, throttled VMs vary by 2-3x from hour to hour)."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return round(time.perf_counter() - t0, 3)
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="faas-bench-"))
     modes = args.modes.split(",")
     out: Dict[str, Any] = {"latency": [], "throughput": [], "scaling": [], "meta": {
         "quick": args.quick, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "cpus": __import__("os").cpu_count()}}
+        "cpus": __import__("os").cpu_count(), "probe_before_s": machine_probe()}}
     lat_n = 50 if args.quick else 300
     thr_n = 200 if args.quick else 2000
     for mode in modes:
@@ -191,6 +201,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             out["scaling"].append({"mode": mode, **r})
             print(f"{mode:5} weak scaling {p:2} processes: {r['seconds']:.2f} s, "
                   f"efficiency {r['efficiency']:.2f}", flush=True)
+    out["meta"]["probe_after_s"] = machine_probe()
     return out
 
 
