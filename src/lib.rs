@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod dispatcher;
 pub mod executor;
 pub mod gateway;
+pub mod host;
 pub mod logging;
 pub mod notify;
 pub mod payload;

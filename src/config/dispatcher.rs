@@ -93,11 +93,7 @@ impl DispatcherConfig {
     /// The consumer name actually used.
     pub fn consumer_name(&self) -> String {
         if self.name.is_empty() {
-            let host = nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into());
-            format!("{host}-{}", self.mode.as_str())
+            format!("{}-{}", crate::host::hostname(), self.mode.as_str())
         } else {
             self.name.clone()
         }
@@ -105,12 +101,6 @@ impl DispatcherConfig {
 
     /// Local-mode process count with 0 resolved to the number of CPUs.
     pub fn local_processes(&self) -> usize {
-        if self.local.processes > 0 {
-            self.local.processes
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }
+        crate::host::processes_or_cpus(self.local.processes)
     }
 }

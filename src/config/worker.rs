@@ -65,13 +65,7 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     /// The process count with 0 resolved to the number of CPUs.
     pub fn slots(&self) -> usize {
-        if self.processes > 0 {
-            self.processes
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }
+        crate::host::processes_or_cpus(self.processes)
     }
 
     /// The worker id actually used.
@@ -79,10 +73,7 @@ impl WorkerConfig {
         if !self.id.is_empty() {
             return self.id.clone();
         }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
+        let host = crate::host::hostname();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         format!("{host}-{}-{}", std::process::id(), &nonce[..6])
     }

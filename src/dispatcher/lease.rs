@@ -27,12 +27,7 @@ pub struct Lease {
     pub token: String,
 }
 
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
+use crate::host::hostname;
 
 /// True when `holder` (`host:pid:nonce`) names a process on this host that no longer exists.
 fn holder_is_dead_here(holder: &str) -> bool {

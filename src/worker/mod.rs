@@ -99,10 +99,7 @@ pub async fn run_with_status(
     let info = WorkerInfo {
         id: id.clone(),
         slots: u32::try_from(slots).unwrap_or(u32::MAX),
-        host: nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into()),
+        host: crate::host::hostname(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: VERSION,
