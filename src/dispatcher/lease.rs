@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::host::hostname;
 use crate::shutdown::Shutdown;
 use crate::store::lease::{owner_token, LeaseState};
 use crate::store::{Store, StoreError};
@@ -26,8 +27,6 @@ pub struct Lease {
     pub name: String,
     pub token: String,
 }
-
-use crate::host::hostname;
 
 /// True when `holder` (`host:pid:nonce`) names a process on this host that no longer exists.
 fn holder_is_dead_here(holder: &str) -> bool {
