@@ -242,11 +242,9 @@ impl Remote {
         acks.extend(tasks);
         w.last_sent = now;
         self.out.send(&envelope, &Header::Ack { acks }, Vec::new());
-        effects::settle(
-            self.core.clone(),
+        self.settle(
             back,
             format!("worker {worker_id} stopped before the task finished"),
-            self.in_flight.clone(),
         );
         self.assign();
     }
@@ -441,15 +439,13 @@ impl Remote {
 
     fn on_orphan(&mut self, task_id: Uuid, attempt: Option<u32>, entry_id: String) {
         if attempt.is_none() {
-            effects::settle(
-                self.core.clone(),
+            self.settle(
                 vec![Loss::Lost {
                     task_id,
                     attempt,
                     entry_id,
                 }],
                 "the task's record is incomplete".into(),
-                self.in_flight.clone(),
             );
             return;
         }
@@ -487,11 +483,9 @@ impl Remote {
             attempt,
             entry_id: entry_id.to_string(),
         };
-        effects::settle(
-            self.core.clone(),
+        self.settle(
             vec![Loss::Released(owned)],
             "its worker stopped before the task finished".into(),
-            self.in_flight.clone(),
         );
         true
     }
@@ -594,11 +588,9 @@ impl Remote {
                 }
             }
         }
-        effects::settle(
-            self.core.clone(),
+        self.settle(
             undelivered,
             format!("worker {worker_id} went away before the task was sent"),
-            self.in_flight.clone(),
         );
         self.deliver(worker_id);
         self.assign();
@@ -671,12 +663,12 @@ impl Remote {
             w.running.remove(&r.owned.task_id);
             losses.push(Loss::Undelivered(r.owned));
         }
-        effects::settle(
-            self.core.clone(),
-            losses,
-            format!("worker {worker_id}: {reason}"),
-            self.in_flight.clone(),
-        );
+        self.settle(losses, format!("worker {worker_id}: {reason}"));
+    }
+
+    /// Settles lost or undelivered runs in the background.
+    fn settle(&self, losses: Vec<Loss>, reason: String) {
+        effects::settle(self.core.clone(), losses, reason, self.in_flight.clone());
     }
 
     // ---- time ----
@@ -780,11 +772,9 @@ impl Remote {
                 entry_id: o.entry_id,
             })
             .collect();
-        effects::settle(
-            self.core.clone(),
+        self.settle(
             losses,
             "its worker did not return after the dispatcher restarted".into(),
-            self.in_flight.clone(),
         );
         self.publish_demand();
     }
@@ -813,17 +803,10 @@ impl Remote {
                 undelivered.push(Loss::Undelivered(a.owned));
             }
         }
-        effects::settle(
-            self.core.clone(),
-            lost,
-            format!("worker {who} was lost: {reason}"),
-            self.in_flight.clone(),
-        );
-        effects::settle(
-            self.core.clone(),
+        self.settle(lost, format!("worker {who} was lost: {reason}"));
+        self.settle(
             undelivered,
             format!("worker {who} was lost before the task was sent"),
-            self.in_flight.clone(),
         );
         self.assign();
     }
