@@ -19,13 +19,7 @@ struct Env {
 impl Env {
     async fn new() -> Self {
         let redis = RedisServer::start();
-        let store = Store::connect(
-            &redis.url(),
-            Duration::from_secs(3600),
-            Duration::from_secs(2),
-        )
-        .await
-        .expect("connect");
+        let store = redis.store(Duration::from_secs(3600)).await;
         Env { redis, store }
     }
 

@@ -35,10 +35,7 @@ struct Api {
 impl Api {
     async fn new(max_body: usize) -> Self {
         let redis = RedisServer::start();
-        let store =
-            faas::store::Store::connect(&redis.url(), Duration::ZERO, Duration::from_secs(2))
-                .await
-                .expect("connect");
+        let store = redis.store(Duration::ZERO).await;
         Api {
             app: faas::gateway::router(store, max_body),
             redis,

@@ -13,7 +13,7 @@ use faas::store::{Store, TaskStatus};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use util::python;
-use util::redis::RedisServer;
+use util::redis::{free_port, RedisServer};
 use uuid::Uuid;
 
 /// `WATCHDOG_USEC` given to the daemons: they must ping every 500 ms.
@@ -198,26 +198,13 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 const GATEWAY: &str = env!("CARGO_BIN_EXE_faas-gateway");
 const DISPATCHER: &str = env!("CARGO_BIN_EXE_faas-dispatcher");
 const WORKER: &str = env!("CARGO_BIN_EXE_faas-worker");
 const LONG: Duration = Duration::from_secs(20);
 
 async fn store(redis: &RedisServer) -> Store {
-    Store::connect(
-        &redis.url(),
-        Duration::from_secs(600),
-        Duration::from_secs(2),
-    )
-    .await
-    .expect("connect")
+    redis.store(Duration::from_secs(600)).await
 }
 
 /// Submits `lambda: 6 * 7`.

@@ -9,7 +9,7 @@ use faas::config::{DispatcherConfig, Mode};
 use faas::protocol::{decode, encode, Decoded, Header, ResultMeta, TaskRef, WorkerInfo, VERSION};
 use faas::store::{Store, TaskStatus};
 use util::python;
-use util::redis::RedisServer;
+use util::redis::{free_port, RedisServer};
 use uuid::Uuid;
 use zeromq::{DealerSocket, ReqSocket, Socket, SocketRecv, SocketSend};
 
@@ -23,23 +23,10 @@ struct Env {
     result_pickle: Bytes,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Env {
     async fn new() -> Self {
         let redis = RedisServer::start();
-        let store = Store::connect(
-            &redis.url(),
-            Duration::from_secs(3600),
-            Duration::from_secs(2),
-        )
-        .await
-        .expect("connect");
+        let store = redis.store(Duration::from_secs(3600)).await;
         let mut p = python::pickles("", &["lambda: 1", "((), {})", "'done'"], None);
         let result_pickle = Bytes::from(p.remove(2));
         let args_pickle = p.remove(1);

@@ -10,9 +10,7 @@ use util::redis::RedisServer;
 use uuid::Uuid;
 
 async fn store(r: &RedisServer) -> Store {
-    Store::connect(&r.url(), Duration::from_secs(60), Duration::from_secs(2))
-        .await
-        .expect("connect")
+    r.store(Duration::from_secs(60)).await
 }
 
 fn finish<'a>(

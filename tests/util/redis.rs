@@ -11,7 +11,8 @@ pub struct RedisServer {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -70,6 +71,13 @@ impl RedisServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// A faas store on this server; finished tasks expire after `result_ttl`.
+    pub async fn store(&self, result_ttl: std::time::Duration) -> faas::store::Store {
+        faas::store::Store::connect(&self.url(), result_ttl, Duration::from_secs(2))
+            .await
+            .expect("connect to test redis")
     }
 
     /// A synchronous connection for assertions.
