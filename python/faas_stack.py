@@ -1,5 +1,8 @@
 """Starts a real faas deployment as processes: a private redis-server, faas-gateway,
-faas-dispatcher and (pull/push) faas-workers. Used by the tests and the benchmark."""
+faas-dispatcher and (pull/push) faas-workers. Used by the tests and the benchmark.
+
+For fault tests, Redis can keep an append-only file, be killed and restarted on its port, or be
+a Sentinel-managed primary and replica (:class:`Sentinels`)."""
 
 from __future__ import annotations
 
@@ -57,7 +60,9 @@ class Stack:
     ``mode`` is local, pull or push. In local mode the dispatcher runs ``processes`` executors;
     in pull and push modes ``workers`` faas-worker daemons run ``processes`` executors each.
     ``executor`` is TOML for the ``[executor]`` table of both daemons; ``dispatcher`` is TOML for
-    the dispatcher's top level (e.g. ``max_retries = 1``).
+    the dispatcher's top level (e.g. ``max_retries = 1``), ``gateway`` for the gateway's.
+    ``redis_aof`` gives the private redis-server an append-only file (a restart keeps the data);
+    ``redis_url`` uses that Redis (e.g. a ``redis+sentinel://`` URL) instead of a private one.
     """
 
     def __init__(
@@ -69,6 +74,9 @@ class Stack:
         executor: str = "",
         dispatcher: str = "",
         preload: tuple[str, ...] = ("requests", "pytest"),
+        gateway: str = "",
+        redis_aof: bool = False,
+        redis_url: Optional[str] = None,
     ) -> None:
         self.workdir = workdir
         self.mode = mode
@@ -81,7 +89,10 @@ class Stack:
         self.http_port = free_port()
         self.zmq_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}"
+        self.own_redis = redis_url is None
+        self.redis_aof = redis_aof
+        self.redis_url = redis_url or f"redis://127.0.0.1:{self.redis_port}"
+        self.redis: Optional[subprocess.Popen[bytes]] = None
         paths = ", ".join(f'"{p}"' for p in IMPORTABLE)
         # Test modules import requests and pytest: preloading them in the zygote keeps forked
         # tasks from re-importing them (as an operator would preload users' heavy modules).
@@ -99,6 +110,8 @@ class Stack:
         )
         self.worker_config = workdir / "worker.toml"
         self.worker_config.write_text(f"drain_timeout_secs = 5\n{executor_table}")
+        self.gateway_config = workdir / "gateway.toml"
+        self.gateway_config.write_text(gateway)
         self.dispatcher: Optional[subprocess.Popen[bytes]] = None
         self.workers: List[subprocess.Popen[bytes]] = []
 
@@ -127,22 +140,46 @@ class Stack:
         return [(n, p) for n, p in zip(self.names, self.procs) if p.poll() is None]
 
     def start(self) -> "Stack":
-        self._spawn(
-            "redis",
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-        )
-        wait_port(self.redis_port)
+        if self.own_redis:
+            self.start_redis()
         self._spawn(
             "gateway",
             [str(BIN_DIR / "faas-gateway"), "--listen", f"127.0.0.1:{self.http_port}",
-             "--redis", self.redis_url],
+             "--redis", self.redis_url, "--config", str(self.gateway_config)],
         )
         self.start_dispatcher()
         for _ in range(self.worker_count):
             self.start_worker()
         wait_port(self.http_port)
         return self
+
+    def start_redis(self) -> subprocess.Popen[bytes]:
+        """Starts the private redis-server (again) on its port, with the data of its directory
+        when it keeps an append-only file."""
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof else [
+            "--appendonly", "no"]
+        self.redis = self._spawn(
+            "redis",
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", *aof, "--dir", str(self.workdir)],
+        )
+        wait_port(self.redis_port)
+        return self.redis
+
+    def kill_redis(self) -> None:
+        """kill -9 of the private redis-server: what a crash does."""
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
+            self.redis = None
+
+    def redis_cli(self, *args: str, port: Optional[int] = None) -> str:
+        """Runs a command with redis-cli against the private Redis (or ``port``)."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port or self.redis_port), *args],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        return out.stdout.strip()
 
     def start_dispatcher(self) -> subprocess.Popen[bytes]:
         args = [str(BIN_DIR / "faas-dispatcher"), "-m", self.mode, "--redis", self.redis_url,
@@ -201,5 +238,131 @@ class Stack:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for log in self.logs:
+            log.close()
+
+
+class Sentinels:
+    """A Redis primary, one replica and three Sentinels (redis-server --sentinel) on loopback
+    ports, for failover tests. ``url`` is the ``redis+sentinel://`` URL the daemons use."""
+
+    MASTER = "faas"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = {"a": free_port(), "b": free_port()}
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: List[IO[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.MASTER}"
+
+    def _spawn(self, name: str, args: List[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.logs.append(log)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = p
+        return p
+
+    def start_node(self, name: str, replica_of: Optional[int] = None) -> None:
+        """Starts Redis node ``name`` (a or b), as a replica of the node on ``replica_of``."""
+        d = self.workdir / name
+        d.mkdir(exist_ok=True)
+        extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
+        # No 5 s pause before a replica's full sync (Redis' default for diskless syncs).
+        self._spawn(name, ["redis-server", "--port", str(self.ports[name]), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+                           "--dir", str(d), *extra])
+        wait_port(self.ports[name])
+
+    def start(self, timeout: float = 30.0) -> "Sentinels":
+        self.start_node("a")
+        self.start_node("b", replica_of=self.ports["a"])
+        for i, port in enumerate(self.sentinel_ports):
+            conf = self.workdir / f"sentinel{i}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.ports['a']} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 5000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n"
+            )
+            self._spawn(f"sentinel{i}", ["redis-server", str(conf), "--sentinel"])
+            wait_port(port)
+        self.wait_ready(timeout)
+        return self
+
+    def _cli(self, port: int, *args: str) -> List[str]:
+        out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.split()
+
+    def master_info(self, sentinel_port: int) -> dict[str, str]:
+        flat = self._cli(sentinel_port, "SENTINEL", "MASTER", self.MASTER)
+        return dict(zip(flat[::2], flat[1::2]))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until every Sentinel knows the other two and a replica whose link is up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [self.master_info(p) for p in self.sentinel_ports]
+            if all(i.get("num-other-sentinels") == "2" and i.get("num-slaves") == "1"
+                   for i in infos) and "master_link_status:up" in " ".join(
+                       self._cli(self.replica_port(), "INFO", "replication")):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the Sentinels did not find each other and the replica in time")
+
+    def primary_port(self) -> int:
+        """The primary's port as the first Sentinel that answers names it."""
+        for p in self.sentinel_ports:
+            addr = self._cli(p, "SENTINEL", "get-master-addr-by-name", self.MASTER)
+            if len(addr) == 2:
+                return int(addr[1])
+        raise RuntimeError("no Sentinel names a primary")
+
+    def replica_port(self) -> int:
+        return self.ports["b"] if self.primary_port() == self.ports["a"] else self.ports["a"]
+
+    def node(self, port: int) -> str:
+        return next(n for n, p in self.ports.items() if p == port)
+
+    def fail_primary(self) -> str:
+        """kill -9 of the primary; returns its node name."""
+        name = self.node(self.primary_port())
+        self.procs[name].kill()
+        self.procs[name].wait()
+        return name
+
+    def wait_failover(self, old: str, timeout: float = 30.0) -> float:
+        """Until the Sentinels name another primary that answers as one; returns the time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                port = self.primary_port()
+                if port != self.ports[old] and "role:master" in " ".join(
+                        self._cli(port, "INFO", "replication")):
+                    return time.time()
+            except RuntimeError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("no failover")
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         for log in self.logs:
             log.close()

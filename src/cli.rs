@@ -39,7 +39,8 @@ pub struct GatewayArgs {
     /// Address to listen on, e.g. 127.0.0.1:8000.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Redis URL of the task store, e.g. redis://127.0.0.1:6379.
+    /// Redis URL of the task store, e.g. redis://127.0.0.1:6379 or
+    /// redis+sentinel://HOST:PORT,HOST:PORT/MASTER.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// More logging (-v debug, -vv trace).
@@ -100,7 +101,7 @@ pub struct DispatcherArgs {
     /// Executor processes in local mode (default: one per CPU).
     #[arg(short = 'w', long = "workers", value_name = "NUM_PROCESSES")]
     pub workers: Option<usize>,
-    /// Redis URL of the task store.
+    /// Redis URL of the task store (redis://… or redis+sentinel://…).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// Consumer name of this dispatcher (default: <hostname>-<mode>).

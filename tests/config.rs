@@ -382,6 +382,7 @@ fn check_config_prints_effective_settings() {
     );
     let want: Table = toml::from_str(
         "listen = \"127.0.0.1:8000\"\nredis = \"redis://10.0.0.7:6380/1\"\n\
+         wait_replicas = 0\nwait_timeout_ms = 1000\n\
          max_body_bytes = 1234\nlog_level = \"debug\"\n",
     )
     .expect("toml");

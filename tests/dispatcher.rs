@@ -174,7 +174,7 @@ async fn user_crashes_fail_the_task_not_the_dispatcher() {
 
 /// Makes `task` look like it was running on a dispatcher named `ghost` that died.
 async fn orphan(env: &Env, task: &Uuid) {
-    let mut ghost = QueueReader::open(env.store.client(), "ghost")
+    let mut ghost = QueueReader::open(&env.store, "ghost")
         .await
         .expect("reader");
     let got = ghost
@@ -186,7 +186,7 @@ async fn orphan(env: &Env, task: &Uuid) {
         vec![Some(*task)]
     );
     assert!(matches!(
-        env.store.claim(task, "ghost").await.expect("claim"),
+        env.store.claim(task, "ghost", "").await.expect("claim"),
         Claim::Running { .. }
     ));
 }

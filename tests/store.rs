@@ -4,7 +4,7 @@ mod util;
 
 use std::time::Duration;
 
-use faas::store::{keys, Claim, Finish, QueueReader, Store, TaskStatus};
+use faas::store::{keys, Claim, Finish, QueueReader, Recorded, Store, TaskStatus};
 use redis::Commands;
 use util::redis::RedisServer;
 use uuid::Uuid;
@@ -90,52 +90,83 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
         .expect("task");
 
     // Finishing a task that is not RUNNING does nothing.
-    assert!(!s
-        .finish(&finish(t, None, TaskStatus::Completed, b"r"))
-        .await
-        .expect("finish"));
+    assert_eq!(
+        s.finish(&finish(t, None, TaskStatus::Completed, b"r"))
+            .await
+            .expect("finish"),
+        Recorded::Stale
+    );
     let Claim::Running {
         attempt,
         function_id,
         args,
-    } = s.claim(&t, "w1").await.expect("claim")
+    } = s.claim(&t, "w1", "tok1").await.expect("claim")
     else {
         panic!("expected RUNNING");
     };
     assert_eq!((attempt, function_id, &args[..]), (1, f, &b"args"[..]));
-    assert!(matches!(
-        s.claim(&t, "w2").await.expect("claim"),
-        Claim::NotQueued(TaskStatus::Running)
-    ));
+    // The same claim again (its reply was lost) returns the same run...
+    let Claim::Running {
+        attempt: again,
+        args: args_again,
+        ..
+    } = s.claim(&t, "w1", "tok1").await.expect("claim")
+    else {
+        panic!("a repeated claim returns the run");
+    };
+    assert_eq!((again, &args_again[..]), (1, &b"args"[..]));
+    // ...any other claim finds it RUNNING.
+    for token in ["tok2", ""] {
+        assert!(matches!(
+            s.claim(&t, "w2", token).await.expect("claim"),
+            Claim::NotQueued(TaskStatus::Running)
+        ));
+    }
     // A report for another attempt is stale.
-    assert!(!s
-        .finish(&finish(t, Some(2), TaskStatus::Completed, b"r"))
-        .await
-        .expect("finish"));
-    assert!(s
-        .finish(&finish(t, Some(1), TaskStatus::Completed, b"r1"))
-        .await
-        .expect("finish"));
-    // Duplicate and late reports never overwrite the terminal state.
-    assert!(!s
-        .finish(&finish(t, Some(1), TaskStatus::Failed, b"r2"))
-        .await
-        .expect("finish"));
-    assert!(!s
-        .finish(&finish(t, None, TaskStatus::Failed, b"r3"))
-        .await
-        .expect("finish"));
+    let report = |attempt, status, result: &'static [u8]| {
+        let s = s.clone();
+        async move {
+            s.finish(&finish(t, attempt, status, result))
+                .await
+                .expect("finish")
+        }
+    };
+    assert_eq!(
+        report(Some(2), TaskStatus::Completed, b"r").await,
+        Recorded::Stale
+    );
+    assert_eq!(
+        report(Some(1), TaskStatus::Completed, b"r1").await,
+        Recorded::Applied
+    );
+    // The same report again changes nothing and says so; late and other reports are stale.
+    assert_eq!(
+        report(Some(1), TaskStatus::Completed, b"r1").await,
+        Recorded::Duplicate
+    );
+    assert_eq!(
+        report(Some(1), TaskStatus::Failed, b"r2").await,
+        Recorded::Stale
+    );
+    assert_eq!(report(None, TaskStatus::Failed, b"r3").await, Recorded::Stale);
+    // A report for a task Redis does not know is named as such.
+    assert_eq!(
+        s.finish(&finish(Uuid::new_v4(), Some(1), TaskStatus::Completed, b"r"))
+            .await
+            .expect("finish"),
+        Recorded::Unknown
+    );
     let view = s.task_view(&t).await.expect("view").expect("exists");
     assert_eq!(view.status, TaskStatus::Completed);
     assert_eq!(view.result.as_deref(), Some(&b"r1"[..]));
     assert!(matches!(
-        s.claim(&t, "w3").await.expect("claim"),
+        s.claim(&t, "w1", "tok1").await.expect("claim"),
         Claim::NotQueued(TaskStatus::Completed)
     ));
     let ttl: i64 = r.conn().ttl(keys::task(&t)).expect("ttl");
     assert!(ttl > 0 && ttl <= 60, "finished tasks expire, ttl={ttl}");
     assert!(matches!(
-        s.claim(&Uuid::new_v4(), "w").await.expect("claim"),
+        s.claim(&Uuid::new_v4(), "w", "t").await.expect("claim"),
         Claim::Missing
     ));
 }
@@ -150,14 +181,14 @@ async fn requeue_is_fenced_and_reenqueues() {
         .await
         .expect("create")
         .expect("task");
-    let mut q = QueueReader::open(s.client(), "c1").await.expect("reader");
+    let mut q = QueueReader::open(&s, "c1").await.expect("reader");
     let e = q
         .read_new(10, Duration::from_millis(100))
         .await
         .expect("read");
     assert_eq!(e.len(), 1);
     assert!(matches!(
-        s.claim(&t, "w").await.expect("claim"),
+        s.claim(&t, "w", "").await.expect("claim"),
         Claim::Running { attempt: 1, .. }
     ));
     assert!(!s
@@ -177,7 +208,7 @@ async fn requeue_is_fenced_and_reenqueues() {
     assert_eq!(e2.len(), 1);
     assert_eq!(e2[0].task_id, Some(t));
     assert!(matches!(
-        s.claim(&t, "w").await.expect("claim"),
+        s.claim(&t, "w", "").await.expect("claim"),
         Claim::Running { attempt: 2, .. }
     ));
 }
@@ -198,7 +229,7 @@ async fn queue_keeps_unacked_entries_pending_and_adopts_orphans() {
         .await
         .expect("create")
         .expect("task");
-    let mut dead = QueueReader::open(s.client(), "dead").await.expect("reader");
+    let mut dead = QueueReader::open(&s, "dead").await.expect("reader");
     let got = dead
         .read_new(1, Duration::from_millis(100))
         .await
@@ -212,7 +243,7 @@ async fn queue_keeps_unacked_entries_pending_and_adopts_orphans() {
         vec![Some(t1)]
     );
     // Another consumer sees only the second task as new, and adopts the first (no lease held).
-    let mut live = QueueReader::open(s.client(), "live").await.expect("reader");
+    let mut live = QueueReader::open(&s, "live").await.expect("reader");
     let got2 = live
         .read_new(10, Duration::from_millis(100))
         .await
@@ -239,7 +270,7 @@ async fn live_leases_protect_entries_from_adoption() {
         .await
         .expect("create")
         .expect("task");
-    let mut a = QueueReader::open(s.client(), "a").await.expect("reader");
+    let mut a = QueueReader::open(&s, "a").await.expect("reader");
     assert_eq!(
         a.read_new(1, Duration::from_millis(100))
             .await
@@ -252,7 +283,7 @@ async fn live_leases_protect_entries_from_adoption() {
         .expect("lease");
     let (stop, shutdown) = faas::shutdown::channel();
     let keeper = tokio::spawn(lease.keep(s.clone(), shutdown));
-    let mut b = QueueReader::open(s.client(), "b").await.expect("reader");
+    let mut b = QueueReader::open(&s, "b").await.expect("reader");
     assert_eq!(b.adopt_orphans().await.expect("adopt"), 0);
     // A second dispatcher with the same name is refused while the lease is alive.
     let started = std::time::Instant::now();

@@ -2,14 +2,14 @@
 
 use std::net::SocketAddr;
 
-use redis::IntoConnectionInfo;
-
 use super::error::ConfigError;
 use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig};
 use crate::executor::{ExecutorConfig, ExecutorError};
 
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_MS: u64 = 10;
+/// Longest `wait_timeout_ms` accepted (a minute).
+pub const MAX_WAIT_TIMEOUT_MS: u64 = 60_000;
 
 type Check = Result<(), ConfigError>;
 
@@ -19,6 +19,15 @@ impl Settings for GatewayConfig {
     fn validate(&self) -> Check {
         host_port("listen", &self.listen)?;
         redis_url("redis", &self.redis)?;
+        if !(1..=MAX_WAIT_TIMEOUT_MS).contains(&self.wait_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "wait_timeout_ms",
+                format!(
+                    "must be 1-{MAX_WAIT_TIMEOUT_MS} milliseconds, got {}",
+                    self.wait_timeout_ms
+                ),
+            ));
+        }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::invalid("max_body_bytes", "must be at least 1"));
         }
@@ -104,9 +113,16 @@ fn seconds(key: &str, value: f64) -> Check {
 }
 
 fn redis_url(key: &str, url: &str) -> Check {
-    url.into_connection_info()
-        .map(|_| ())
-        .map_err(|e| ConfigError::invalid(key, format!("{url:?} is not a Redis URL: {e}")))
+    crate::store::Endpoint::parse(url).map(drop).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "{:?} is not a Redis URL (redis://HOST:PORT/DB or \
+                 redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]): {e}",
+                crate::store::endpoint::redact(url)
+            ),
+        )
+    })
 }
 
 fn log_level(key: &str, level: &str) -> Check {
@@ -215,5 +231,21 @@ mod tests {
             ..Default::default()
         };
         assert!(g.validate().unwrap_err().to_string().contains("`redis`"));
+        let g = GatewayConfig {
+            redis: "redis+sentinel://:pw@h1:26379,h2/faas".into(),
+            ..Default::default()
+        };
+        g.validate().unwrap();
+        let g = GatewayConfig {
+            redis: "redis+sentinel://:secret@h1:26379".into(),
+            ..Default::default()
+        };
+        let msg = g.validate().unwrap_err().to_string();
+        assert!(msg.contains("master name") && !msg.contains("secret"), "{msg}");
+        let g = GatewayConfig {
+            wait_timeout_ms: 0,
+            ..Default::default()
+        };
+        assert!(g.validate().unwrap_err().to_string().contains("`wait_timeout_ms`"));
     }
 }

@@ -1,4 +1,9 @@
 //! Mode-independent task handling: claim a queued task, record its outcome, handle lost tasks.
+//!
+//! Every write here waits for Redis when it is unavailable ([`Store::retrying`]) rather than
+//! failing: a result that finished during an outage is stored when Redis answers again, a claim
+//! whose reply was lost is repeated under the same token and returns the same run. Reads of the
+//! recovery pass ([`Core::classify_recovered`]) fail instead; the pass is simply run again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +14,7 @@ use uuid::Uuid;
 
 use crate::executor::{Outcome, TaskSpec};
 use crate::pickle::{platform_exception, PlatformError};
-use crate::store::{Claim, Finish, QueueEntry, Store, StoreError, TaskStatus};
+use crate::store::{Claim, Finish, QueueEntry, Recorded, Store, StoreError, TaskStatus};
 
 /// Function payloads kept in memory (functions are immutable once registered).
 const FN_CACHE_MAX: usize = 4096;
@@ -76,16 +81,19 @@ pub struct Core {
     pub store: Store,
     /// Name recorded as the task's `worker` for local runs and used as the queue consumer.
     pub name: String,
+    /// Unique to this process (the lease token): with an entry id, names a claim.
+    incarnation: String,
     pub max_retries: u32,
     pub counters: Counters,
     fn_cache: Mutex<HashMap<Uuid, Bytes>>,
 }
 
 impl Core {
-    pub fn new(store: Store, name: String, max_retries: u32) -> Self {
+    pub fn new(store: Store, name: String, incarnation: String, max_retries: u32) -> Self {
         Core {
             store,
             name,
+            incarnation,
             max_retries,
             counters: Counters::default(),
             fn_cache: Mutex::new(HashMap::new()),
@@ -103,10 +111,15 @@ impl Core {
     ) -> Result<Prepared, StoreError> {
         let Some(task_id) = entry.task_id else {
             tracing::warn!(entry = %entry.entry_id, "queue entry without a task id; dropped");
-            self.store.ack(&entry.entry_id).await?;
+            self.ack(&entry.entry_id).await?;
             return Ok(Prepared::Settled);
         };
-        match self.store.claim(&task_id, worker).await? {
+        let token = format!("{}/{}", self.incarnation, entry.entry_id);
+        let claim = self
+            .store
+            .retrying(|| self.store.claim(&task_id, worker, &token))
+            .await?;
+        match claim {
             Claim::Running {
                 attempt,
                 function_id,
@@ -149,12 +162,12 @@ impl Core {
             }),
             Claim::NotQueued(status) => {
                 tracing::debug!(task_id = %task_id, %status, "queue entry for a task that is not queued; acknowledged");
-                self.store.ack(&entry.entry_id).await?;
+                self.ack(&entry.entry_id).await?;
                 Ok(Prepared::Settled)
             }
             Claim::Missing => {
-                tracing::warn!(task_id = %task_id, "queued task has no record (expired?); dropped");
-                self.store.ack(&entry.entry_id).await?;
+                tracing::warn!(task_id = %task_id, "queued task has no record (expired, or Redis lost it); dropped");
+                self.ack(&entry.entry_id).await?;
                 Ok(Prepared::Settled)
             }
         }
@@ -190,12 +203,20 @@ impl Core {
         Ok(a)
     }
 
+    /// Acknowledges (and deletes) a queue entry, waiting for Redis if need be.
+    async fn ack(&self, entry_id: &str) -> Result<(), StoreError> {
+        self.store.retrying(|| self.store.ack(entry_id)).await
+    }
+
     /// The function's pickle, from memory or Redis.
     async fn function(&self, id: &Uuid) -> Result<Option<Bytes>, StoreError> {
         if let Some(b) = self.cache().get(id) {
             return Ok(Some(b.clone()));
         }
-        let got = self.store.function_payload(id).await?;
+        let got = self
+            .store
+            .retrying(|| self.store.function_payload(id))
+            .await?;
         if let Some(b) = &got {
             let mut cache = self.cache();
             if cache.len() >= FN_CACHE_MAX {
@@ -211,9 +232,8 @@ impl Core {
         self.fn_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records the outcome of a run. Returns false when the report was stale (task already
-    /// terminal or owned by a later attempt) and was ignored.
-    pub async fn complete(&self, run: &Owned, outcome: &Outcome) -> Result<bool, StoreError> {
+    /// Records the outcome of a run, waiting for Redis if need be.
+    pub async fn complete(&self, run: &Owned, outcome: &Outcome) -> Result<Recorded, StoreError> {
         self.record(run.task_id, run.attempt, Some(&run.entry_id), outcome)
             .await
     }
@@ -225,7 +245,7 @@ impl Core {
         task_id: Uuid,
         attempt: u32,
         outcome: &Outcome,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         self.record(task_id, attempt, None, outcome).await
     }
 
@@ -235,41 +255,47 @@ impl Core {
         attempt: u32,
         entry_id: Option<&str>,
         outcome: &Outcome,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let (status, result, error) = match outcome {
             Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
             Outcome::Failed { result, cause } => {
                 (TaskStatus::Failed, result.as_slice(), cause.as_str())
             }
         };
-        let applied = self
-            .store
-            .finish(&Finish {
-                task_id,
-                from: TaskStatus::Running,
-                attempt: Some(attempt),
-                status,
-                result,
-                error,
-                entry_id,
-            })
-            .await?;
-        if applied {
-            let counter = if status == TaskStatus::Completed {
-                &self.counters.completed
-            } else {
-                &self.counters.failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            if error.is_empty() {
-                tracing::info!(task_id = %task_id, attempt, "task COMPLETED");
-            } else {
-                tracing::info!(task_id = %task_id, attempt, cause = error, "task FAILED");
+        let finish = Finish {
+            task_id,
+            from: TaskStatus::Running,
+            attempt: Some(attempt),
+            status,
+            result,
+            error,
+            entry_id,
+        };
+        let recorded = self.store.retrying(|| self.store.finish(&finish)).await?;
+        match recorded {
+            Recorded::Applied => {
+                let counter = if status == TaskStatus::Completed {
+                    &self.counters.completed
+                } else {
+                    &self.counters.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if error.is_empty() {
+                    tracing::info!(task_id = %task_id, attempt, "task COMPLETED");
+                } else {
+                    tracing::info!(task_id = %task_id, attempt, cause = error, "task FAILED");
+                }
             }
-        } else {
-            tracing::warn!(task_id = %task_id, attempt, "stale result ignored: task already settled");
+            Recorded::Duplicate => {
+                tracing::debug!(task_id = %task_id, attempt, "result was already stored")
+            }
+            Recorded::Stale => {
+                tracing::warn!(task_id = %task_id, attempt, "stale result ignored: task already settled")
+            }
+            Recorded::Unknown => tracing::warn!(task_id = %task_id, attempt,
+                "result for a task Redis no longer knows (it expired, or Redis lost its data); dropped"),
         }
-        Ok(applied)
+        Ok(recorded)
     }
 
     /// Puts a run that was claimed but never delivered (its worker vanished first) back in the
@@ -277,7 +303,10 @@ impl Core {
     pub async fn undeliverable(&self, run: &Owned, reason: &str) -> Result<(), StoreError> {
         if self
             .store
-            .requeue(&run.task_id, run.attempt, reason, Some(&run.entry_id))
+            .retrying(|| {
+                self.store
+                    .requeue(&run.task_id, run.attempt, reason, Some(&run.entry_id))
+            })
             .await?
         {
             tracing::info!(task_id = %run.task_id, attempt = run.attempt, reason, "task QUEUED again before it ran");
@@ -292,7 +321,7 @@ impl Core {
         let entry = (!run.entry_id.is_empty()).then_some(run.entry_id.as_str());
         let applied = self
             .store
-            .requeue(&run.task_id, run.attempt, reason, entry)
+            .retrying(|| self.store.requeue(&run.task_id, run.attempt, reason, entry))
             .await?;
         if applied {
             tracing::info!(task_id = %run.task_id, attempt = run.attempt, reason, "task handed back: QUEUED again");
@@ -316,7 +345,7 @@ impl Core {
             if a <= self.max_retries
                 && self
                     .store
-                    .requeue(&task_id, a, reason, Some(entry_id))
+                    .retrying(|| self.store.requeue(&task_id, a, reason, Some(entry_id)))
                     .await?
             {
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
@@ -348,21 +377,23 @@ impl Core {
     ) -> Result<(), StoreError> {
         let result = platform_exception(kind, detail);
         let cause = kind.message(detail);
-        let applied = self
-            .store
-            .finish(&Finish {
-                task_id,
-                from,
-                attempt,
-                status: TaskStatus::Failed,
-                result: &result,
-                error: &cause,
-                entry_id: Some(entry_id),
-            })
-            .await?;
-        if applied {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(task_id = %task_id, attempt = ?attempt, cause, "task FAILED");
+        let finish = Finish {
+            task_id,
+            from,
+            attempt,
+            status: TaskStatus::Failed,
+            result: &result,
+            error: &cause,
+            entry_id: Some(entry_id),
+        };
+        match self.store.retrying(|| self.store.finish(&finish)).await? {
+            Recorded::Applied => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(task_id = %task_id, attempt = ?attempt, cause, "task FAILED");
+            }
+            Recorded::Unknown => tracing::warn!(task_id = %task_id, attempt = ?attempt, cause,
+                "failed task is no longer known to Redis (expired, or Redis lost its data)"),
+            Recorded::Duplicate | Recorded::Stale => {}
         }
         Ok(())
     }

@@ -43,7 +43,10 @@ pub async fn acquire(store: &Store, name: &str) -> Result<Lease, LeaseError> {
     let token = owner_token(&hostname());
     let deadline = tokio::time::Instant::now() + LEASE_TTL + Duration::from_secs(1);
     loop {
-        match store.lease(name, &token, LEASE_TTL).await? {
+        match store
+            .retrying(|| store.lease(name, &token, LEASE_TTL))
+            .await?
+        {
             LeaseState::Held => {
                 return Ok(Lease {
                     name: name.to_string(),
@@ -53,7 +56,9 @@ pub async fn acquire(store: &Store, name: &str) -> Result<Lease, LeaseError> {
             LeaseState::HeldBy(holder) => {
                 if holder_is_dead_here(&holder) {
                     tracing::info!(name, %holder, "taking over the lease of a dead dispatcher");
-                    store.release_lease(name, &holder).await?;
+                    store
+                        .retrying(|| store.release_lease(name, &holder))
+                        .await?;
                     continue;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -70,23 +75,45 @@ pub async fn acquire(store: &Store, name: &str) -> Result<Lease, LeaseError> {
 }
 
 impl Lease {
-    /// Renews the lease every third of its TTL until `shutdown`; then releases it.
+    /// Renews the lease every third of its TTL until `shutdown`; then releases it. While Redis
+    /// is unavailable it retries as soon as a connection may be attempted, so the lease is
+    /// renewed within a second of Redis answering again (an outage longer than the TTL lets it
+    /// lapse meanwhile: another dispatcher may then adopt our pending entries).
     pub async fn keep(self, store: Store, mut shutdown: Shutdown) {
-        let mut tick = tokio::time::interval(LEASE_TTL / 3);
+        let renew = LEASE_TTL / 3;
+        let mut next = tokio::time::Instant::now() + renew;
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = tick.tick() => {
-                    match store.lease(&self.name, &self.token, LEASE_TTL).await {
-                        Ok(LeaseState::Held) => {}
-                        Ok(LeaseState::HeldBy(h)) => tracing::error!(name = %self.name, holder = %h, "lease taken by another dispatcher"),
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-                    }
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            next = tokio::time::Instant::now() + renew;
+            match store.lease(&self.name, &self.token, LEASE_TTL).await {
+                Ok(LeaseState::Held) => {}
+                Ok(LeaseState::HeldBy(h)) => {
+                    tracing::error!(name = %self.name, holder = %h, "lease taken by another dispatcher")
+                }
+                Err(e) => {
+                    // An outage is logged once by the connection's health; anything else here.
+                    let wait = if store.health().is_down() {
+                        store.conn().retry_in().max(Duration::from_millis(100))
+                    } else {
+                        tracing::warn!(error = %e, "lease renewal failed; retrying");
+                        Duration::from_secs(1)
+                    };
+                    next = tokio::time::Instant::now() + wait;
                 }
             }
         }
-        if let Err(e) = store.release_lease(&self.name, &self.token).await {
-            tracing::warn!(error = %e, "could not release lease");
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            store.release_lease(&self.name, &self.token),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
+            Err(_) => tracing::warn!("could not release the lease in time; it expires by itself"),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Local mode: the dispatcher runs tasks on its own executor pool.
 //!
-//! The loop owns the systemd watchdog: it pings between queue reads (whose block is shortened to
-//! the ping interval) and while it waits for a free executor slot. A drain that times out hands the
-//! unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
+//! The loop owns the systemd watchdog and follows the rule of [`super::pulse`]: it pings between
+//! queue reads (whose block is shortened to the ping interval) while the reader shows signs of
+//! life, and while it waits for a free executor slot. A failed read never ends the loop: it waits
+//! for Redis (at most a second after Redis answers again, it reads again), and runs a recovery
+//! pass first, since entries delivered on a lost connection are pending unseen. A drain that times
+//! out hands the unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,11 +14,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::core::{Core, Owned, Prepared, Running};
-use super::DispatchError;
+use super::pulse::{pause_after, Outcome, Pulse};
 use crate::executor::{ExecutorPool, Slot};
 use crate::notify::{StatusLine, Watchdog};
 use crate::shutdown::Shutdown;
-use crate::store::{QueueEntry, QueueReader};
+use crate::store::{QueueEntry, QueueReader, StoreError};
 
 /// How long one blocking queue read waits before the loop looks around (shutdown, orphans).
 const READ_BLOCK: Duration = Duration::from_secs(2);
@@ -49,7 +52,7 @@ pub async fn run(
     mut reader: QueueReader,
     mut shutdown: Shutdown,
     drain: Duration,
-) -> Result<Vec<Owned>, DispatchError> {
+) -> Vec<Owned> {
     let mut l = Local {
         core,
         pool,
@@ -57,6 +60,7 @@ pub async fn run(
         running: JoinSet::new(),
     };
     let mut wd = Watchdog::from_env();
+    let pulse = Arc::new(Pulse::default());
     let status = StatusLine::spawn();
     let reporter = status.is_enabled().then(|| {
         tokio::spawn(status::report(
@@ -64,29 +68,56 @@ pub async fn run(
             l.core.clone(),
             l.pool.slots(),
             l.in_flight.clone(),
+            pulse.clone(),
         ))
     });
     crate::notify::ready();
-    let mut last_adopt: Option<tokio::time::Instant> = None;
+    let mut last_recover: Option<tokio::time::Instant> = None;
     loop {
-        wd.poll();
-        while l.running.try_join_next().is_some() {}
-        if last_adopt.is_none_or(|t| t.elapsed() >= ADOPT_EVERY) {
-            last_adopt = Some(tokio::time::Instant::now());
-            l.recover(&mut reader, &shutdown, &mut wd).await?;
+        if pulse.alive() {
+            wd.poll();
         }
+        while l.running.try_join_next().is_some() {}
+        if last_recover.is_none_or(|t| t.elapsed() >= ADOPT_EVERY) {
+            let r = l.recover(&mut reader, &shutdown, &mut wd).await;
+            let outcome = l.record(&pulse, &reader, r.as_ref().map(drop));
+            if outcome == Outcome::Done {
+                last_recover = Some(tokio::time::Instant::now());
+            } else if !l.pause(&pulse, &reader, outcome, &mut wd, &mut shutdown).await {
+                break;
+            }
+            continue;
+        }
+        pulse.waiting();
         let slot = tokio::select! {
             _ = shutdown.wait() => break,
             s = wd.during(l.pool.reserve()) => s,
         };
+        pulse.resumed();
         let want = 1 + l.pool.available();
         // Back in time for the next watchdog ping (a read is not cancelled midway).
         let block = wd
             .remaining()
             .map_or(READ_BLOCK, |r| r.clamp(MIN_READ_BLOCK, READ_BLOCK));
-        let entries = tokio::select! {
+        let read = tokio::select! {
             _ = shutdown.wait() => break,
-            r = reader.read_new(want, block) => r?,
+            r = reader.read_new(want, block) => r,
+        };
+        let entries = match read {
+            Ok(entries) => {
+                l.record(&pulse, &reader, Ok(()));
+                entries
+            }
+            Err(e) => {
+                drop(slot);
+                let outcome = l.record(&pulse, &reader, Err(&e));
+                // Entries delivered on a connection that broke are pending but unseen.
+                last_recover = None;
+                if !l.pause(&pulse, &reader, outcome, &mut wd, &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
         };
         let mut slot = Some(slot);
         for entry in entries {
@@ -120,10 +151,48 @@ pub async fn run(
     if let Some(r) = reporter {
         r.abort();
     }
-    Ok(unfinished)
+    unfinished
 }
 
 impl Local {
+    /// Records what a read or recovery pass came to (see [`Pulse::record`]).
+    fn record(
+        &self,
+        pulse: &Pulse,
+        reader: &QueueReader,
+        result: Result<(), &StoreError>,
+    ) -> Outcome {
+        pulse.record(
+            result,
+            self.core.store.health().is_down(),
+            reader.connected(),
+        )
+    }
+
+    /// Waits after a failed read before the next one (pinging the watchdog meanwhile only while
+    /// the reader's sign still counts). False when shutdown came first.
+    async fn pause(
+        &self,
+        pulse: &Pulse,
+        reader: &QueueReader,
+        outcome: Outcome,
+        wd: &mut Watchdog,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let nap = tokio::time::sleep(pause_after(outcome, reader.retry_in()));
+        if pulse.alive() {
+            tokio::select! {
+                _ = shutdown.wait() => false,
+                _ = wd.during(nap) => true,
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.wait() => false,
+                _ = nap => true,
+            }
+        }
+    }
+
     /// Adopts entries of dead dispatchers and runs every entry pending for this consumer
     /// that is not already running here.
     async fn recover(
@@ -131,7 +200,7 @@ impl Local {
         reader: &mut QueueReader,
         shutdown: &Shutdown,
         wd: &mut Watchdog,
-    ) -> Result<(), DispatchError> {
+    ) -> Result<(), StoreError> {
         reader.adopt_orphans().await?;
         let pending = reader.read_pending(10_000).await?;
         for entry in pending {
@@ -182,17 +251,10 @@ impl Local {
 
 async fn execute(core: &Core, slot: Slot, run: Running) {
     let outcome = slot.run(run.spec.clone()).await;
-    // Redis may be briefly away: keep the result and retry rather than lose it.
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match core.complete(&run.owned, &outcome).await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(task_id = %run.owned.task_id, error = %e, "could not store result; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+    // Waits for Redis if it is away: the result is stored when it answers again.
+    if let Err(e) = core.complete(&run.owned, &outcome).await {
+        tracing::error!(task_id = %run.owned.task_id, attempt = run.owned.attempt, error = %e,
+            "could not store the result; the task stays RUNNING until recovered");
     }
 }
 
@@ -204,6 +266,7 @@ mod status {
 
     use super::{lock, InFlight};
     use crate::dispatcher::core::Core;
+    use crate::dispatcher::pulse::Pulse;
     use crate::notify::{StatusLine, STATUS_GAP};
 
     /// Refreshes the line every [`STATUS_GAP`] (the queue depth needs a Redis call, so the loop
@@ -213,18 +276,28 @@ mod status {
         core: Arc<Core>,
         processes: usize,
         in_flight: InFlight,
+        pulse: Arc<Pulse>,
     ) {
         loop {
             let busy = lock(&in_flight).len();
-            let queue =
-                match tokio::time::timeout(Duration::from_secs(1), core.store.queue_len()).await {
+            let health = core.store.health();
+            let queue = match health.outage() {
+                Some(_) => format!("unknown ({})", health.summary()),
+                None => match tokio::time::timeout(Duration::from_secs(1), core.store.queue_len())
+                    .await
+                {
                     // The stream also holds delivered entries: ours are the busy ones.
                     Ok(Ok(n)) => n.saturating_sub(busy as u64).to_string(),
-                    _ => "unknown (redis unreachable)".into(),
-                };
+                    _ => "unknown (no answer from redis)".into(),
+                },
+            };
+            let reader = pulse
+                .failing()
+                .map(|e| format!(", queue reader failing: {e}"))
+                .unwrap_or_default();
             let c = &core.counters;
             status.set(format!(
-                "local: {processes} processes, {busy} busy, {} completed, {} failed, queue {queue}",
+                "local: {processes} processes, {busy} busy, {} completed, {} failed, queue {queue}{reader}",
                 c.completed.load(Ordering::Relaxed),
                 c.failed.load(Ordering::Relaxed),
             ));

@@ -1,15 +1,18 @@
 //! Dispatcher: moves queued tasks from Redis to executors (local mode) or workers.
 //!
-//! Start-up: connect to Redis, take the consumer-name lease, start the executor pool, then
+//! Start-up: wait for Redis, take the consumer-name lease, start the executor pool, then
 //! recover (adopt entries of dead dispatchers, re-read our own pending entries) and loop on the
-//! durable queue. See docs/architecture.md.
+//! durable queue. See docs/architecture.md. A Redis outage later never ends the dispatcher: its
+//! connections recover by themselves ([`crate::store::conn`]), finished results wait for Redis.
 //!
 //! systemd: `READY=1` once Redis answered, the lease is held and the executors are warm (local)
-//! or the ROUTER is bound (pull/push); the mode loop owns the watchdog and the `STATUS=` line.
+//! or the ROUTER is bound (pull/push); the mode loop owns the watchdog (pinged by the rule of
+//! [`pulse`]) and the `STATUS=` line.
 
 pub mod core;
 pub mod lease;
 pub mod local;
+pub mod pulse;
 pub mod remote;
 
 use std::sync::Arc;
@@ -35,43 +38,53 @@ pub enum DispatchError {
     Bind { endpoint: String, message: String },
 }
 
+/// How long a stopping local dispatcher tries to hand unfinished runs back to the queue.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Runs a dispatcher with `cfg` until `shutdown` fires.
-pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), DispatchError> {
-    let store = Store::connect(
-        &cfg.redis,
-        Duration::from_secs(cfg.result_ttl_secs),
-        Duration::from_secs(5),
-    )
-    .await?;
-    store.ping().await?;
+pub async fn run(cfg: DispatcherConfig, mut shutdown: Shutdown) -> Result<(), DispatchError> {
+    let store = Store::open(&cfg.redis, Duration::from_secs(cfg.result_ttl_secs))?;
+    crate::notify::status_now(&format!("waiting for Redis at {}", store.endpoint()));
+    if !store.wait_reachable(&mut shutdown).await? {
+        return Ok(());
+    }
     let name = cfg.consumer_name();
     let lease = lease::acquire(&store, &name).await?;
-    // The lease outlives the drain: released only once nothing of ours is running.
-    let (lease_stop, lease_shutdown) = crate::shutdown::channel();
-    let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
     let core = Arc::new(core::Core::new(
         store.clone(),
         name.clone(),
+        lease.token.clone(),
         cfg.max_retries,
     ));
-    let reader = QueueReader::open(store.client(), &name).await?;
+    // The lease outlives the drain: released only once nothing of ours is running.
+    let (lease_stop, lease_shutdown) = crate::shutdown::channel();
+    let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
+    let reader = store
+        .retrying(|| QueueReader::open(&store, &name))
+        .await?;
     let drain = Duration::from_secs_f64(cfg.drain_timeout_secs.max(0.0));
     let result = match cfg.mode {
         Mode::Local => {
             let processes = cfg.local_processes();
             let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), processes).await?);
             tracing::info!(name, processes, isolation = ?cfg.executor.isolation, "dispatcher ready (local mode)");
-            let r = local::run(core.clone(), pool.clone(), reader, shutdown, drain).await;
+            let unfinished = local::run(core.clone(), pool.clone(), reader, shutdown, drain).await;
             pool.shutdown().await;
             // Only now (no executor runs them any more) may unfinished runs go back to the queue.
             let reason = format!("dispatcher {name} stopped before the task finished");
-            for run in r.as_deref().unwrap_or_default() {
-                if let Err(e) = core.hand_back(run, &reason).await {
-                    tracing::error!(task_id = %run.task_id, attempt = run.attempt, error = %e,
-                        "could not hand the task back; the next start settles it");
+            let hand_back = async {
+                for run in &unfinished {
+                    if let Err(e) = core.hand_back(run, &reason).await {
+                        tracing::error!(task_id = %run.task_id, attempt = run.attempt, error = %e,
+                            "could not hand the task back; the next start settles it");
+                    }
                 }
+            };
+            if tokio::time::timeout(HAND_BACK_WAIT, hand_back).await.is_err() {
+                tracing::error!(left = unfinished.len(),
+                    "Redis unavailable: unfinished tasks stay RUNNING; the next start settles them");
             }
-            r.map(drop)
+            Ok(())
         }
         Mode::Pull | Mode::Push => remote::run(core, &cfg, reader, shutdown, drain).await,
     };

@@ -31,7 +31,16 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store request failed");
+        if let StoreError::NotReplicated { .. } = e {
+            tracing::warn!(error = %e, "task not confirmed by enough replicas");
+            return ApiError::Unavailable(e.to_string());
+        }
+        // An outage is logged once by the store's health, not once per request.
+        if crate::store::is_unavailable(&e) {
+            tracing::debug!(error = %e, "store request failed");
+        } else {
+            tracing::error!(error = %e, "store request failed");
+        }
         ApiError::Unavailable(format!("task store unavailable: {e}"))
     }
 }

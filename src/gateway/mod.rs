@@ -87,31 +87,31 @@ pub enum GatewayError {
     Serve(#[source] std::io::Error),
 }
 
-/// Runs a gateway with `cfg` until `shutdown` fires: connects to Redis, binds, reports READY,
-/// serves, then drains in-flight requests.
+/// Runs a gateway with `cfg` until `shutdown` fires: waits for Redis, binds, reports READY,
+/// serves, then drains in-flight requests. Redis connections recover by themselves
+/// ([`crate::store::conn`]); while Redis is unreachable requests get a quick 503.
 pub async fn run(
     cfg: crate::config::GatewayConfig,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
     let redis = |source| GatewayError::Redis {
-        url: cfg.redis.clone(),
+        url: crate::store::endpoint::redact(&cfg.redis),
         source,
     };
-    let store = Store::connect(
-        &cfg.redis,
-        std::time::Duration::ZERO,
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .map_err(redis)?;
+    let store = Store::open(&cfg.redis, std::time::Duration::ZERO)
+        .map_err(redis)?
+        .with_replicas(cfg.wait_replicas, cfg.wait_timeout());
+    crate::notify::status_now(&format!("waiting for Redis at {}", store.endpoint()));
+    if !store.wait_reachable(&mut shutdown).await.map_err(redis)? {
+        return Ok(());
+    }
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|source| GatewayError::Bind {
             addr: cfg.listen.clone(),
             source,
         })?;
-    store.ping().await.map_err(redis)?;
-    tracing::info!(listen = %cfg.listen, redis = %cfg.redis, "gateway ready");
+    tracing::info!(listen = %cfg.listen, redis = %store.endpoint(), wait_replicas = cfg.wait_replicas, "gateway ready");
     notify_ready(&listener, store.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
     let app = router(store, cfg.max_body_bytes);
     serve(listener, app, shutdown)

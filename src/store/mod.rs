@@ -2,25 +2,38 @@
 //!
 //! Only the gateway and the dispatcher talk to Redis; workers never do. Every write that changes a
 //! task's state is one Lua script (see [`scripts`]), so a task is never half-created and a terminal
-//! state is never overwritten by a late or duplicate report.
+//! state is never overwritten by a late or duplicate report. Every operation is idempotent, so a
+//! call whose reply was lost may be repeated ([`conn`] does so once after a dropped connection,
+//! [`Store::retrying`] until Redis is back).
+//!
+//! Connections ([`conn`]) recover by themselves and follow Sentinel failovers; [`Health`] says
+//! whether Redis is reachable.
 
+pub mod conn;
+pub mod endpoint;
+pub mod health;
 pub mod keys;
 pub mod lease;
 pub mod queue;
+mod replicas;
 pub mod scripts;
 pub mod status;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Value};
+use redis::{AsyncCommands, Value};
 use thiserror::Error;
 use uuid::Uuid;
 
+pub use conn::{is_unavailable, Conn, Connector};
+pub use endpoint::Endpoint;
+pub use health::{Health, Outage};
 pub use queue::{QueueEntry, QueueReader};
 pub use status::TaskStatus;
 
+use crate::shutdown::Shutdown;
 use crate::time::now_ms;
 
 /// Errors of the store layer.
@@ -36,6 +49,19 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected data in Redis: {0}")]
     Corrupt(String),
+    /// `WAIT` saw fewer replicas than asked for: the task exists and is queued on the primary,
+    /// but a failover now could lose it.
+    #[error(
+        "task {task_id} is queued, but only {acked} of {wanted} Redis replicas confirmed it within \
+         {timeout_ms} ms; it will run unless the primary fails before a replica has it \
+         (see GET /status/{task_id})"
+    )]
+    NotReplicated {
+        task_id: Uuid,
+        acked: u32,
+        wanted: u32,
+        timeout_ms: u64,
+    },
 }
 
 /// Result of trying to move a task from QUEUED to RUNNING.
@@ -51,6 +77,20 @@ pub enum Claim {
     NotQueued(TaskStatus),
     /// No such task (expired or never existed).
     Missing,
+}
+
+/// What a terminal report did to its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The task took the reported state.
+    Applied,
+    /// The task already has this state from the same attempt (a report sent again, or a retry
+    /// whose first reply was lost): nothing changed.
+    Duplicate,
+    /// The task is in another state or attempt (a late report of a lost run): ignored.
+    Stale,
+    /// Redis has no record of the task (it expired, or Redis lost its data): ignored.
+    Unknown,
 }
 
 /// A terminal report for a task.
@@ -77,45 +117,127 @@ pub struct TaskView {
     pub result: Option<Vec<u8>>,
 }
 
+/// Response timeout of the queue reader's connection: its longest `BLOCK` plus a margin.
+const QUEUE_RESPONSE_TIMEOUT: Duration =
+    Duration::from_millis(queue::MAX_BLOCK.as_millis() as u64 + 1000);
+/// Shortest pause between two tries of [`Store::retrying`] (longer while Redis is down).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_DOWN: Duration = Duration::from_millis(250);
+
 /// Handle on the faas data in one Redis database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
-    conn: ConnectionManager,
+    connector: Connector,
+    conn: Conn,
     result_ttl: Duration,
+    replicas: Option<std::sync::Arc<replicas::Replicas>>,
 }
 
 impl Store {
-    /// Connects to `url`. Fails if Redis cannot be reached within `connect_timeout`.
-    pub async fn connect(
-        url: &str,
-        result_ttl: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|source| StoreError::Url {
-            url: url.to_string(),
-            source,
-        })?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = client.get_connection_manager_with_config(cfg).await?;
+    /// A store for `url` (`redis://…` or `redis+sentinel://…`); connects on first use. No I/O.
+    pub fn open(url: &str, result_ttl: Duration) -> Result<Self, StoreError> {
+        let connector = Connector::open(url)?;
+        let conn = connector.conn("shared", conn::RESPONSE_TIMEOUT);
         Ok(Store {
-            client,
+            connector,
             conn,
             result_ttl,
+            replicas: None,
         })
     }
 
-    /// The underlying client, for dedicated (blocking) connections.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Opens `url` and checks that Redis answers within `timeout`.
+    pub async fn connect(
+        url: &str,
+        result_ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open(url, result_ttl)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match store.ping().await {
+                Ok(()) => return Ok(store),
+                Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(store.conn.retry_in().max(RETRY_PAUSE)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    /// A clone of the shared multiplexed connection.
-    pub fn conn(&self) -> ConnectionManager {
+    /// Makes [`Store::create_task`] wait until `wanted` replicas have the task (Redis `WAIT`, at
+    /// most `timeout`); fewer is [`StoreError::NotReplicated`]. 0 turns it off.
+    pub fn with_replicas(mut self, wanted: u32, timeout: Duration) -> Self {
+        self.replicas = (wanted > 0).then(|| {
+            std::sync::Arc::new(replicas::Replicas::new(
+                self.connector.clone(),
+                wanted,
+                timeout,
+            ))
+        });
+        self
+    }
+
+    /// Waits until Redis answers (or `shutdown`; then returns false). Fails only on an error
+    /// that waiting will not cure (e.g. a wrong password).
+    pub async fn wait_reachable(&self, shutdown: &mut Shutdown) -> Result<bool, StoreError> {
+        loop {
+            match self.ping().await {
+                Ok(()) => return Ok(true),
+                Err(e) if is_unavailable(&e) => {
+                    tokio::select! {
+                        _ = shutdown.wait() => return Ok(false),
+                        _ = tokio::time::sleep(self.conn.retry_in().max(RETRY_PAUSE_DOWN)) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `op` again and again while it fails because Redis is unavailable, waiting for the
+    /// next connection attempt in between (so it resumes at most about a second after Redis
+    /// answers again, and never spins). Other errors and successes are returned. Only for
+    /// idempotent work: every operation of this store is.
+    pub async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        loop {
+            match op().await {
+                Err(e) if is_unavailable(&e) => {
+                    tracing::debug!(error = %e, "Redis unavailable; will retry");
+                    let least = if self.health().is_down() {
+                        RETRY_PAUSE_DOWN
+                    } else {
+                        RETRY_PAUSE
+                    };
+                    tokio::time::sleep(self.conn.retry_in().max(least)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Where Redis is (displays without passwords).
+    pub fn endpoint(&self) -> &Endpoint {
+        self.connector.endpoint()
+    }
+
+    /// Whether Redis is reachable, as this daemon's connections see it.
+    pub fn health(&self) -> &Health {
+        self.connector.health()
+    }
+
+    /// The shared connection (multiplexed; reconnects by itself).
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// A new dedicated connection for blocking queue reads (see [`QueueReader`]).
+    pub fn queue_conn(&self) -> Conn {
+        self.connector.conn("queue", QUEUE_RESPONSE_TIMEOUT)
     }
 
     /// PING.
@@ -150,26 +272,32 @@ impl Store {
     }
 
     /// Creates a QUEUED task, enqueues it and publishes its id, atomically.
-    /// Returns `None` (and writes nothing) when the function does not exist.
+    /// Returns `None` (and writes nothing) when the function does not exist. With
+    /// [`Store::with_replicas`], returns only once enough replicas have the task.
     pub async fn create_task(
         &self,
         function_id: &Uuid,
         args: &[u8],
     ) -> Result<Option<Uuid>, StoreError> {
         let id = Uuid::new_v4();
-        let mut c = self.conn.clone();
-        let created: i64 = scripts::CREATE_TASK
-            .key(keys::function(function_id))
+        let mut invocation = scripts::CREATE_TASK.key(keys::function(function_id));
+        invocation
             .key(keys::task(&id))
             .key(keys::QUEUE)
             .arg(id.to_string())
             .arg(function_id.to_string())
             .arg(args)
             .arg(now_ms())
-            .arg(keys::CHANNEL)
-            .invoke_async(&mut c)
-            .await?;
-        Ok((created == 1).then_some(id))
+            .arg(keys::CHANNEL);
+        let created = match &self.replicas {
+            None => {
+                let mut c = self.conn.clone();
+                let created: i64 = invocation.invoke_async(&mut c).await?;
+                created == 1
+            }
+            Some(r) => r.create(&id, &invocation).await?,
+        };
+        Ok(created.then_some(id))
     }
 
     /// The task's status, or `None` for an unknown id.
@@ -199,13 +327,21 @@ impl Store {
         }))
     }
 
-    /// Moves a task from QUEUED to RUNNING on `worker`.
-    pub async fn claim(&self, task_id: &Uuid, worker: &str) -> Result<Claim, StoreError> {
+    /// Moves a task from QUEUED to RUNNING on `worker`. `token` names this claim (unique per
+    /// dispatcher process and queue entry): a claim repeated with the same token, because the
+    /// reply to the first was lost, returns the same run instead of "already RUNNING".
+    pub async fn claim(
+        &self,
+        task_id: &Uuid,
+        worker: &str,
+        token: &str,
+    ) -> Result<Claim, StoreError> {
         let mut c = self.conn.clone();
         let reply: Vec<Value> = scripts::CLAIM
             .key(keys::task(task_id))
             .arg(worker)
             .arg(now_ms())
+            .arg(token)
             .invoke_async(&mut c)
             .await?;
         let text = |i: usize| -> Result<String, StoreError> {
@@ -241,10 +377,10 @@ impl Store {
         }
     }
 
-    /// Applies a terminal report. Returns whether it changed the task (false: late or duplicate).
-    pub async fn finish(&self, f: &Finish<'_>) -> Result<bool, StoreError> {
+    /// Applies a terminal report (see [`Recorded`] for what it may find).
+    pub async fn finish(&self, f: &Finish<'_>) -> Result<Recorded, StoreError> {
         let mut c = self.conn.clone();
-        let applied: i64 = scripts::FINISH
+        let outcome: i64 = scripts::FINISH
             .key(keys::task(&f.task_id))
             .key(keys::QUEUE)
             .arg(f.from.as_str())
@@ -258,7 +394,16 @@ impl Store {
             .arg(keys::GROUP)
             .invoke_async(&mut c)
             .await?;
-        Ok(applied == 1)
+        match outcome {
+            1 => Ok(Recorded::Applied),
+            2 => Ok(Recorded::Duplicate),
+            0 => Ok(Recorded::Stale),
+            -1 => Ok(Recorded::Unknown),
+            other => Err(StoreError::Corrupt(format!(
+                "finish of task {}: reply {other}",
+                f.task_id
+            ))),
+        }
     }
 
     /// Puts a RUNNING task back to QUEUED (a retry) and re-enqueues it. Returns whether it applied.

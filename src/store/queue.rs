@@ -4,14 +4,20 @@
 //! until the task's terminal report acknowledges it, so a dispatcher that dies loses nothing: on
 //! restart it re-reads its own pending entries, and entries of consumers whose lease expired are
 //! claimed by a live dispatcher.
+//!
+//! The reader has its own connection (a blocking read must not hold up other commands), which
+//! recovers by itself like every [`Conn`]. If Redis lost its data, the group is created again
+//! on the fly (`NOGROUP`, or no stream at all).
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use uuid::Uuid;
 
-use super::{keys, StoreError};
+use super::{keys, Conn, Store, StoreError};
+
+/// Longest `BLOCK` of a read (its connection's response timeout allows for it).
+pub const MAX_BLOCK: Duration = Duration::from_secs(2);
 
 /// One delivered queue entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,21 +29,15 @@ pub struct QueueEntry {
 
 /// A consumer of the queue with its own connection (blocking reads must not share one).
 pub struct QueueReader {
-    conn: MultiplexedConnection,
+    conn: Conn,
     consumer: String,
 }
 
 impl QueueReader {
     /// Opens a dedicated connection and makes sure the consumer group exists.
-    pub async fn open(client: &redis::Client, consumer: &str) -> Result<Self, StoreError> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(None);
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+    pub async fn open(store: &Store, consumer: &str) -> Result<Self, StoreError> {
         let mut reader = QueueReader {
-            conn,
+            conn: store.queue_conn(),
             consumer: consumer.to_string(),
         };
         reader.ensure_group().await?;
@@ -49,6 +49,18 @@ impl QueueReader {
         &self.consumer
     }
 
+    /// True while the reader's connection is open (see [`Conn::connected`]).
+    pub fn connected(&self) -> bool {
+        self.conn.connected()
+    }
+
+    /// Time until the reader's connection may be attempted again after a failure (see
+    /// [`Conn::retry_in`]).
+    pub fn retry_in(&self) -> Duration {
+        self.conn.retry_in()
+    }
+
+    /// Creates the consumer group (and the stream) unless it exists.
     async fn ensure_group(&mut self) -> Result<(), StoreError> {
         // Start at 0 so that tasks queued before any dispatcher ever ran are delivered too.
         let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
@@ -66,13 +78,16 @@ impl QueueReader {
         }
     }
 
-    /// Reads up to `count` new entries, waiting at most `block` for the first one.
+    /// Reads up to `count` new entries, waiting at most `block` (capped at [`MAX_BLOCK`]) for
+    /// the first one.
     pub async fn read_new(
         &mut self,
         count: usize,
         block: Duration,
     ) -> Result<Vec<QueueEntry>, StoreError> {
-        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        let block_ms = u64::try_from(block.min(MAX_BLOCK).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.read(">", count, Some(block_ms)).await
     }
 
@@ -99,8 +114,10 @@ impl QueueReader {
         cmd.arg("STREAMS").arg(keys::QUEUE).arg(id);
         let reply: Value = match cmd.query_async(&mut self.conn).await {
             Ok(v) => v,
-            // The group vanishes if someone deleted the stream (FLUSHDB): recreate it and retry later.
+            // The group vanishes with the stream (FLUSHDB, a Redis restarted without its data):
+            // recreate it; the next read finds whatever is queued by then.
             Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("the queue's consumer group is gone (did Redis lose its data?); creating it again");
                 self.ensure_group().await?;
                 return Ok(Vec::new());
             }
@@ -112,12 +129,21 @@ impl QueueReader {
     /// Moves the pending entries of consumers that no longer hold a lease to this consumer.
     /// Returns how many entries were claimed; they are then read with [`Self::read_pending`].
     pub async fn adopt_orphans(&mut self) -> Result<usize, StoreError> {
-        let consumers: Value = redis::cmd("XINFO")
+        let consumers: Value = match redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(keys::QUEUE)
             .arg(keys::GROUP)
             .query_async(&mut self.conn)
-            .await?;
+            .await
+        {
+            Ok(v) => v,
+            // No stream or no group (Redis lost its data): nobody to adopt from.
+            Err(e) if e.code() == Some("NOGROUP") || is_no_such_key(&e) => {
+                self.ensure_group().await?;
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut claimed = 0;
         for (name, pending) in parse_consumers(&consumers) {
             if name == self.consumer {
@@ -184,6 +210,11 @@ impl QueueReader {
             })
             .collect())
     }
+}
+
+/// `ERR no such key`, which XINFO answers for a stream that does not exist.
+fn is_no_such_key(e: &redis::RedisError) -> bool {
+    e.code() == Some("ERR") && e.detail().is_some_and(|d| d.contains("no such key"))
 }
 
 fn as_string(v: &Value) -> Option<String> {

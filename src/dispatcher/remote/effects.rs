@@ -1,7 +1,10 @@
 //! Redis work the remote loop hands off to background tasks, reporting back as events.
+//!
+//! Each waits for Redis while it is unavailable (the [`Core`] calls do), so a claim, a result or a
+//! settlement made during an outage completes when Redis answers again; the loop meanwhile goes
+//! on serving workers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -56,7 +59,7 @@ pub struct ToStore {
     pub owned: Option<Owned>,
 }
 
-/// Stores results (retrying while Redis is away) and reports them as [`Event::Stored`].
+/// Stores results (waiting while Redis is away) and reports them as [`Event::Stored`].
 pub fn store(
     core: Arc<Core>,
     worker_id: String,
@@ -80,23 +83,18 @@ pub fn store(
                     cause: r.meta.cause.clone(),
                 }
             };
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let stored = match &r.owned {
-                    Some(o) => core.complete(o, &outcome).await,
-                    None => {
-                        core.complete_unowned(r.meta.task.task_id, r.meta.task.attempt, &outcome)
-                            .await
-                    }
-                };
-                match stored {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(task_id = %r.meta.task.task_id, error = %e, "could not store result; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
+            let stored = match &r.owned {
+                Some(o) => core.complete(o, &outcome).await,
+                None => {
+                    core.complete_unowned(r.meta.task.task_id, r.meta.task.attempt, &outcome)
+                        .await
                 }
+            };
+            if let Err(e) = stored {
+                // Not an outage (those are waited out): acknowledged anyway, or the worker would
+                // resend it for ever; the task is settled when its entry is recovered.
+                tracing::error!(task_id = %r.meta.task.task_id, attempt = r.meta.task.attempt, error = %e,
+                    "could not store the result; dropped");
             }
             if let Some(o) = &r.owned {
                 lock(&in_flight).remove(&o.entry_id);

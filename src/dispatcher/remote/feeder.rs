@@ -1,5 +1,10 @@
 //! Reads the Redis queue for the remote loop: only as many entries as workers can take, plus a
 //! periodic recovery pass over pending entries (own and those of dead dispatchers).
+//!
+//! A failed read never ends the feeder: it waits for Redis (see [`pause_after`]) and runs a
+//! recovery pass before the next read, since entries delivered on a lost connection are pending
+//! unseen. Its signs of life go to the [`Pulse`] that the event loop checks before pinging the
+//! watchdog.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,8 +14,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::Event;
 use crate::dispatcher::core::{Core, Recovered};
+use crate::dispatcher::pulse::{pause_after, Pulse};
 use crate::shutdown::Shutdown;
-use crate::store::QueueReader;
+use crate::store::{QueueReader, StoreError};
 
 const READ_BLOCK: Duration = Duration::from_secs(1);
 const RECOVER_EVERY: Duration = Duration::from_secs(10);
@@ -30,26 +36,41 @@ pub async fn run(
     mut demand: watch::Receiver<usize>,
     events: mpsc::Sender<Event>,
     in_flight: InFlight,
+    pulse: Arc<Pulse>,
     mut shutdown: Shutdown,
 ) {
     let mut last_recover: Option<tokio::time::Instant> = None;
+    // Records what a read or pass came to; returns how long to wait before the next one.
+    let note = |result: Result<(), &StoreError>, reader: &QueueReader| {
+        let outcome = pulse.record(result, core.store.health().is_down(), reader.connected());
+        pause_after(outcome, reader.retry_in())
+    };
     loop {
         if shutdown.is_triggered() {
             return;
         }
         if last_recover.is_none_or(|t| t.elapsed() >= RECOVER_EVERY) {
-            last_recover = Some(tokio::time::Instant::now());
-            if let Err(e) = recover(&core, &mut reader, &events, &in_flight).await {
-                tracing::warn!(error = %e, "recovery pass failed; will retry");
+            let r = recover(&core, &mut reader, &events, &in_flight).await;
+            let pause = note(r.as_ref().map(drop), &reader);
+            if r.is_ok() {
+                last_recover = Some(tokio::time::Instant::now());
+            } else {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
             }
         }
         let want = *demand.borrow_and_update();
         if want == 0 {
+            pulse.waiting();
             tokio::select! {
                 _ = shutdown.wait() => return,
                 r = demand.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(RECOVER_EVERY) => {}
             }
+            pulse.resumed();
             continue;
         }
         let read = tokio::select! {
@@ -57,14 +78,18 @@ pub async fn run(
             r = reader.read_new(want, READ_BLOCK) => r,
         };
         match read {
-            Ok(entries) if entries.is_empty() => {}
+            Ok(entries) if entries.is_empty() => {
+                note(Ok(()), &reader);
+            }
             Ok(entries) => {
+                note(Ok(()), &reader);
                 {
                     let mut set = lock(&in_flight);
                     for e in &entries {
                         set.insert(e.entry_id.clone());
                     }
                 }
+                pulse.waiting();
                 if events.send(Event::Entries(entries)).await.is_err() {
                     return;
                 }
@@ -73,12 +98,15 @@ pub async fn run(
                     _ = shutdown.wait() => return,
                     r = demand.changed() => if r.is_err() { return },
                 }
+                pulse.resumed();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading the queue failed; retrying");
+                let pause = note(Err(&e), &reader);
+                // Entries delivered on a connection that broke are pending but unseen.
+                last_recover = None;
                 tokio::select! {
                     _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }
@@ -90,7 +118,7 @@ async fn recover(
     reader: &mut QueueReader,
     events: &mpsc::Sender<Event>,
     in_flight: &InFlight,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), StoreError> {
     reader.adopt_orphans().await?;
     let pending = reader.read_pending(10_000).await?;
     let mut queued = Vec::new();

@@ -5,8 +5,10 @@
 //! background ([`effects`]). Sends go through per-peer writers ([`outbound`]), so nothing the
 //! network does can stall the loop.
 //!
-//! systemd: `READY=1` once the ROUTER is bound; the loop pings the watchdog (so a wedged loop
-//! stops the pings) and refreshes `STATUS=` from [`state::Remote::summary`]. On SIGTERM the loop
+//! systemd: `READY=1` once the ROUTER is bound; the loop pings the watchdog while the feeder's
+//! [`Pulse`] shows signs of life (so a wedged loop or a stuck queue reader stops the pings, see
+//! [`crate::dispatcher::pulse`]) and refreshes `STATUS=` from [`state::Remote::summary`] and the
+//! Redis health. On SIGTERM the loop
 //! stops assigning, answers parked fetches and waits up to `drain` for running results; tasks
 //! still running then stay with their workers, which report them to the next dispatcher.
 
@@ -25,6 +27,7 @@ use uuid::Uuid;
 use zeromq::{RouterSocket, Socket, SocketRecv};
 
 use super::core::{Core, Prepared};
+use super::pulse::Pulse;
 use super::DispatchError;
 use crate::config::DispatcherConfig;
 use crate::notify::{StatusLine, Watchdog};
@@ -83,6 +86,7 @@ pub async fn run(
 
     let (demand_tx, demand_rx) = watch::channel(0usize);
     let in_flight = feeder::InFlight::default();
+    let pulse = Arc::new(Pulse::default());
     let (feeder_stop, feeder_shutdown) = crate::shutdown::channel();
     let feeder = tokio::spawn(feeder::run(
         core.clone(),
@@ -90,6 +94,7 @@ pub async fn run(
         demand_rx,
         tx.clone(),
         in_flight.clone(),
+        pulse.clone(),
         feeder_shutdown,
     ));
     let timing = Timing {
@@ -98,6 +103,7 @@ pub async fn run(
         deadline: (cfg.task_deadline_secs > 0.0)
             .then(|| Duration::from_secs_f64(cfg.task_deadline_secs)),
     };
+    let health_of = core.clone();
     let mut state = state::Remote::new(
         core,
         cfg.mode,
@@ -115,13 +121,28 @@ pub async fn run(
     tracing::info!(mode, %endpoint, "dispatcher ready");
     crate::notify::ready();
     loop {
-        wd.poll();
-        status.set_with(|| format!("{mode}: {}", state.summary()));
+        let alive = pulse.alive();
+        if alive {
+            wd.poll();
+        }
+        status.set_with(|| {
+            let health = health_of.store.health();
+            let redis = if health.is_down() {
+                format!(", {}", health.summary())
+            } else {
+                String::new()
+            };
+            let reader = pulse
+                .failing()
+                .map(|e| format!(", queue reader failing: {e}"))
+                .unwrap_or_default();
+            format!("{mode}: {}{redis}{reader}", state.summary())
+        });
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(ev) = rx.recv() => state.handle(ev),
             _ = tick.tick() => state.tick(),
-            _ = wd.due() => {}
+            _ = wd.due(), if alive => {}
         }
     }
     feeder_stop.trigger();
