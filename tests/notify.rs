@@ -81,6 +81,19 @@ impl NotifySocket {
         }
     }
 
+    /// `WATCHDOG=1` messages that arrived between `from` and `to`.
+    fn pings_between(&self, from: Instant, to: Instant) -> usize {
+        self.lines()
+            .iter()
+            .filter(|(t, l)| *t >= from && *t < to && l == "WATCHDOG=1")
+            .count()
+    }
+
+    /// The latest `STATUS=` line.
+    fn last_status(&self) -> String {
+        self.statuses().pop().unwrap_or_default()
+    }
+
     fn has(&self, line: &str) -> bool {
         self.lines().iter().any(|(_, l)| l == line)
     }
@@ -391,4 +404,134 @@ async fn push_dispatcher_and_worker_notify() {
     );
     d.stop_cleanly(Some(&dn));
     assert!(dn.statuses().iter().all(|s| !s.contains('\n')));
+}
+
+/// The watchdog rule of docs/architecture.md, on a real dispatcher (and worker in push mode):
+/// pings go on through a killed connection and a Redis outage (the reader waits for Redis), but
+/// stop while the queue reader fails although Redis answers (here: XREADGROUP revoked by ACL),
+/// and resume once it reads again. Was: pinging for ever while the reader was stuck.
+async fn watchdog_tells_the_truth(mode: &str) {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes"]);
+    let store = store(&redis).await;
+    let n = NotifySocket::bind();
+    let py = python::python();
+    let name = format!("truth-{}", redis.port);
+    let url = redis.url();
+    let port = free_port().to_string();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let mut args = vec![
+        "-m", mode, "--redis", &url, "--name", &name, "--python", &py,
+    ];
+    if mode == "local" {
+        args.extend(["-w", "1"]);
+    } else {
+        args.extend(["-p", &port]);
+    }
+    let mut d = Daemon::start(DISPATCHER, "dispatcher", &args, Some(&n));
+    let _worker = (mode != "local").then(|| {
+        Daemon::start(
+            WORKER,
+            "worker",
+            &[mode, "1", &endpoint, "--python", &py, "--id", "w-truth"],
+            None,
+        )
+    });
+    n.wait_for("READY=1", LONG, |l| l == "READY=1");
+    let t = submit(&store).await;
+    wait_completed(&store, &t, LONG).await;
+    n.assert_watchdog(Duration::from_millis(1500));
+
+    // Every connection killed: replaced at once, the pings never pause, tasks flow.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut redis.conn())
+        .expect("CLIENT KILL");
+    assert!(killed >= 2, "killed {killed}");
+    let t = submit(&store).await;
+    wait_completed(&store, &t, Duration::from_secs(10)).await;
+    n.assert_watchdog(Duration::from_millis(1500));
+
+    // The reader fails while Redis answers: the pings stop within the grace (5 s).
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-xreadgroup")
+        .query(&mut redis.conn())
+        .expect("ACL");
+    let revoked = Instant::now();
+    n.wait_for("a STATUS naming the failing reader", LONG, |l| {
+        l.starts_with("STATUS=") && l.contains("queue reader failing") && l.contains("xreadgroup")
+    });
+    let grace = Duration::from_secs(5);
+    std::thread::sleep(grace + Duration::from_secs(3));
+    let silent_from = revoked + grace + Duration::from_secs(1);
+    assert_eq!(
+        n.pings_between(silent_from, Instant::now()),
+        0,
+        "the watchdog was pinged while the reader could not read:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        d.log().matches("reading the queue failed").count(),
+        1,
+        "{}",
+        d.log()
+    );
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("+xreadgroup")
+        .query(&mut redis.conn())
+        .expect("ACL");
+    let restored = Instant::now();
+    while n.pings_between(restored, Instant::now()) == 0 {
+        assert!(
+            restored.elapsed() < Duration::from_secs(5),
+            "no ping after the reader reads again:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        d.log().contains("reading the queue works again"),
+        "{}",
+        d.log()
+    );
+
+    // Redis down: the reader provably waits for Redis, the pings go on, the status says so.
+    redis.kill();
+    n.wait_for("a STATUS saying Redis is unreachable", LONG, |l| {
+        l.starts_with("STATUS=") && l.contains("redis unreachable for")
+    });
+    n.assert_watchdog(Duration::from_millis(2500));
+    redis.restart();
+    let back = Instant::now();
+    let t = submit(&store).await;
+    let took = wait_completed(&store, &t, Duration::from_secs(10)).await;
+    eprintln!(
+        "{mode}: a task submitted when Redis answered again completed {:?} later",
+        back.elapsed().max(took)
+    );
+    n.assert_watchdog(Duration::from_millis(1500));
+    assert!(
+        !n.last_status().contains("unreachable"),
+        "{}",
+        n.last_status()
+    );
+    let log = d.log();
+    assert_eq!(log.matches("Redis unreachable;").count(), 1, "{log}");
+    assert_eq!(log.matches("Redis reachable again").count(), 1, "{log}");
+    d.stop_cleanly(Some(&n));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_dispatcher_watchdog_tells_the_truth() {
+    watchdog_tells_the_truth("local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_dispatcher_watchdog_tells_the_truth() {
+    watchdog_tells_the_truth("push").await;
 }

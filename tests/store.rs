@@ -148,12 +148,20 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
         report(Some(1), TaskStatus::Failed, b"r2").await,
         Recorded::Stale
     );
-    assert_eq!(report(None, TaskStatus::Failed, b"r3").await, Recorded::Stale);
+    assert_eq!(
+        report(None, TaskStatus::Failed, b"r3").await,
+        Recorded::Stale
+    );
     // A report for a task Redis does not know is named as such.
     assert_eq!(
-        s.finish(&finish(Uuid::new_v4(), Some(1), TaskStatus::Completed, b"r"))
-            .await
-            .expect("finish"),
+        s.finish(&finish(
+            Uuid::new_v4(),
+            Some(1),
+            TaskStatus::Completed,
+            b"r"
+        ))
+        .await
+        .expect("finish"),
         Recorded::Unknown
     );
     let view = s.task_view(&t).await.expect("view").expect("exists");
@@ -293,4 +301,60 @@ async fn live_leases_protect_entries_from_adoption() {
     stop.trigger();
     keeper.await.expect("keeper released the lease");
     assert_eq!(b.adopt_orphans().await.expect("adopt"), 1);
+}
+
+/// Every script may run twice for one call (a reply lost with its connection is sent again):
+/// the second run changes nothing.
+#[tokio::test]
+async fn scripts_run_twice_change_nothing() {
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let id = Uuid::new_v4();
+    let mut c = r.conn();
+    let create = || {
+        let mut inv = faas::store::scripts::CREATE_TASK.key(keys::function(&f));
+        inv.key(keys::task(&id))
+            .key(keys::QUEUE)
+            .arg(id.to_string())
+            .arg(f.to_string())
+            .arg(&b"args"[..])
+            .arg(1)
+            .arg(keys::CHANNEL);
+        inv
+    };
+    for _ in 0..2 {
+        let created: i64 = create().invoke(&mut c).expect("create");
+        assert_eq!(created, 1);
+    }
+    let len: usize = c.xlen(keys::QUEUE).expect("xlen");
+    assert_eq!(len, 1, "one queue entry");
+    assert_eq!(
+        s.task_status(&id).await.expect("status"),
+        Some(TaskStatus::Queued)
+    );
+
+    let mut q = QueueReader::open(&s, "c").await.expect("reader");
+    let e = q
+        .read_new(1, Duration::from_millis(50))
+        .await
+        .expect("read");
+    assert!(matches!(
+        s.claim(&id, "w", "tok").await.expect("claim"),
+        Claim::Running { attempt: 1, .. }
+    ));
+    for _ in 0..2 {
+        s.requeue(&id, 1, "lost", Some(&e[0].entry_id))
+            .await
+            .expect("requeue");
+    }
+    assert_eq!(
+        s.task_status(&id).await.expect("status"),
+        Some(TaskStatus::Queued)
+    );
+    let len: usize = c.xlen(keys::QUEUE).expect("xlen");
+    assert_eq!(len, 1, "the old entry acknowledged, one new entry");
+    for _ in 0..2 {
+        s.ack(&e[0].entry_id).await.expect("ack");
+    }
 }

@@ -241,11 +241,18 @@ mod tests {
             ..Default::default()
         };
         let msg = g.validate().unwrap_err().to_string();
-        assert!(msg.contains("master name") && !msg.contains("secret"), "{msg}");
+        assert!(
+            msg.contains("master name") && !msg.contains("secret"),
+            "{msg}"
+        );
         let g = GatewayConfig {
             wait_timeout_ms: 0,
             ..Default::default()
         };
-        assert!(g.validate().unwrap_err().to_string().contains("`wait_timeout_ms`"));
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`wait_timeout_ms`"));
     }
 }

@@ -112,7 +112,9 @@ impl Lease {
         .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not release the lease; it expires by itself")
+            }
             Err(_) => tracing::warn!("could not release the lease in time; it expires by itself"),
         }
     }

@@ -83,7 +83,10 @@ pub async fn run(
             let outcome = l.record(&pulse, &reader, r.as_ref().map(drop));
             if outcome == Outcome::Done {
                 last_recover = Some(tokio::time::Instant::now());
-            } else if !l.pause(&pulse, &reader, outcome, &mut wd, &mut shutdown).await {
+            } else if !l
+                .pause(&pulse, &reader, outcome, &mut wd, &mut shutdown)
+                .await
+            {
                 break;
             }
             continue;
@@ -113,7 +116,10 @@ pub async fn run(
                 let outcome = l.record(&pulse, &reader, Err(&e));
                 // Entries delivered on a connection that broke are pending but unseen.
                 last_recover = None;
-                if !l.pause(&pulse, &reader, outcome, &mut wd, &mut shutdown).await {
+                if !l
+                    .pause(&pulse, &reader, outcome, &mut wd, &mut shutdown)
+                    .await
+                {
                     break;
                 }
                 continue;

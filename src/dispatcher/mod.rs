@@ -59,9 +59,7 @@ pub async fn run(cfg: DispatcherConfig, mut shutdown: Shutdown) -> Result<(), Di
     // The lease outlives the drain: released only once nothing of ours is running.
     let (lease_stop, lease_shutdown) = crate::shutdown::channel();
     let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
-    let reader = store
-        .retrying(|| QueueReader::open(&store, &name))
-        .await?;
+    let reader = store.retrying(|| QueueReader::open(&store, &name)).await?;
     let drain = Duration::from_secs_f64(cfg.drain_timeout_secs.max(0.0));
     let result = match cfg.mode {
         Mode::Local => {
@@ -80,9 +78,14 @@ pub async fn run(cfg: DispatcherConfig, mut shutdown: Shutdown) -> Result<(), Di
                     }
                 }
             };
-            if tokio::time::timeout(HAND_BACK_WAIT, hand_back).await.is_err() {
-                tracing::error!(left = unfinished.len(),
-                    "Redis unavailable: unfinished tasks stay RUNNING; the next start settles them");
+            if tokio::time::timeout(HAND_BACK_WAIT, hand_back)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    left = unfinished.len(),
+                    "Redis unavailable: unfinished tasks stay RUNNING; the next start settles them"
+                );
             }
             Ok(())
         }

@@ -196,10 +196,22 @@ mod tests {
         ];
         for (outcome, age, pings) in table {
             let sign = sign(outcome, t).expect("a sign");
-            assert_eq!(proves_life(sign, t + age, GRACE), pings, "{outcome:?} {age:?}");
+            assert_eq!(
+                proves_life(sign, t + age, GRACE),
+                pings,
+                "{outcome:?} {age:?}"
+            );
         }
-        assert_eq!(sign(Outcome::Failed, t), None, "a failure while Redis answers proves nothing");
-        assert_eq!(sign(Outcome::Reconnecting, t), None, "the next attempt decides");
+        assert_eq!(
+            sign(Outcome::Failed, t),
+            None,
+            "a failure while Redis answers proves nothing"
+        );
+        assert_eq!(
+            sign(Outcome::Reconnecting, t),
+            None,
+            "the next attempt decides"
+        );
         let e = "e";
         assert_eq!(Outcome::of(Ok::<(), &str>(()), true, false), Outcome::Done);
         assert_eq!(Outcome::of(Err(e), true, true), Outcome::RedisDown);
@@ -219,7 +231,10 @@ mod tests {
         let err = StoreError::Corrupt("NOPERM".into());
         assert_eq!(p.record(Err(&err), false, true), Outcome::Failed);
         assert!(p.alive(), "the earlier sign still counts within the grace");
-        assert_eq!(p.failing().as_deref(), Some("unexpected data in Redis: NOPERM"));
+        assert_eq!(
+            p.failing().as_deref(),
+            Some("unexpected data in Redis: NOPERM")
+        );
         assert_eq!(p.record(Err(&err), true, false), Outcome::RedisDown);
         assert_eq!(p.record(Ok(()), false, true), Outcome::Done);
         assert_eq!(p.failing(), None);

@@ -115,9 +115,7 @@ pub fn classify(e: &RedisError) -> Failure {
 pub fn is_unavailable(e: &StoreError) -> bool {
     match e {
         StoreError::Redis(e) => classify(e) != Failure::Answered,
-        StoreError::Url { .. } | StoreError::Corrupt(_) | StoreError::NotReplicated { .. } => {
-            false
-        }
+        StoreError::Url { .. } | StoreError::Corrupt(_) | StoreError::NotReplicated { .. } => false,
     }
 }
 
@@ -205,7 +203,10 @@ impl Connector {
     }
 
     /// Opens one multiplexed connection to the current primary.
-    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response_timeout));
@@ -214,7 +215,9 @@ impl Connector {
                 Target::Direct(c) => c.clone(),
                 Target::Sentinel(s) => s.lock().await.async_get_client().await?,
             };
-            client.get_multiplexed_async_connection_with_config(&cfg).await
+            client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r,
@@ -390,9 +393,11 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.run(move |mut c| async move {
-            c.send_packed_commands(pipeline, offset, count).await
-        }))
+        Box::pin(
+            self.run(
+                move |mut c| async move { c.send_packed_commands(pipeline, offset, count).await },
+            ),
+        )
     }
 
     fn get_db(&self) -> i64 {
@@ -410,7 +415,11 @@ mod tests {
     fn backoff_is_immediate_then_doubles_to_the_cap_and_resets() {
         let t0 = Instant::now();
         let mut b = Backoff::default();
-        assert_eq!(b.wait(t0), Duration::ZERO, "the first attempt starts at once");
+        assert_eq!(
+            b.wait(t0),
+            Duration::ZERO,
+            "the first attempt starts at once"
+        );
         let mut waits = Vec::new();
         let mut now = t0;
         for _ in 0..7 {
@@ -432,7 +441,10 @@ mod tests {
     #[test]
     fn errors_are_sorted_by_what_they_say_about_the_connection() {
         let io = |k| RedisError::from(std::io::Error::from(k));
-        assert_eq!(classify(&io(std::io::ErrorKind::BrokenPipe)), Failure::Broken);
+        assert_eq!(
+            classify(&io(std::io::ErrorKind::BrokenPipe)),
+            Failure::Broken
+        );
         assert_eq!(
             classify(&io(std::io::ErrorKind::ConnectionReset)),
             Failure::Broken
@@ -452,7 +464,10 @@ mod tests {
             Failure::Answered
         );
         assert_eq!(
-            classify(&RedisError::from((ErrorKind::MasterNameNotFoundBySentinel, "x"))),
+            classify(&RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "x"
+            ))),
             Failure::NotServing
         );
         assert_eq!(

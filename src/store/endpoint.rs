@@ -135,7 +135,11 @@ fn parse_sentinel(rest: &str) -> Result<SentinelEndpoint, String> {
         sentinel_username: None,
         sentinel_password: None,
     };
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "sentinel_password" => ep.sentinel_password = non_empty(decode(v)?),
