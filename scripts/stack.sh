@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Brings up a local faas stack in the foreground: faas-gateway + faas-dispatcher (local mode),
 # plus a private redis-server when no Redis is configured or reachable. Ctrl-C stops everything.
+# The private redis-server keeps an append-only file in run/redis/ (fsync every second), so a
+# restart of it (or of the stack) loses no accepted task; delete run/redis/ to start empty.
 #
 # Environment (all optional):
 #   FAAS_REDIS    Redis URL to use (default: redis://127.0.0.1:6379 if it answers, else a private one)
@@ -40,9 +42,10 @@ if [ -z "$redis" ] && reachable 127.0.0.1 6379; then
 fi
 if [ -z "$redis" ]; then
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    echo "faas: no Redis reachable; starting a private redis-server on port $port" >&2
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$rundir" \
-        --logfile "$rundir/redis.log" &
+    mkdir -p "$rundir/redis"
+    echo "faas: no Redis reachable; starting a private redis-server on port $port (data in $rundir/redis)" >&2
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+        --dir "$rundir/redis" --logfile "$rundir/redis.log" &
     pids+=($!)
     for _ in $(seq 50); do reachable 127.0.0.1 "$port" && break; sleep 0.1; done
     redis=redis://127.0.0.1:$port

@@ -101,7 +101,7 @@ pub struct DispatcherArgs {
     /// Executor processes in local mode (default: one per CPU).
     #[arg(short = 'w', long = "workers", value_name = "NUM_PROCESSES")]
     pub workers: Option<usize>,
-    /// Redis URL of the task store (redis://… or redis+sentinel://…).
+    /// Redis URL of the task store (redis:// or redis+sentinel:// URL).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// Consumer name of this dispatcher (default: <hostname>-<mode>).

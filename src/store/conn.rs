@@ -132,7 +132,15 @@ fn unreachable_now(reason: &str, wait: Duration) -> RedisError {
 enum Target {
     Direct(Client),
     /// The lookup caches its connections to the Sentinels, hence the lock.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Sentinel(tokio::sync::Mutex<SentinelLookup>),
+}
+
+/// The Sentinel client, built with the Sentinels in the order `first`, `first + 1`, …: the
+/// lookup waits for the answers in that order, so after an attempt timed out (a Sentinel that
+/// never answers) the next one starts with the next Sentinel.
+struct SentinelLookup {
+    client: SentinelClient,
+    first: usize,
 }
 
 struct ConnectorInner {
@@ -163,8 +171,9 @@ impl Connector {
                 (Target::Direct(client), db)
             }
             Endpoint::Sentinel(s) => {
-                let client = s.client().map_err(|e| bad(e.to_string()))?;
-                (Target::Sentinel(tokio::sync::Mutex::new(client)), s.db)
+                let client = s.client(0).map_err(|e| bad(e.to_string()))?;
+                let lookup = SentinelLookup { client, first: 0 };
+                (Target::Sentinel(tokio::sync::Mutex::new(lookup)), s.db)
             }
         };
         let health = Health::new(endpoint.to_string());
@@ -213,7 +222,7 @@ impl Connector {
         let attempt = async {
             let client = match &self.inner.target {
                 Target::Direct(c) => c.clone(),
-                Target::Sentinel(s) => s.lock().await.async_get_client().await?,
+                Target::Sentinel(s) => s.lock().await.client.async_get_client().await?,
             };
             client
                 .get_multiplexed_async_connection_with_config(&cfg)
@@ -221,10 +230,21 @@ impl Connector {
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
-            ))),
+            Err(_) => {
+                if let (Target::Sentinel(s), Endpoint::Sentinel(ep)) =
+                    (&self.inner.target, &self.inner.endpoint)
+                {
+                    let mut lookup = s.lock().await;
+                    let first = (lookup.first + 1) % ep.sentinels.len().max(1);
+                    if let Ok(client) = ep.client(first) {
+                        *lookup = SentinelLookup { client, first };
+                    }
+                }
+                Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                )))
+            }
         }
     }
 }

@@ -63,11 +63,16 @@ impl Endpoint {
 }
 
 impl SentinelEndpoint {
-    /// A client that asks the Sentinels for the current primary on every connection.
-    pub fn client(&self) -> redis::RedisResult<SentinelClient> {
+    /// A client that asks the Sentinels for the current primary on every connection, starting
+    /// with Sentinel number `first`.
+    pub fn client(&self, first: usize) -> redis::RedisResult<SentinelClient> {
+        let n = self.sentinels.len().max(1);
         let addrs = self
             .sentinels
             .iter()
+            .cycle()
+            .skip(first % n)
+            .take(self.sentinels.len())
             .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
         let mut b = SentinelClientBuilder::new(addrs, &self.master, SentinelServerType::Master)?
             .set_client_to_redis_db(self.db);
