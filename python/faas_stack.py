@@ -54,6 +54,21 @@ def children(pid: int) -> List[int]:
     return out
 
 
+def stop_all(procs: List["subprocess.Popen[bytes]"], logs: List[IO[bytes]], timeout: float) -> None:
+    """Stops ``procs`` in order (SIGTERM, SIGKILL after ``timeout``) and closes ``logs``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)  # a test may have stopped it
+            p.terminate()
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for log in logs:
+        log.close()
+
+
 class Stack:
     """One isolated faas deployment; ``url`` is the gateway's base URL.
 
@@ -229,17 +244,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stops the daemons in reverse start order (Redis last, so they can drain)."""
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)  # a test may have stopped it
-                p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for log in self.logs:
-            log.close()
+        stop_all(list(reversed(self.procs)), self.logs, timeout=60)
 
 
 class Sentinels:
@@ -352,17 +357,5 @@ class Sentinels:
             time.sleep(0.05)
         raise TimeoutError("no failover")
 
-    def alive(self) -> dict[str, bool]:
-        return {n: p.poll() is None for n, p in self.procs.items()}
-
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        for log in self.logs:
-            log.close()
+        stop_all(list(self.procs.values()), self.logs, timeout=10)

@@ -137,6 +137,13 @@ def wait_terminal(url: str, sent: List[Sent], timeout: float = 90.0) -> Dict[str
         time.sleep(0.2)
 
 
+def wait_running(c: Client, tasks: List[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while {c.status(t) for t in tasks} != {"RUNNING"}:
+        assert time.monotonic() < deadline, "tasks did not start"
+        time.sleep(0.02)
+
+
 def runs_of(path: Path) -> Dict[str, List[float]]:
     out: Dict[str, List[float]] = {}
     if path.exists():
@@ -251,8 +258,8 @@ def test_fault_under_load(mode: str, fault: str, tmp_path: Path, cleanup: List[C
     resume = after[0] - back_at if after else float("inf")
     print(f"\n{mode}/{fault}: {len(load.sent)} accepted ({sum(not s.confirmed for s in load.sent)} "
           f"unconfirmed), refused {dict(load.refused)}, slowest submit {load.slowest:.2f} s, "
-          f"outage {back_at - fault_at:.1f} s, first run {resume:.2f} s after Redis answered")
-    print(Counter(d[:90] for d in load.details))
+          f"outage {back_at - fault_at:.1f} s, first run {resume:.2f} s after Redis answered; "
+          f"refusals: {Counter(d[:70] for d in load.details).most_common(2)}")
 
     assert not stuck, f"tasks left QUEUED/RUNNING: {list(stuck.items())[:5]}"
     assert not failed, f"{len(failed)} FAILED, e.g. {reasons}"
@@ -304,10 +311,7 @@ def test_local_dispatcher_survives_client_kill_mid_task(tmp_path: Path) -> None:
         c = Client(stack.url)
         slow = c.register(lambda: __import__("time").sleep(1.5) or "slept")
         t = c.execute(slow)
-        deadline = time.monotonic() + 30
-        while c.status(t) != "RUNNING":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_running(c, [t])
         stack.redis_cli("CLIENT", "KILL", "TYPE", "normal")
         time.sleep(0.5)
         assert stack.dispatcher is not None and stack.dispatcher.poll() is None
@@ -326,10 +330,7 @@ def test_redis_restarted_without_its_data(mode: str, tmp_path: Path) -> None:
         c = Client(stack.url)
         slow = c.register(lambda: __import__("time").sleep(1.5) or "slept")
         old = [c.execute(slow) for _ in range(2)]
-        deadline = time.monotonic() + 30
-        while {c.status(t) for t in old} != {"RUNNING"}:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_running(c, old)
         stack.kill_redis()
         stack.start_redis()  # no persistence: empty
         # The old tasks are gone; their results arrive for tasks Redis no longer knows.
