@@ -1,0 +1,143 @@
+//! Drain completion, read from Redis: walks the submitted task ids in submission order with a
+//! cursor, one pipelined `HMGET faas:task:{id} status started_ms finished_ms` per task id ahead of
+//! the cursor, and sleeps between sweeps while the task at the cursor is not terminal.
+//!
+//! Why Redis and not HTTP: the sweep costs about one pipelined Redis read per task in all (plus
+//! at most one chunk per sweep re-read), where polling `/status` would add an HTTP request per
+//! task and poll to the gateway being measured. Tasks are dispatched in queue order, so the
+//! cursor rarely waits on a task while later ones are done. Finish times are the task records'
+//! own `finished_ms` (docs/redis-schema.md), so the generator's polling interval does not add
+//! to the measured drain time.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
+
+use crate::error::Error;
+
+/// Task ids read per pipelined round trip.
+const CHUNK: usize = 256;
+
+/// A terminal task's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct End {
+    pub completed: bool,
+    /// Start of the last attempt (absent if the task failed before running).
+    pub started_ms: Option<i64>,
+    pub finished_ms: i64,
+}
+
+/// One HMGET reply: status, started_ms, finished_ms.
+pub type Reply = (Option<String>, Option<String>, Option<String>);
+
+/// The record of a terminal task, or `None` while it is queued or running (or unreadable).
+pub fn end_of(r: &Reply) -> Option<End> {
+    let completed = match r.0.as_deref() {
+        Some("COMPLETED") => true,
+        Some("FAILED") => false,
+        _ => return None,
+    };
+    Some(End {
+        completed,
+        started_ms: r.1.as_deref().and_then(|v| v.parse().ok()),
+        finished_ms: r.2.as_deref()?.parse().ok()?,
+    })
+}
+
+/// What the sweep saw.
+#[derive(Clone, Debug, Default)]
+pub struct Sweep {
+    pub ends: Vec<End>,
+    /// Sweeps made (each one or more pipelined round trips).
+    pub sweeps: u64,
+    /// Task records read in all.
+    pub reads: u64,
+}
+
+/// Waits until every task in `ids` is terminal; an error at `deadline`.
+pub async fn until_all_terminal(
+    redis_url: &str,
+    ids: &[String],
+    interval: Duration,
+    deadline: Instant,
+) -> Result<Sweep, Error> {
+    let client = redis::Client::open(redis_url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let mut out = Sweep {
+        ends: Vec::with_capacity(ids.len()),
+        ..Sweep::default()
+    };
+    while out.ends.len() < ids.len() {
+        out.sweeps += 1;
+        // Read chunk after chunk while every task in it is terminal.
+        loop {
+            let from = out.ends.len();
+            let chunk = &ids[from..ids.len().min(from + CHUNK)];
+            if chunk.is_empty() {
+                break;
+            }
+            let replies = read(&mut con, chunk).await?;
+            out.reads += chunk.len() as u64;
+            let before = out.ends.len();
+            out.ends.extend(replies.iter().map_while(end_of));
+            if out.ends.len() - before < chunk.len() {
+                break;
+            }
+        }
+        if out.ends.len() == ids.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "{} of {} tasks terminal at the drain's deadline; task {} is not",
+                out.ends.len(),
+                ids.len(),
+                ids[out.ends.len()]
+            )));
+        }
+        tokio::time::sleep(interval).await;
+    }
+    Ok(out)
+}
+
+async fn read(con: &mut MultiplexedConnection, ids: &[String]) -> Result<Vec<Reply>, Error> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HMGET")
+            .arg(format!("faas:task:{id}"))
+            .arg("status")
+            .arg("started_ms")
+            .arg("finished_ms");
+    }
+    Ok(pipe.query_async(con).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: Option<&str>, st: Option<&str>, f: Option<&str>) -> Reply {
+        (s.map(Into::into), st.map(Into::into), f.map(Into::into))
+    }
+
+    #[test]
+    fn terminal_records() {
+        let table = [
+            (
+                r(Some("COMPLETED"), Some("5"), Some("9")),
+                Some((true, Some(5), 9)),
+            ),
+            (r(Some("FAILED"), None, Some("7")), Some((false, None, 7))),
+            (r(Some("RUNNING"), Some("5"), None), None),
+            (r(Some("QUEUED"), None, None), None),
+            (r(None, None, None), None),
+            // Terminal but no finish time: not counted (a schema change would show as a timeout).
+            (r(Some("COMPLETED"), Some("5"), None), None),
+        ];
+        for (reply, want) in table {
+            let got = end_of(&reply).map(|e| (e.completed, e.started_ms, e.finished_ms));
+            assert_eq!(got, want, "{reply:?}");
+        }
+    }
+}
