@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from faas_bench import machine_probe
-from faas_stack import BIN_DIR, PYTHON, ROOT, Stack
+from faas_stack import BIN_DIR, PYTHON, ROOT, Stack, children
 
 LOADGEN = BIN_DIR / "faas-loadgen"
 Report = Dict[str, Any]
@@ -117,19 +117,38 @@ def stop_perf(p: subprocess.Popen[bytes]) -> None:
     p.wait(timeout=120)
 
 
-def perf_summary(data: Path, out: Path) -> None:
-    """Text reports of a perf recording: CPU by process and shared object, and the top
-    symbols of the dispatcher, redis-server and the gateway (self time)."""
-    def report(*args: str) -> str:
-        r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
-                            "--percent-limit", "0.5", *args], capture_output=True, text=True)
-        return r.stdout
-    parts = ["# CPU by process and object (all CPUs, cpu-clock samples)\n",
-             report("--sort", "comm,dso", "-g", "none")]
-    for comm in ("faas-dispatche", "redis-server", "faas-gateway", "python3", "python"):
-        parts += [f"\n# {comm}: hottest symbols (self time)\n",
-                  report("--comm", comm, "--sort", "sym", "-g", "none")]
-    out.write_text("".join(parts))
+def perf_summary(data: Path, pids: Dict[str, List[int]], out: Path) -> None:
+    """Text reports of a system-wide perf recording, restricted to this deployment's processes
+    (the machine is shared): CPU by component, then each component's hottest symbols."""
+    def report(who: List[int], *args: str) -> str:
+        r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none",
+                            "--percentage", "relative", "--pid", ",".join(map(str, who)), *args],
+                           capture_output=True, text=True)
+        return "\n".join(line for line in r.stdout.splitlines() if line and not line.startswith("#"))
+    ours = [p for ps in pids.values() for p in ps]
+    parts = [f"# processes: {json.dumps(pids)}\n",
+             "\n# CPU samples by process (cpu-clock, % of this deployment's samples)\n",
+             report(ours, "--sort", "pid", "--percent-limit", "0.5")]
+    for name, who in pids.items():
+        if who:
+            parts += [f"\n\n# {name}: CPU samples by object (% of its samples)\n",
+                      report(who, "--sort", "dso", "--percent-limit", "1"),
+                      f"\n\n# {name}: hottest symbols (self time, % of its samples)\n",
+                      report(who, "--sort", "dso,sym", "--percent-limit", "0.7")]
+    out.write_text("\n".join(parts) + "\n")
+
+
+def component_pids(s: ServerStack) -> Dict[str, List[int]]:
+    """Pids per component of a running deployment (executors: the dispatcher's descendants)."""
+    procs = dict(s.named_procs())
+    out = {n: [procs[n].pid] for n in ("dispatcher", "redis", "gateway") if n in procs}
+    todo, execs = list(out.get("dispatcher", [])), []
+    while todo:
+        kids = children(todo.pop())
+        execs += kids
+        todo += kids
+    out["executors"] = execs
+    return out
 
 
 def median(xs: List[float], digits: int = 1) -> float:
@@ -165,13 +184,17 @@ def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
 
 
 def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = None) -> Report:
+    """One run of a stage on a fresh deployment; with ``perf`` (drains only) the drain is
+    profiled and its text report written next to ``perf`` as .txt."""
     s = ServerStack(Path(tempfile.mkdtemp(dir=tmp)), st["mode"], st["iso"], st["backend"]).start()
     try:
         args = list(st["args"])
-        if st.get("drain"):
-            args += ["--redis", s.redis_url]
-            return loadgen(s, args, [], stdin_go=s, perf=perf)
-        return loadgen(s, args, [])
+        if not st.get("drain"):
+            return loadgen(s, args, [])
+        rep = loadgen(s, args + ["--redis", s.redis_url], [], stdin_go=s, perf=perf)
+        if perf is not None:
+            perf_summary(perf, component_pids(s), perf.with_suffix(".txt"))
+        return rep
     finally:
         s.stop()
 
@@ -194,6 +217,11 @@ def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "loadgen_cpu_ms_per_op": median([p["cpu_ms_per_op"]["loadgen"] for p in ph], 4),
             "cpu_ms_per_op": {c: median([p["cpu_ms_per_op"][c] for p in ph], 4)
                               for c in ph[0]["cpu_ms_per_op"]},
+            # [own, children] ms per op: a daemon's own threads, and its executors.
+            "cpu_own_children_ms_per_op": {
+                c: [median([1000 * p["cpu"]["components"][c][k] / max(p["ops"], 1) for p in ph], 4)
+                    for k in ("own_s", "children_s")]
+                for c in ph[0]["cpu"]["components"]},
             "loadgen_cores": median([p["cpu"]["loadgen_cores"] for p in ph], 3),
             "server_cores": median([p["cpu"]["server_cores"] for p in ph], 3),
             "errors": sum(p["errors"] for p in ph),
@@ -224,7 +252,7 @@ def table(summary: List[Dict[str, Any]]) -> str:
 def main(argv: List[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=3, help="runs per stage (0 with --perf: profile only)")
     p.add_argument("--stages", default="", help="comma-separated subset (default: all)")
     p.add_argument("--outstanding", type=int, default=32, help="tasks in flight in the closed loop")
     p.add_argument("--quick", action="store_true", help="a tenth of the tasks, short closed loop")
@@ -250,16 +278,18 @@ def main(argv: List[str]) -> int:
                          "probe_after_s": machine_probe(), "report": rep})
             print(f"{name:20} run {k}: {headline(name, rep):10,.0f}/s  load {rep['meta']['loadavg_start'][0]:.2f}  "
                   f"probe {before:.2f}/{runs[-1]['probe_after_s']:.2f}", flush=True)
-    summary = summarize(runs)
-    result = {"meta": meta, "summary": summary, "runs": runs}
-    (args.out / "server.json").write_text(json.dumps(result, indent=1) + "\n")
+    if runs:
+        summary = summarize(runs)
+        result = {"meta": meta, "summary": summary, "runs": runs}
+        (args.out / "server.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(table(summary))
     if args.perf:
-        data = tmp / "perf.data"
+        data = tmp / "perf-drain-local-reuse.data"
         rep = run_stage("drain-local-reuse", all_stages["drain-local-reuse"], tmp, perf=data)
-        perf_summary(data, args.out / "perf-drain-local-reuse.txt")
+        (args.out / "perf-drain-local-reuse.txt").write_text(data.with_suffix(".txt").read_text())
+        rep["machine"] = {"probe_s": machine_probe(), **meta}
         (args.out / "perf-drain-local-reuse.json").write_text(json.dumps(rep, indent=1) + "\n")
         print(f"profiled drain: {headline('drain-local-reuse', rep):,.0f}/s", flush=True)
-    print(table(summary))
     print(f"results in {args.out}")
     return 0
 

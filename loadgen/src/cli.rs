@@ -134,7 +134,7 @@ pub struct DrainArgs {
     /// When the drain clock starts: a line on standard input, or at once (a dispatcher already runs).
     #[arg(long, default_value = "stdin")]
     pub go: Go,
-    /// Pause between two sweeps over the unfinished tasks.
+    /// Pause between two polls of the queue's length (and between sweeps over unfinished tasks).
     #[arg(long, default_value = "20", value_parser = positive)]
     pub sweep_interval_ms: f64,
     /// Give up when the queue has not drained after this many seconds.

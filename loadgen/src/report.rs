@@ -92,8 +92,11 @@ pub struct DrainDetail {
     pub per_s_from_go: f64,
     /// tasks / (last finish − first start): the rate once running.
     pub per_s_running: f64,
-    /// Seconds from go until the generator saw the last task terminal.
+    /// Seconds from go until the generator saw the queue empty (the CPU window's end).
     pub detected_s: f64,
+    /// XLEN polls while draining.
+    pub queue_polls: u64,
+    /// Sweeps over the task records afterwards (1 unless a task was still unfinished).
     pub sweeps: u64,
     pub records_read: u64,
 }

@@ -1,13 +1,15 @@
-//! Drain completion, read from Redis: walks the submitted task ids in submission order with a
-//! cursor, one pipelined `HMGET faas:task:{id} status started_ms finished_ms` per task id ahead of
-//! the cursor, and sleeps between sweeps while the task at the cursor is not terminal.
+//! Drain completion, read from Redis in two steps (docs/redis-schema.md):
 //!
-//! Why Redis and not HTTP: the sweep costs about one pipelined Redis read per task in all (plus
-//! at most one chunk per sweep re-read), where polling `/status` would add an HTTP request per
-//! task and poll to the gateway being measured. Tasks are dispatched in queue order, so the
-//! cursor rarely waits on a task while later ones are done. Finish times are the task records'
-//! own `finished_ms` (docs/redis-schema.md), so the generator's polling interval does not add
-//! to the measured drain time.
+//! 1. While the drain runs, one `XLEN faas:queue` per interval: a queue entry is deleted when its
+//!    task reaches a terminal state, so an empty queue means the drain is over. One O(1) command
+//!    per interval is all the load the generator adds while the dispatcher works (polling
+//!    `/status` would add an HTTP request per task and poll to the gateway, and reading every
+//!    task record per interval would cost Redis more than the dispatcher's own reads).
+//! 2. Then the records: the submitted ids in submission order with a cursor, pipelined `HMGET
+//!    faas:task:{id} status started_ms finished_ms`, re-reading from the cursor while a task is
+//!    not terminal yet. This is the source of truth (it does not trust step 1), and the finish
+//!    times are the records' own `finished_ms`, so the polling interval does not add to the
+//!    measured drain time.
 
 use std::time::Duration;
 
@@ -49,21 +51,48 @@ pub fn end_of(r: &Reply) -> Option<End> {
 #[derive(Clone, Debug, Default)]
 pub struct Sweep {
     pub ends: Vec<End>,
-    /// Sweeps made (each one or more pipelined round trips).
+    /// Sweeps over the records (each one or more pipelined round trips).
     pub sweeps: u64,
     /// Task records read in all.
     pub reads: u64,
 }
 
-/// Waits until every task in `ids` is terminal; an error at `deadline`.
+/// A connection to the deployment's Redis.
+pub async fn connect(redis_url: &str) -> Result<MultiplexedConnection, Error> {
+    Ok(redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?)
+}
+
+/// Waits until the queue stream is empty; returns the number of polls. An error at `deadline`.
+pub async fn until_queue_empty(
+    con: &mut MultiplexedConnection,
+    interval: Duration,
+    deadline: Instant,
+) -> Result<u64, Error> {
+    let mut polls = 0u64;
+    loop {
+        let len: u64 = redis::cmd("XLEN").arg("faas:queue").query_async(con).await?;
+        polls += 1;
+        if len == 0 {
+            return Ok(polls);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "{len} tasks still queued or running at the drain's deadline"
+            )));
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Waits until every task in `ids` is terminal and returns their records; an error at `deadline`.
 pub async fn until_all_terminal(
-    redis_url: &str,
+    con: &mut MultiplexedConnection,
     ids: &[String],
     interval: Duration,
     deadline: Instant,
 ) -> Result<Sweep, Error> {
-    let client = redis::Client::open(redis_url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
     let mut out = Sweep {
         ends: Vec::with_capacity(ids.len()),
         ..Sweep::default()
@@ -77,7 +106,7 @@ pub async fn until_all_terminal(
             if chunk.is_empty() {
                 break;
             }
-            let replies = read(&mut con, chunk).await?;
+            let replies = read(con, chunk).await?;
             out.reads += chunk.len() as u64;
             let before = out.ends.len();
             out.ends.extend(replies.iter().map_while(end_of));
