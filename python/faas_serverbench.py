@@ -5,7 +5,8 @@ Starts real deployments (python/faas_stack.py) from release binaries, drives the
 ``--out`` (``server.json``). Stages, each ``--runs`` times on a fresh deployment (no-op function,
 2 executor processes; pull/push: one worker with 2):
 
-- ``accept``: tasks submitted as fast as possible while no dispatcher runs (gateway + Redis).
+- ``accept``: tasks submitted as fast as possible while no dispatcher runs (gateway + Redis);
+  ``accept-2-threads`` the same with two generator threads (a check that it is not the limit).
 - ``result``: ``GET /result`` as fast as possible on completed tasks.
 - ``drain-<mode>-<isolation>``: a full queue submitted while no dispatcher runs; the harness
   starts the dispatcher (and worker) and the generator times until every task is terminal.
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -117,24 +119,63 @@ def stop_perf(p: subprocess.Popen[bytes]) -> None:
     p.wait(timeout=120)
 
 
+# Where a sample's symbol belongs, first match wins (user-space symbols; [k] is the kernel).
+CATEGORIES = [
+    ("allocator (malloc/free)", ("malloc", "free", "_int_", "unlink_chunk", "realloc", "jemalloc")),
+    ("tokio runtime", ("tokio::", "parking_lot", "mio::")),
+    ("redis client (RESP)", ("redis::", "combine::")),
+    ("zeromq", ("zeromq::",)),
+    ("logging and formatting", ("tracing", "core::fmt", "itoa", "fmt::")),
+    ("serde_json", ("serde_json",)),
+    ("faas code", ("faas::",)),
+    ("python interpreter", ("libpython", "_Py", "Py")),
+]
+
+
+def categorize(rows: List[tuple]) -> Dict[str, float]:
+    """Sums (percent, dso, kind, symbol) samples per category."""
+    out: Dict[str, float] = {}
+    for pct, dso, kind, sym in rows:
+        if kind == "k":
+            cat = "kernel (syscalls, scheduling, network)"
+        else:
+            cat = next((c for c, keys in CATEGORIES if any(k in sym or k in dso for k in keys)),
+                       f"other in {Path(dso).name}")
+        out[cat] = out.get(cat, 0.0) + pct
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def perf_summary(data: Path, pids: Dict[str, List[int]], out: Path) -> None:
     """Text reports of a system-wide perf recording, restricted to this deployment's processes
-    (the machine is shared): CPU by component, then each component's hottest symbols."""
+    (the machine is shared): CPU by process, then per component its samples by category and its
+    hottest symbols (self time; no call graphs: the release binaries have no frame pointers)."""
     def report(who: List[int], *args: str) -> str:
         r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none",
                             "--percentage", "relative", "--pid", ",".join(map(str, who)), *args],
                            capture_output=True, text=True)
         return "\n".join(line for line in r.stdout.splitlines() if line and not line.startswith("#"))
+
+    def rows(who: List[int]) -> List[tuple]:
+        out = []
+        for line in report(who, "--sort", "dso,sym", "--percent-limit", "0").splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$", line)
+            if m:
+                out.append((float(m[1]), m[2], m[3], m[4].strip()))
+        return out
+
     ours = [p for ps in pids.values() for p in ps]
     parts = [f"# processes: {json.dumps(pids)}\n",
-             "\n# CPU samples by process (cpu-clock, % of this deployment's samples)\n",
+             "\n# CPU samples by thread (cpu-clock, % of this deployment's samples)\n",
              report(ours, "--sort", "pid", "--percent-limit", "0.5")]
     for name, who in pids.items():
-        if who:
-            parts += [f"\n\n# {name}: CPU samples by object (% of its samples)\n",
-                      report(who, "--sort", "dso", "--percent-limit", "1"),
-                      f"\n\n# {name}: hottest symbols (self time, % of its samples)\n",
-                      report(who, "--sort", "dso,sym", "--percent-limit", "0.7")]
+        samples = rows(who) if who else []
+        if not samples:
+            continue
+        parts += [f"\n\n# {name}: samples by category (% of its samples)\n",
+                  "\n".join(f"{v:8.2f}%  {c}" for c, v in categorize(samples).items()),
+                  f"\n\n# {name}: hottest symbols (self time, % of its samples)\n",
+                  "\n".join(f"{pct:8.2f}%  {Path(dso).name:28} [{kind}] {sym}"
+                            for pct, dso, kind, sym in samples[:30])]
     out.write_text("\n".join(parts) + "\n")
 
 
@@ -167,6 +208,10 @@ def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
     out: Dict[str, Dict[str, Any]] = {
         "accept": {"mode": "local", "iso": "reuse", "backend": False,
                    "args": ["-c", "64", "submit", "--tasks", str(100000 // k)], "phase": "submit"},
+        # The same with a second generator thread: if the generator were the bottleneck, the
+        # rate would rise.
+        "accept-2-threads": {"mode": "local", "iso": "reuse", "backend": False, "phase": "submit",
+                             "args": ["-c", "64", "--threads", "2", "submit", "--tasks", str(100000 // k)]},
         "result": {"mode": "local", "iso": "reuse", "backend": True,
                    "args": ["-c", "64", "read", "--tasks", "1000", "--requests", str(100000 // k)],
                    "phase": "read"},

@@ -39,6 +39,9 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
+    /// A task of the generator itself panicked or was cancelled.
+    #[error("{0}")]
+    Task(String),
     /// A bound of the run was hit before the work was done.
     #[error("{0}")]
     Timeout(String),

@@ -84,7 +84,7 @@ where
     for h in handles {
         out.push(
             h.await
-                .map_err(|e| Error::Timeout(format!("a connection task failed: {e}")))?,
+                .map_err(|e| Error::Task(format!("a connection task failed: {e}")))?,
         );
     }
     Ok(out)
@@ -309,7 +309,7 @@ pub async fn closed(ctx: &Ctx, a: &ClosedArgs, how: Collect) -> Result<Vec<Phase
     let outs = run.await?;
     let (c0, c1) = window
         .await
-        .map_err(|e| Error::Timeout(format!("the CPU window task failed: {e}")))?;
+        .map_err(|e| Error::Task(format!("the CPU window task failed: {e}")))?;
     let mut tally = Tally::default();
     outs.into_iter().for_each(|t| tally.merge(t));
     Ok(vec![tally.into_phase(
@@ -329,6 +329,8 @@ pub async fn drain(ctx: &Ctx, a: &DrainArgs) -> Result<Vec<Phase>, Error> {
             submit.first_error.unwrap_or_default()
         )));
     }
+    let mut con = sweep::connect(&a.redis).await?;
+    sweep::check_schema(&mut con, &ids, a.go == Go::Stdin).await?;
     if a.go == Go::Stdin {
         let mut out = tokio::io::stdout();
         out.write_all(format!("READY {}\n", ids.len()).as_bytes())
@@ -350,7 +352,6 @@ pub async fn drain(ctx: &Ctx, a: &DrainArgs) -> Result<Vec<Phase>, Error> {
     let go_ms = unix_ms();
     let c0 = cpu::snapshot(&ctx.components);
     let (interval, deadline) = (secs(a.sweep_interval_ms / 1000.0), go + secs(a.timeout_s));
-    let mut con = sweep::connect(&a.redis).await?;
     let queue_polls = sweep::until_queue_empty(&mut con, interval, deadline).await?;
     let detected = go.elapsed().as_secs_f64();
     // The window ends with the queue empty: the records' read below is not the server's work.

@@ -64,6 +64,38 @@ pub async fn connect(redis_url: &str) -> Result<MultiplexedConnection, Error> {
         .await?)
 }
 
+/// Checks the keys this module relies on before a drain: every submitted task has a record, and
+/// (`idle`: no dispatcher runs yet) all of them are in the queue. Fails loudly when the schema of
+/// docs/redis-schema.md changed, instead of timing a drain that cannot be seen.
+pub async fn check_schema(
+    con: &mut MultiplexedConnection,
+    ids: &[String],
+    idle: bool,
+) -> Result<(), Error> {
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Ok(());
+    };
+    let replies = read(con, &[first.clone(), last.clone()]).await?;
+    if let Some(r) = replies.iter().find(|r| r.0.is_none()) {
+        return Err(Error::Usage(format!(
+            "no status in faas:task:<id> for a submitted task ({r:?}): the Redis schema \
+             (docs/redis-schema.md) is not what faas-loadgen reads"
+        )));
+    }
+    let len: u64 = redis::cmd("XLEN")
+        .arg("faas:queue")
+        .query_async(con)
+        .await?;
+    if idle && len < ids.len() as u64 {
+        return Err(Error::Usage(format!(
+            "faas:queue holds {len} entries for {} queued tasks: is a dispatcher already \
+             running, or did the Redis schema (docs/redis-schema.md) change?",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Waits until the queue stream is empty; returns the number of polls. An error at `deadline`.
 pub async fn until_queue_empty(
     con: &mut MultiplexedConnection,
@@ -72,7 +104,10 @@ pub async fn until_queue_empty(
 ) -> Result<u64, Error> {
     let mut polls = 0u64;
     loop {
-        let len: u64 = redis::cmd("XLEN").arg("faas:queue").query_async(con).await?;
+        let len: u64 = redis::cmd("XLEN")
+            .arg("faas:queue")
+            .query_async(con)
+            .await?;
         polls += 1;
         if len == 0 {
             return Ok(polls);

@@ -69,3 +69,21 @@ def test_an_unreachable_gateway_is_named(tmp_path: Path) -> None:
     r = subprocess.run([str(sb.LOADGEN), "--url", "http://127.0.0.1:1", "--python", sb.PYTHON,
                         "submit", "--tasks", "1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "connect to 127.0.0.1:1" in r.stderr, r.stderr
+
+
+def test_a_drain_against_a_running_dispatcher_is_refused(tmp_path: Path) -> None:
+    """The drain reads Redis directly: when the queue does not hold the tasks it just submitted
+    (a dispatcher already runs, or the schema changed) it fails instead of mismeasuring."""
+    from faas_client import Client
+
+    s = sb.ServerStack(tmp_path, "local", "reuse", backend=True).start()
+    try:
+        c = Client(s.url)
+        assert c.wait(c.execute(c.register(lambda: None)), timeout=30)[0] == "COMPLETED"
+        r = subprocess.run([str(sb.LOADGEN), "--url", s.url, "--python", sb.PYTHON, "-c", "8",
+                            "drain", "--tasks", "1000", "--redis", s.redis_url],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    finally:
+        s.stop()
+    assert r.returncode == 1 and "is a dispatcher already running" in r.stderr, r.stderr
+    assert "READY" not in r.stdout
