@@ -10,6 +10,7 @@ use std::time::Duration;
 use hyper::Method;
 use serde::Serialize;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::cli::{CollectMode, CollectOpts};
 use crate::error::Error;
@@ -44,7 +45,7 @@ pub struct Ended {
 /// Finds whether the gateway offers the long poll; `task_id` is any existing task.
 pub async fn detect(
     conn: &mut Conn,
-    task_id: &str,
+    task_id: &Uuid,
     mode: CollectMode,
     opts: &CollectOpts,
 ) -> Result<(Collect, CollectInfo), Error> {
@@ -82,7 +83,7 @@ fn info(c: Collect, detected_by: &'static str) -> CollectInfo {
     }
 }
 
-async fn long_poll_offered(conn: &mut Conn, task_id: &str) -> Result<Option<&'static str>, Error> {
+async fn long_poll_offered(conn: &mut Conn, task_id: &Uuid) -> Result<Option<&'static str>, Error> {
     let doc = conn.request(Method::GET, "/openapi.json", None).await?;
     if doc.status == 200 {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&doc.body) {
@@ -111,7 +112,7 @@ pub fn openapi_has_wait(doc: &serde_json::Value) -> bool {
 /// Awaits the end of `id`; an error when it is not terminal by `deadline`.
 pub async fn until_terminal(
     conn: &mut Conn,
-    id: &str,
+    id: &Uuid,
     how: Collect,
     deadline: Instant,
 ) -> Result<Ended, Error> {

@@ -12,6 +12,9 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use uuid::Uuid;
+
+pub use faas::store::TaskStatus;
 
 use crate::error::Error;
 
@@ -145,19 +148,19 @@ impl Conn {
     }
 
     /// `POST /execute_function` with a prepared body (see [`execute_body`]); returns the task id.
-    pub async fn execute(&mut self, body: &Bytes) -> Result<String, Error> {
+    pub async fn execute(&mut self, body: &Bytes) -> Result<Uuid, Error> {
         let r = self
             .request(Method::POST, "/execute_function", Some(body.clone()))
             .await?;
         #[derive(Deserialize)]
         struct Queued {
-            task_id: String,
+            task_id: Uuid,
         }
         Ok(parse::<Queued>("execute_function", &r)?.task_id)
     }
 
     /// `GET /result/{id}` (with `?wait=S` for a long poll); returns the task's status.
-    pub async fn status_of(&mut self, id: &str, wait_s: Option<f64>) -> Result<TaskStatus, Error> {
+    pub async fn status_of(&mut self, id: &Uuid, wait_s: Option<f64>) -> Result<TaskStatus, Error> {
         let path = match wait_s {
             Some(w) => format!("/result/{id}?wait={w}"),
             None => format!("/result/{id}"),
@@ -168,9 +171,9 @@ impl Conn {
             status: String,
         }
         let v = parse::<View>("result", &r)?;
-        TaskStatus::parse(&v.status).ok_or_else(|| Error::Response {
+        v.status.parse().map_err(|e| Error::Response {
             what: "result",
-            detail: format!("unknown status {:?}", v.status),
+            detail: e,
         })
     }
 }
@@ -196,42 +199,9 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &'static str, r: &Response) -> Resu
     })
 }
 
-/// A task's status as the API spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskStatus {
-    Queued,
-    Running,
-    Completed,
-    Failed,
-}
-
-impl TaskStatus {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "QUEUED" => TaskStatus::Queued,
-            "RUNNING" => TaskStatus::Running,
-            "COMPLETED" => TaskStatus::Completed,
-            "FAILED" => TaskStatus::Failed,
-            _ => return None,
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses() {
-        assert_eq!(TaskStatus::parse("FAILED"), Some(TaskStatus::Failed));
-        assert_eq!(TaskStatus::parse("queued"), None);
-        assert!(TaskStatus::Completed.is_terminal());
-        assert!(!TaskStatus::Running.is_terminal());
-    }
 
     #[test]
     fn execute_body_is_the_api_json() {

@@ -5,7 +5,8 @@
 //! dispatcher emptying a full queue). Every run writes one JSON report ([`report`]) with latency
 //! percentiles and CPU seconds per component read from /proc ([`cpu`]), the generator included.
 //!
-//! Development tool only: not shipped in the Debian package, not a dependency of `faas`.
+//! Development tool only: not shipped in the Debian package, not a dependency of `faas`. It uses
+//! `faas`'s library for the API's status names and the Redis key names, so they cannot drift.
 
 pub mod cli;
 pub mod collect;

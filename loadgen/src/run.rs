@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::{sleep_until, Instant};
+use uuid::Uuid;
 
 use crate::cli::{ClosedArgs, CollectOpts, DrainArgs, Go, ReadArgs, SubmitArgs};
 use crate::collect::{self, Collect, CollectInfo};
@@ -101,7 +102,7 @@ fn unix_ms() -> i64 {
 }
 
 /// Submitted task ids in the order the gateway accepted them.
-type Ids = Vec<(u64, String)>;
+type Ids = Vec<(u64, Uuid)>;
 
 /// Submits tasks as the schedule hands them out; optionally awaits each one's result.
 async fn submit_phase(
@@ -109,7 +110,7 @@ async fn submit_phase(
     sched: Schedule,
     keep_ids: bool,
     collect: Option<(Collect, Duration)>,
-) -> Result<(Phase, Vec<String>), Error> {
+) -> Result<(Phase, Vec<Uuid>), Error> {
     let sched = Arc::new(sched);
     let order = Arc::new(AtomicU64::new(0));
     let c0 = cpu::snapshot(&ctx.components);
@@ -194,8 +195,20 @@ pub async fn submit(
     Ok(vec![phase])
 }
 
+/// Submits `n` tasks as fast as possible and keeps their ids; an error when none was accepted.
+async fn fill(ctx: &Ctx, n: u64) -> Result<(Phase, Vec<Uuid>), Error> {
+    let (phase, ids) = submit_phase(ctx, Schedule::new(None, Some(n), None), true, None).await?;
+    if ids.is_empty() {
+        return Err(Error::Usage(format!(
+            "no task was accepted: {}",
+            phase.first_error.unwrap_or_default()
+        )));
+    }
+    Ok((phase, ids))
+}
+
 /// Awaits every task of `ids` (polling every 5 ms), spread over the connections.
-async fn await_all(ctx: &Ctx, ids: &Arc<Vec<String>>, timeout: Duration) -> Result<(), Error> {
+async fn await_all(ctx: &Ctx, ids: &Arc<Vec<Uuid>>, timeout: Duration) -> Result<(), Error> {
     let how = Collect::Poll {
         interval: Duration::from_millis(5),
     };
@@ -216,14 +229,7 @@ async fn await_all(ctx: &Ctx, ids: &Arc<Vec<String>>, timeout: Duration) -> Resu
 
 /// `read`: GET /result as fast as possible over completed tasks.
 pub async fn read(ctx: &Ctx, a: &ReadArgs) -> Result<Vec<Phase>, Error> {
-    let (prep, ids) =
-        submit_phase(ctx, Schedule::new(None, Some(a.tasks), None), true, None).await?;
-    if ids.is_empty() {
-        return Err(Error::Usage(format!(
-            "no task was accepted: {}",
-            prep.first_error.unwrap_or_default()
-        )));
-    }
+    let (prep, ids) = fill(ctx, a.tasks).await?;
     let ids = Arc::new(ids);
     await_all(ctx, &ids, Duration::from_secs(300)).await?;
     let limit = a.requests.or(if a.duration.is_some() {
@@ -321,14 +327,7 @@ pub async fn closed(ctx: &Ctx, a: &ClosedArgs, how: Collect) -> Result<Vec<Phase
 
 /// `drain`: fills the queue, waits for the go line, then times the queue's drain from Redis.
 pub async fn drain(ctx: &Ctx, a: &DrainArgs) -> Result<Vec<Phase>, Error> {
-    let (submit, ids) =
-        submit_phase(ctx, Schedule::new(None, Some(a.tasks), None), true, None).await?;
-    if ids.is_empty() {
-        return Err(Error::Usage(format!(
-            "no task was accepted: {}",
-            submit.first_error.unwrap_or_default()
-        )));
-    }
+    let (submit, ids) = fill(ctx, a.tasks).await?;
     let mut con = sweep::connect(&a.redis).await?;
     sweep::check_schema(&mut con, &ids, a.go == Go::Stdin).await?;
     if a.go == Go::Stdin {

@@ -13,8 +13,10 @@
 
 use std::time::Duration;
 
+use faas::store::keys;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::error::Error;
 
@@ -69,13 +71,13 @@ pub async fn connect(redis_url: &str) -> Result<MultiplexedConnection, Error> {
 /// docs/redis-schema.md changed, instead of timing a drain that cannot be seen.
 pub async fn check_schema(
     con: &mut MultiplexedConnection,
-    ids: &[String],
+    ids: &[Uuid],
     idle: bool,
 ) -> Result<(), Error> {
     let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
         return Ok(());
     };
-    let replies = read(con, &[first.clone(), last.clone()]).await?;
+    let replies = read(con, &[*first, *last]).await?;
     if let Some(r) = replies.iter().find(|r| r.0.is_none()) {
         return Err(Error::Usage(format!(
             "no status in faas:task:<id> for a submitted task ({r:?}): the Redis schema \
@@ -124,7 +126,7 @@ pub async fn until_queue_empty(
 /// Waits until every task in `ids` is terminal and returns their records; an error at `deadline`.
 pub async fn until_all_terminal(
     con: &mut MultiplexedConnection,
-    ids: &[String],
+    ids: &[Uuid],
     interval: Duration,
     deadline: Instant,
 ) -> Result<Sweep, Error> {
@@ -165,11 +167,11 @@ pub async fn until_all_terminal(
     Ok(out)
 }
 
-async fn read(con: &mut MultiplexedConnection, ids: &[String]) -> Result<Vec<Reply>, Error> {
+async fn read(con: &mut MultiplexedConnection, ids: &[Uuid]) -> Result<Vec<Reply>, Error> {
     let mut pipe = redis::pipe();
     for id in ids {
         pipe.cmd("HMGET")
-            .arg(format!("faas:task:{id}"))
+            .arg(keys::task(id))
             .arg("status")
             .arg("started_ms")
             .arg("finished_ms");
