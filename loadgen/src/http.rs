@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
@@ -17,6 +17,10 @@ use uuid::Uuid;
 pub use faas::store::TaskStatus;
 
 use crate::error::Error;
+
+/// Largest response body read (a result is at most the gateway's request limit, 10 MiB by
+/// default, base64-encoded); a larger one fails the request instead of exhausting memory.
+const MAX_RESPONSE: usize = 64 << 20;
 
 /// The gateway: its socket address and the Host header to send.
 #[derive(Clone, Debug)]
@@ -124,7 +128,14 @@ impl Conn {
                 .map_err(|e| Error::Usage(format!("bad request path {path:?}: {e}")))?;
             let resp = sender.send_request(req).await?;
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await?.to_bytes();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| Error::Response {
+                    what: "response body",
+                    detail: e.to_string(),
+                })?
+                .to_bytes();
             Ok(Response { status, body })
         }
         .await;
