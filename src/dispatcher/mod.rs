@@ -1,6 +1,6 @@
 //! Dispatcher: moves queued tasks from Redis to executors (local mode) or workers.
 //!
-//! Start-up: wait for Redis, take the consumer-name lease, start the executor pool, then
+//! Start-up: connect to Redis, take the consumer-name lease, start the executor pool, then
 //! recover (adopt entries of dead dispatchers, re-read our own pending entries) and loop on the
 //! durable queue. See docs/architecture.md. A Redis outage later never ends the dispatcher: its
 //! connections recover by themselves ([`crate::store::conn`]), finished results wait for Redis.
@@ -42,12 +42,14 @@ pub enum DispatchError {
 const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs a dispatcher with `cfg` until `shutdown` fires.
-pub async fn run(cfg: DispatcherConfig, mut shutdown: Shutdown) -> Result<(), DispatchError> {
-    let store = Store::open(&cfg.redis, Duration::from_secs(cfg.result_ttl_secs))?;
-    crate::notify::status_now(&format!("waiting for Redis at {}", store.endpoint()));
-    if !store.wait_reachable(&mut shutdown).await? {
-        return Ok(());
-    }
+pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), DispatchError> {
+    // Redis must answer at start (else exit: systemd restarts us); later outages are waited out.
+    let store = Store::connect(
+        &cfg.redis,
+        Duration::from_secs(cfg.result_ttl_secs),
+        crate::store::STARTUP_WAIT,
+    )
+    .await?;
     let name = cfg.consumer_name();
     let lease = lease::acquire(&store, &name).await?;
     let core = Arc::new(core::Core::new(

@@ -87,24 +87,26 @@ pub enum GatewayError {
     Serve(#[source] std::io::Error),
 }
 
-/// Runs a gateway with `cfg` until `shutdown` fires: waits for Redis, binds, reports READY,
+/// Runs a gateway with `cfg` until `shutdown` fires: connects to Redis, binds, reports READY,
 /// serves, then drains in-flight requests. Redis connections recover by themselves
 /// ([`crate::store::conn`]); while Redis is unreachable requests get a quick 503.
 pub async fn run(
     cfg: crate::config::GatewayConfig,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
     let redis = |source| GatewayError::Redis {
         url: crate::store::endpoint::redact(&cfg.redis),
         source,
     };
-    let store = Store::open(&cfg.redis, std::time::Duration::ZERO)
-        .map_err(redis)?
-        .with_replicas(cfg.wait_replicas, cfg.wait_timeout());
-    crate::notify::status_now(&format!("waiting for Redis at {}", store.endpoint()));
-    if !store.wait_reachable(&mut shutdown).await.map_err(redis)? {
-        return Ok(());
-    }
+    // Redis must answer at start (else exit: systemd restarts us); later outages are 503s.
+    let store = Store::connect(
+        &cfg.redis,
+        std::time::Duration::ZERO,
+        crate::store::STARTUP_WAIT,
+    )
+    .await
+    .map_err(redis)?
+    .with_replicas(cfg.wait_replicas, cfg.wait_timeout());
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|source| GatewayError::Bind {

@@ -33,7 +33,6 @@ pub use health::{Health, Outage};
 pub use queue::{QueueEntry, QueueReader};
 pub use status::TaskStatus;
 
-use crate::shutdown::Shutdown;
 use crate::time::now_ms;
 
 /// Errors of the store layer.
@@ -117,6 +116,9 @@ pub struct TaskView {
     pub result: Option<Vec<u8>>,
 }
 
+/// How long a daemon tries to reach Redis at start before it gives up (and systemd restarts it).
+pub const STARTUP_WAIT: Duration = Duration::from_secs(5);
+
 /// Response timeout of the queue reader's connection: its longest `BLOCK` plus a margin.
 const QUEUE_RESPONSE_TIMEOUT: Duration =
     Duration::from_millis(queue::MAX_BLOCK.as_millis() as u64 + 1000);
@@ -146,7 +148,7 @@ impl Store {
         })
     }
 
-    /// Opens `url` and checks that Redis answers within `timeout`.
+    /// Opens `url` and checks that Redis answers within `timeout` (trying again meanwhile).
     pub async fn connect(
         url: &str,
         result_ttl: Duration,
@@ -176,23 +178,6 @@ impl Store {
             ))
         });
         self
-    }
-
-    /// Waits until Redis answers (or `shutdown`; then returns false). Fails only on an error
-    /// that waiting will not cure (e.g. a wrong password).
-    pub async fn wait_reachable(&self, shutdown: &mut Shutdown) -> Result<bool, StoreError> {
-        loop {
-            match self.ping().await {
-                Ok(()) => return Ok(true),
-                Err(e) if is_unavailable(&e) => {
-                    tokio::select! {
-                        _ = shutdown.wait() => return Ok(false),
-                        _ = tokio::time::sleep(self.conn.retry_in().max(RETRY_PAUSE_DOWN)) => {}
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Runs `op` again and again while it fails because Redis is unavailable, waiting for the
