@@ -297,10 +297,7 @@ mod status {
                     _ => "unknown (no answer from redis)".into(),
                 },
             };
-            let reader = pulse
-                .failing()
-                .map(|e| format!(", queue reader failing: {e}"))
-                .unwrap_or_default();
+            let reader = pulse.status_note();
             let c = &core.counters;
             status.set(format!(
                 "local: {processes} processes, {busy} busy, {} completed, {} failed, queue {queue}{reader}",

@@ -172,9 +172,17 @@ impl Pulse {
         proves_life(self.lock().sign, Instant::now(), GRACE)
     }
 
-    /// The error of a read failing while Redis is reachable, for the status line.
+    /// The error of a read failing while Redis is reachable.
     pub fn failing(&self) -> Option<String> {
         self.lock().failing.clone()
+    }
+
+    /// `", queue reader failing: <error>"` while reads fail with Redis reachable, else empty: the
+    /// end of a `STATUS=` line.
+    pub fn status_note(&self) -> String {
+        self.failing()
+            .map(|e| format!(", queue reader failing: {e}"))
+            .unwrap_or_default()
     }
 }
 

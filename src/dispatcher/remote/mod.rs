@@ -8,9 +8,9 @@
 //! systemd: `READY=1` once the ROUTER is bound; the loop pings the watchdog while the feeder's
 //! [`Pulse`] shows signs of life (so a wedged loop or a stuck queue reader stops the pings, see
 //! [`crate::dispatcher::pulse`]) and refreshes `STATUS=` from [`state::Remote::summary`] and the
-//! Redis health. On SIGTERM the loop
-//! stops assigning, answers parked fetches and waits up to `drain` for running results; tasks
-//! still running then stay with their workers, which report them to the next dispatcher.
+//! Redis health. On SIGTERM the loop stops assigning, answers parked fetches and waits up to
+//! `drain` for running results; tasks still running then stay with their workers, which report
+//! them to the next dispatcher.
 
 mod effects;
 mod feeder;
@@ -132,11 +132,7 @@ pub async fn run(
             } else {
                 String::new()
             };
-            let reader = pulse
-                .failing()
-                .map(|e| format!(", queue reader failing: {e}"))
-                .unwrap_or_default();
-            format!("{mode}: {}{redis}{reader}", state.summary())
+            format!("{mode}: {}{redis}{}", state.summary(), pulse.status_note())
         });
         tokio::select! {
             _ = shutdown.wait() => break,
