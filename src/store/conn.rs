@@ -101,11 +101,14 @@ pub fn classify(e: &RedisError) -> Failure {
         ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
         | ErrorKind::Server(redis::ServerErrorKind::MasterDown)
         | ErrorKind::Server(redis::ServerErrorKind::TryAgain)
-        // From a connection attempt: no Sentinel names a usable primary (a failover under way).
+        // From a connection attempt: no Sentinel names a usable primary (a failover under way),
+        // or Redis refuses our credentials (changed while we run): unusable until fixed.
         | ErrorKind::MasterNameNotFoundBySentinel
-        | ErrorKind::NoValidReplicasFoundBySentinel => Failure::NotServing,
+        | ErrorKind::NoValidReplicasFoundBySentinel
+        | ErrorKind::AuthenticationFailed => Failure::NotServing,
         ErrorKind::Parse => Failure::Broken,
         _ if e.code() == Some("UNBLOCKED") => Failure::WrongNode,
+        _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => Failure::NotServing,
         _ => Failure::Answered,
     }
 }

@@ -2,8 +2,8 @@
 //! outage is logged once when it begins and once when it ends, however many connections notice.
 //!
 //! Redis is *down* from a failed connection attempt (refused, timed out, authentication failed,
-//! no primary known to the Sentinels) or a reply saying it cannot serve (`LOADING`,
-//! `MASTERDOWN`), until a connection attempt or a command succeeds. A dropped connection alone
+//! no primary known to the Sentinels) or a reply saying it cannot serve us (`LOADING`,
+//! `MASTERDOWN`, `NOAUTH`), until a connection attempt or a command succeeds. A dropped connection alone
 //! is not an outage: the next attempt decides.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
