@@ -195,6 +195,10 @@ pub async fn wait(
         .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.status.is_terminal()))
         .map(|(id, _)| *id)
         .collect();
+    // Redis errors after the first read (a restart, a killed connection) are retried with
+    // back-off until the deadline rather than failing the wait: the re-subscription wakes us.
+    let mut backoff = Duration::from_millis(50);
+    let mut retry_all = false;
     loop {
         let over = match until {
             Until::Any => open.len() < ids.len(),
@@ -203,16 +207,24 @@ pub async fn wait(
         if over {
             break;
         }
-        let first = match tokio::time::timeout_at(deadline, reg.rx.recv()).await {
-            Ok(Some(w)) => w,
-            // Timed out (or the registry is gone): answer with what we have.
-            Ok(None) | Err(_) => break,
+        let wakes = if retry_all {
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            vec![Wake::Recheck]
+        } else {
+            let first = match tokio::time::timeout_at(deadline, reg.rx.recv()).await {
+                Ok(Some(w)) => w,
+                // Timed out (or the registry is gone): answer with what we have.
+                Ok(None) | Err(_) => break,
+            };
+            // Take every wake-up already queued, so one read serves them all.
+            let mut wakes = vec![first];
+            while let Ok(w) = reg.rx.try_recv() {
+                wakes.push(w);
+            }
+            wakes
         };
-        // Take every wake-up already queued, so one read serves them all.
-        let mut wakes = vec![first];
-        while let Ok(w) = reg.rx.try_recv() {
-            wakes.push(w);
-        }
         let recheck: Vec<Uuid> = if wakes.contains(&Wake::Recheck) {
             open.iter().copied().collect()
         } else {
@@ -227,11 +239,22 @@ pub async fn wait(
         if recheck.is_empty() {
             continue;
         }
-        for (id, view) in read(store, &recheck).await? {
-            if view.as_ref().is_none_or(|v| v.status.is_terminal()) {
-                open.remove(&id);
+        match read(store, &recheck).await {
+            Ok(got) => {
+                retry_all = false;
+                backoff = Duration::from_millis(50);
+                for (id, view) in got {
+                    if view.as_ref().is_none_or(|v| v.status.is_terminal()) {
+                        open.remove(&id);
+                    }
+                    views.insert(id, view);
+                }
             }
-            views.insert(id, view);
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "long-poll: reading task states failed; retrying");
+                retry_all = true;
+            }
         }
     }
     Ok(views)
