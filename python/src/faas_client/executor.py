@@ -53,14 +53,18 @@ class FaasFuture(Future):  # type: ignore[type-arg]
         tid = self.task_id
         if tid is None:
             return super().cancel()
+        # Taken out of the waiter's hands first, so the cancelled task's own end (FAILED with
+        # TaskCancelled) does not complete this future meanwhile.
+        if not self._executor._forget(tid):
+            return False  # the waiter is completing it
         try:
             cancelled = self._executor.client.cancel(tid)
         except FaasError as e:
             log.warning("faas: cancelling task %s failed: %s", tid, e)
-            return False
+            cancelled = False
         if not cancelled:
+            self._executor._track([self])
             return False
-        self._executor._forget(tid)
         return super().cancel()
 
 
@@ -164,9 +168,10 @@ class FaasExecutor(Executor):
         if interrupt:
             self._conn.interrupt()
 
-    def _forget(self, task_id: str) -> None:
+    def _forget(self, task_id: str) -> bool:
+        """Stops waiting for a task; False if it was not being waited for."""
         with self._wake:
-            self._pending.pop(task_id, None)
+            return self._pending.pop(task_id, None) is not None
 
     # ---- the waiter ------------------------------------------------------------------------
 
