@@ -44,6 +44,7 @@ pub struct ExecuteFnReq {
     /// `max_task_timeout_secs`); a task that runs longer ends FAILED with `TaskTimeout` (a
     /// `TimeoutError`). Without it, the executor's configured limit applies.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     pub timeout: Option<f64>,
 }
 
@@ -61,6 +62,7 @@ pub struct ExecuteBatchReq {
     pub payloads: Vec<String>,
     /// Optional time limit of every task in seconds, as in `/execute_function`.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     pub timeout: Option<f64>,
 }
 
@@ -109,6 +111,7 @@ pub struct WaitReq {
     pub task_ids: Vec<Uuid>,
     /// Longest wait in seconds (shortened to the gateway's `max_wait_secs`); 0 answers at once.
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub timeout: f64,
     #[serde(default)]
     pub return_when: ReturnWhen,
@@ -316,7 +319,7 @@ pub fn task_timeout(
             ),
         ));
     }
-    Ok(Some(std::time::Duration::from_secs_f64(t)))
+    Ok(std::time::Duration::try_from_secs_f64(t).ok())
 }
 
 /// A non-negative number of seconds from a query or body field named `name`, capped at `max`.
@@ -333,32 +336,59 @@ pub fn wait_secs(
             Value::from(raw),
         )]));
     }
-    Ok(std::time::Duration::from_secs_f64(raw).min(max))
+    Ok(std::time::Duration::try_from_secs_f64(raw)
+        .unwrap_or(max)
+        .min(max))
 }
 
-/// Query parameters as (name, value) pairs; values are not percent-decoded (they are numbers).
-pub fn query_pairs(raw: Option<&str>) -> Vec<(&str, &str)> {
+/// Query parameters as (name, value) pairs, percent-decoded (`+` is a space).
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
         .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A number from the query, or a 422 naming it.
 pub fn query_number<N: std::str::FromStr>(
-    pairs: &[(&str, &str)],
+    pairs: &[(String, String)],
     name: &str,
     kind: &str,
 ) -> Result<Option<N>, ApiError> {
-    match pairs.iter().rev().find(|(k, _)| *k == name) {
+    match pairs.iter().rev().find(|(k, _)| k == name) {
         None => Ok(None),
-        Some((_, v)) => v.parse::<N>().map(Some).map_err(|_| {
+        Some((_, v)) => v.trim().parse::<N>().map(Some).map_err(|_| {
             ApiError::Validation(vec![ApiError::field(
                 kind,
                 &["query", name],
                 &format!("Input should be a valid number ({kind})"),
-                Value::from(*v),
+                Value::from(v.as_str()),
             )])
         }),
     }
@@ -380,7 +410,8 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        let p = query_pairs(Some("wait=1.5&x&limit=3"));
+        let p = query_pairs(Some("wait=1.5e%2B0&x&limit=3&q=a+b%zz%4"));
+        assert_eq!(p[3], ("q".to_string(), "a b%zz%4".to_string()));
         assert_eq!(
             query_number::<f64>(&p, "wait", "float_parsing").unwrap(),
             Some(1.5)
@@ -408,6 +439,7 @@ mod tests {
         assert!(task_timeout(Some(11.0), max).is_err());
         assert!(task_timeout(Some(f64::NAN), max).is_err());
         assert_eq!(wait_secs(&["query", "wait"], 99.0, max).unwrap(), max);
+        assert_eq!(wait_secs(&["query", "wait"], 1e300, max).unwrap(), max);
         assert!(wait_secs(&["query", "wait"], -1.0, max).is_err());
     }
 }

@@ -28,8 +28,8 @@ fn rep(f: FunctionInfo) -> FunctionRep {
 /// Registered functions, oldest first, one page at a time.
 #[utoipa::path(get, path = "/functions", tag = "functions",
     params(
-        ("offset" = Option<usize>, Query, description = "Functions to skip (default 0)"),
-        ("limit" = Option<usize>, Query, description = "Page size (default 100, at most 1000)"),
+        ("offset" = Option<usize>, Query, minimum = 0, description = "Functions to skip (default 0)"),
+        ("limit" = Option<usize>, Query, minimum = 0, description = "Page size (default 100; 0 counts as 1, more than 1000 as 1000)"),
     ),
     responses(
         (status = 200, description = "One page", body = FunctionsRep),

@@ -60,13 +60,6 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(routes::healthz))
 }
 
-/// The OpenAPI document of the API, as served at `/openapi.json`.
-pub fn openapi_json() -> String {
-    let (_, doc) = api().split_for_parts();
-    doc.to_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}
-
 /// The application with all routes, and the subscription that wakes its long-polls (it ends
 /// when the application is dropped). Must be called within a tokio runtime.
 pub fn router(store: Store, cfg: &GatewayConfig) -> Router {
@@ -83,10 +76,7 @@ pub fn router(store: Store, cfg: &GatewayConfig) -> Router {
         http: metrics::HttpMetrics::default(),
     });
     let (api, doc) = api().split_for_parts();
-    let doc = openapi::Document(Arc::new(
-        doc.to_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
-    ));
+    let doc = openapi::Document(Arc::new(openapi::with_limits(&doc, &limits)));
     let max_body = limits.max_body_bytes.get();
     api.route("/docs", get(docs::page))
         .fallback(routes::not_found)

@@ -7,7 +7,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
+use serde_json::json;
+
 use super::api;
+use crate::config::GatewayLimits;
 
 /// The document's fixed parts; the router adds the paths.
 #[derive(OpenApi)]
@@ -25,6 +28,29 @@ use super::api;
     )
 )]
 pub struct ApiDoc;
+
+/// The document with the limits this gateway enforces (from its configuration) written into the
+/// schemas they apply to, so that clients and fuzzers see exactly what is accepted.
+pub fn with_limits(doc: &utoipa::openapi::OpenApi, limits: &GatewayLimits) -> String {
+    let mut v = match serde_json::to_value(doc) {
+        Ok(v) => v,
+        Err(e) => return format!("{{\"error\": \"{e}\"}}"),
+    };
+    let max_batch = limits.max_batch.get();
+    let max_timeout = limits.max_task_timeout.as_secs_f64();
+    let schemas = &mut v["components"]["schemas"];
+    for (schema, field, key, value) in [
+        ("ExecuteFnReq", "timeout", "maximum", json!(max_timeout)),
+        ("ExecuteBatchReq", "timeout", "maximum", json!(max_timeout)),
+        ("ExecuteBatchReq", "payloads", "maxItems", json!(max_batch)),
+        ("WaitReq", "task_ids", "maxItems", json!(max_batch)),
+    ] {
+        if let Some(prop) = schemas[schema]["properties"][field].as_object_mut() {
+            prop.insert(key.into(), value);
+        }
+    }
+    v.to_string()
+}
 
 /// The rendered document.
 #[derive(Clone)]

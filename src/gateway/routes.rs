@@ -109,7 +109,7 @@ pub async fn status(
 #[utoipa::path(get, path = "/result/{task_id}", tag = "tasks",
     params(
         ("task_id" = uuid::Uuid, Path, description = "Task id"),
-        ("wait" = Option<f64>, Query, description = "Seconds to wait for the task to end (at most the gateway's max_wait_secs; default 0)"),
+        ("wait" = Option<f64>, Query, minimum = 0.0, description = "Seconds to wait for the task to end (at most the gateway's max_wait_secs; default 0)"),
     ),
     responses(
         (status = 200, description = "The state, with the result once the task ended", body = TaskResultRep),

@@ -74,6 +74,9 @@ impl Store {
     /// Status, result and runtime of each task, in one pipelined round trip; `None` for
     /// unknown ids.
     pub async fn task_views(&self, ids: &[Uuid]) -> Result<Vec<Option<TaskView>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new()); // an empty pipeline is an error in Redis
+        }
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HMGET").arg(keys::task(id)).arg(&VIEW_FIELDS[..]);

@@ -109,6 +109,9 @@ impl Store {
     }
 
     async fn function_infos(&self, ids: &[Uuid]) -> Result<Vec<Option<FunctionInfo>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new()); // an empty pipeline is an error in Redis
+        }
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HMGET")
