@@ -504,7 +504,11 @@ async fn batch_wait_first_and_all_completed() {
         .post("/wait", json!({"task_ids": [a, b, a], "timeout": 0}))
         .await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(v, json!({"done": [], "pending": [a, b], "unknown": []}));
+    assert_eq!(
+        (&v["done"], &v["pending"], &v["unknown"]),
+        (&json!([]), &json!([a, b]), &json!([]))
+    );
+    assert!(v["cursor"].is_string());
     // Unknown ids count as done for FIRST_COMPLETED.
     let (_, v) = api
         .post("/wait", json!({"task_ids": [a, unknown], "timeout": 10}))
@@ -572,6 +576,111 @@ async fn batch_wait_first_and_all_completed() {
     assert_eq!(v["detail"][0]["loc"], json!(["body", "task_ids", 1]), "{v}");
     let (code, _) = api
         .post("/wait", json!({"task_ids": [a], "return_when": "SOON"}))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_wait_cursor_reads_only_what_was_announced_since() {
+    let api = Api::new().await;
+    let fid = api.function("f").await;
+    let (a, b, c) = (
+        api.task(&fid).await,
+        api.task(&fid).await,
+        api.task(&fid).await,
+    );
+    let (_, v) = api
+        .post("/wait", json!({"task_ids": [a, b, c], "timeout": 0}))
+        .await;
+    let cursor = v["cursor"].as_str().expect("cursor").to_string();
+    assert_eq!(v["pending"], json!([a, b, c]));
+    // b ends (and is announced); c's record is changed behind the gateway's back (no
+    // announcement): with the cursor only b is re-read, so c still counts as pending.
+    api.complete(b, NONE_PICKLE).await;
+    let _: () = api
+        .redis
+        .conn()
+        .hset(format!("faas:task:{c}"), "status", "COMPLETED")
+        .expect("hset");
+    let ask = |cursor: &str| json!({"task_ids": [], "pending": [a, b, c], "cursor": cursor, "timeout": 5});
+    // The announcement may still be on its way: ask until it was seen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let (code, v) = api.post("/wait", ask(&cursor)).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        if !v["done"].as_array().expect("done").is_empty() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "b never reported");
+    };
+    assert_eq!(v["done"][0]["task_id"], json!(b));
+    assert_eq!(
+        v["pending"],
+        json!([a, c]),
+        "c was not read: nothing announced it"
+    );
+    // A cursor this gateway cannot vouch for (garbage, another gateway's): everything is read.
+    for bad in ["nonsense", "1.2.3"] {
+        let (_, v) = api.post("/wait", ask(bad)).await;
+        let done: Vec<&Value> = v["done"]
+            .as_array()
+            .expect("done")
+            .iter()
+            .map(|d| &d["task_id"])
+            .collect();
+        assert_eq!(done, [&json!(b), &json!(c)], "cursor {bad}");
+        assert_eq!(v["pending"], json!([a]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_wait_gathers_tasks_that_end_shortly_after_the_first() {
+    let api = Api::new().await;
+    let fid = api.function("f").await;
+    let (a, b, c) = (
+        api.task(&fid).await,
+        api.task(&fid).await,
+        api.task(&fid).await,
+    );
+    let app = api.app.clone();
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let body = json!({"task_ids": [a, b, c], "timeout": 20, "gather": 1.0});
+        let req = Request::post("/wait")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = app.oneshot(req).await.expect("response");
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice::<Value>(&bytes).expect("json")
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.complete(a, NONE_PICKLE).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.complete(b, NONE_PICKLE).await;
+    let v = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered")
+        .expect("join");
+    let took = started.elapsed();
+    let done: Vec<&Value> = v["done"]
+        .as_array()
+        .expect("done")
+        .iter()
+        .map(|d| &d["task_id"])
+        .collect();
+    assert_eq!(
+        done,
+        [&json!(a), &json!(b)],
+        "b ended within the gathering second"
+    );
+    assert_eq!(v["pending"], json!([c]));
+    assert!(
+        took < Duration::from_secs(5),
+        "answered after {took:?}: gather is bounded"
+    );
+    let (code, _) = api
+        .post("/wait", json!({"task_ids": [c], "gather": -1}))
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
 }

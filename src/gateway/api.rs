@@ -115,6 +115,18 @@ pub struct WaitReq {
     pub timeout: f64,
     #[serde(default)]
     pub return_when: ReturnWhen,
+    /// With `FIRST_COMPLETED`: after the first task ended, keep collecting others that end
+    /// within this many seconds (default 0) — fewer, fuller answers when following many tasks.
+    #[serde(default)]
+    #[schema(minimum = 0.0)]
+    pub gather: f64,
+    /// Tasks the answer that gave `cursor` said were pending: only those that ended since are
+    /// read again (cheaper than listing them in `task_ids`). Ignored without a valid cursor.
+    #[serde(default)]
+    pub pending: Vec<Uuid>,
+    /// The `cursor` of an earlier answer (of this gateway).
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// `POST /wait` answer.
@@ -126,6 +138,8 @@ pub struct WaitRep {
     pub pending: Vec<Uuid>,
     /// Ids no task has (never existed, or expired).
     pub unknown: Vec<Uuid>,
+    /// Pass it back with the `pending` ids in the next `POST /wait`.
+    pub cursor: String,
 }
 
 /// A registered function (`GET /functions[/{id}]`).

@@ -2,6 +2,7 @@
 //! `/healthz`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -126,10 +127,20 @@ pub async fn result(
     let pairs = api::query_pairs(query.as_deref());
     let wait = api::query_number::<f64>(&pairs, "wait", "float_parsing")?.unwrap_or(0.0);
     let limit = api::wait_secs(&["query", "wait"], wait, st.limits.max_wait)?;
-    let mut views = waiters::wait(&st.waiters, &st.store, &[id], Until::Any, limit)
-        .await
-        .map_err(ApiError::from)?;
-    let view = views
+    let mut found = waiters::wait(
+        &st.waiters,
+        &st.store,
+        &[id],
+        None,
+        Until::Any {
+            gather: Duration::ZERO,
+        },
+        limit,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    let view = found
+        .views
         .remove(&id)
         .flatten()
         .ok_or(ApiError::NotFound("task not found"))?;

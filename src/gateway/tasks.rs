@@ -75,29 +75,63 @@ pub async fn wait(
     State(st): State<Arc<AppState>>,
     Valid(body): Valid<WaitReq>,
 ) -> Result<Json<WaitRep>, ApiError> {
-    check_batch("task_ids", body.task_ids.len(), st.limits.max_batch.get())?;
+    check_batch(
+        "task_ids",
+        body.task_ids.len() + body.pending.len(),
+        st.limits.max_batch.get(),
+    )?;
     let limit = api::wait_secs(&["body", "timeout"], body.timeout, st.limits.max_wait)?;
-    let mut seen = HashSet::with_capacity(body.task_ids.len());
+    let mut seen = HashSet::with_capacity(body.task_ids.len() + body.pending.len());
     let ids: Vec<Uuid> = body
         .task_ids
         .into_iter()
         .filter(|id| seen.insert(*id))
         .collect();
+    let pending: Vec<Uuid> = body
+        .pending
+        .into_iter()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let known = body
+        .cursor
+        .as_deref()
+        .and_then(|c| c.parse::<waiters::Cursor>().ok())
+        .map(|cursor| waiters::Known {
+            cursor,
+            pending: &pending,
+        });
+    let ids = if known.is_some() {
+        ids
+    } else {
+        // Without a (readable) cursor, the pending ids are read like the others.
+        ids.iter().chain(&pending).copied().collect()
+    };
     let until = match body.return_when {
-        ReturnWhen::FirstCompleted => Until::Any,
+        ReturnWhen::FirstCompleted => Until::Any {
+            gather: api::wait_secs(&["body", "gather"], body.gather, limit)?,
+        },
         ReturnWhen::AllCompleted => Until::All,
     };
-    let mut views = waiters::wait(&st.waiters, &st.store, &ids, until, limit).await?;
+    let all: Vec<Uuid> = if known.is_some() {
+        ids.iter().chain(&pending).copied().collect()
+    } else {
+        ids.clone()
+    };
+    let found = waiters::wait(&st.waiters, &st.store, &ids, known, until, limit).await?;
+    let mut views = found.views;
     let mut rep = WaitRep {
         done: Vec::new(),
         pending: Vec::new(),
         unknown: Vec::new(),
+        cursor: found.cursor.to_string(),
     };
-    for id in ids {
-        match views.remove(&id).flatten() {
-            None => rep.unknown.push(id),
-            Some(v) if v.status.is_terminal() => rep.done.push(result_rep(id, v)),
-            Some(_) => rep.pending.push(id),
+    for id in all {
+        match views.remove(&id) {
+            // Known pending through the cursor, and nothing says otherwise.
+            None => rep.pending.push(id),
+            Some(None) => rep.unknown.push(id),
+            Some(Some(v)) if v.status.is_terminal() => rep.done.push(result_rep(id, v)),
+            Some(Some(_)) => rep.pending.push(id),
         }
     }
     Ok(Json(rep))

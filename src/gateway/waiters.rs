@@ -10,9 +10,16 @@
 //! The number of task ids waited on at once is bounded (`max_waiters`); a request that would
 //! exceed it is refused with 503 and `Retry-After` rather than queued (see docs/python.md).
 //!
+//! The registry also remembers the most recent settled ids ([`RECENT`]) with a sequence number.
+//! A `POST /wait` answer carries a [`Cursor`] (this gateway, this subscription, the sequence
+//! number when the request registered); a client that asks again about the ids it was told are
+//! pending, with that cursor, spares the re-reading of all of them from Redis: only those that
+//! settled since (per the remembered ids) are read. A cursor from another gateway, from before a
+//! re-subscription, or older than what is remembered, is ignored (everything is read).
+//!
 //! [`wait`] is the whole algorithm for both `GET /result/{id}?wait=` (one id) and `POST /wait`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,10 +39,15 @@ enum Wake {
     Recheck,
 }
 
+/// Settled task ids remembered for cursors (about 40 bytes each).
+pub const RECENT: usize = 200_000;
+
 /// The registry of waiting requests.
 pub struct Waiters {
     inner: Mutex<Inner>,
     max: usize,
+    /// Tells cursors of this gateway process from others'.
+    instance: u64,
 }
 
 #[derive(Default)]
@@ -47,6 +59,44 @@ struct Inner {
     /// Task ids registered, over all registrations.
     count: usize,
     next_key: u64,
+    /// Subscriptions so far (a cursor is valid within one).
+    epoch: u64,
+    /// Done events so far.
+    seq: u64,
+    /// Recently settled ids → the sequence number of their event, and the eviction order.
+    recent: HashMap<Uuid, u64>,
+    order: VecDeque<(u64, Uuid)>,
+    /// Events up to this sequence number are forgotten.
+    forgotten: u64,
+}
+
+/// Where a wait stood: which gateway, which subscription, which event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    instance: u64,
+    epoch: u64,
+    seq: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}.{:x}.{:x}", self.instance, self.epoch, self.seq)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut it = s.split('.').map(|p| u64::from_str_radix(p, 16));
+        match (it.next(), it.next(), it.next(), it.next()) {
+            (Some(Ok(instance)), Some(Ok(epoch)), Some(Ok(seq)), None) => Ok(Cursor {
+                instance,
+                epoch,
+                seq,
+            }),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The registry is full: `max_waiters` task ids are being waited on.
@@ -61,6 +111,8 @@ pub struct Registration {
     key: u64,
     ids: Vec<Uuid>,
     rx: mpsc::UnboundedReceiver<Wake>,
+    /// Where the registry stood when this registered.
+    cursor: Cursor,
 }
 
 impl Waiters {
@@ -69,6 +121,7 @@ impl Waiters {
         Arc::new(Waiters {
             inner: Mutex::new(Inner::default()),
             max,
+            instance: Uuid::new_v4().as_u64_pair().0,
         })
     }
 
@@ -101,12 +154,47 @@ impl Waiters {
         for id in ids {
             inner.by_task.entry(*id).or_default().push(key);
         }
+        let cursor = Cursor {
+            instance: self.instance,
+            epoch: inner.epoch,
+            seq: inner.seq,
+        };
         Ok(Registration {
             waiters: self.clone(),
             key,
             ids: ids.to_vec(),
             rx,
+            cursor,
         })
+    }
+
+    /// Where the registry stands now.
+    fn cursor(&self) -> Cursor {
+        let inner = self.lock();
+        Cursor {
+            instance: self.instance,
+            epoch: inner.epoch,
+            seq: inner.seq,
+        }
+    }
+
+    /// Which of `ids` settled after `cursor`; `None` when the cursor cannot tell (another
+    /// gateway, an earlier subscription, or events forgotten since).
+    fn settled_since(&self, cursor: &Cursor, ids: &[Uuid]) -> Option<Vec<Uuid>> {
+        let inner = self.lock();
+        if cursor.instance != self.instance
+            || cursor.epoch != inner.epoch
+            || cursor.seq < inner.forgotten
+            || cursor.seq > inner.seq
+        {
+            return None;
+        }
+        Some(
+            ids.iter()
+                .filter(|id| inner.recent.get(id).is_some_and(|s| *s > cursor.seq))
+                .copied()
+                .collect(),
+        )
     }
 
     fn unregister(&self, key: u64, ids: &[Uuid]) {
@@ -126,9 +214,21 @@ impl Waiters {
 
 impl DoneListener for Waiters {
     fn on_event(&self, event: DoneEvent) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         match event {
             DoneEvent::Done(id) => {
+                inner.seq += 1;
+                let seq = inner.seq;
+                inner.recent.insert(id, seq);
+                inner.order.push_back((seq, id));
+                if inner.order.len() > RECENT {
+                    if let Some((old, old_id)) = inner.order.pop_front() {
+                        if inner.recent.get(&old_id) == Some(&old) {
+                            inner.recent.remove(&old_id);
+                        }
+                        inner.forgotten = old;
+                    }
+                }
                 for key in inner.by_task.get(&id).into_iter().flatten() {
                     if let Some(tx) = inner.regs.get(key) {
                         let _ = tx.send(Wake::Done(id));
@@ -136,6 +236,10 @@ impl DoneListener for Waiters {
                 }
             }
             DoneEvent::Subscribed => {
+                // Events published while unsubscribed are lost: cursors so far are void.
+                inner.epoch += 1;
+                inner.recent.clear();
+                inner.order.clear();
                 for tx in inner.regs.values() {
                     let _ = tx.send(Wake::Recheck);
                 }
@@ -153,13 +257,21 @@ impl Drop for Registration {
 /// When a wait is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {
-    /// As soon as one task is settled (or unknown).
-    Any,
+    /// As soon as one task is settled (or unknown), plus up to `gather` to collect more that
+    /// end meanwhile (fewer, fuller answers for a client following many tasks).
+    Any { gather: Duration },
     /// When every task is settled (or unknown).
     All,
 }
 
-/// What a wait found: the last state read of every task (`None`: unknown id).
+/// What a wait found: the last state read of every task (`None`: unknown id; tasks known to be
+/// pending through a cursor and not read are absent), and the cursor for the next wait.
+pub struct Found {
+    pub views: Views,
+    pub cursor: Cursor,
+}
+
+/// The last state read of every task (`None`: unknown id).
 pub type Views = HashMap<Uuid, Option<TaskView>>;
 
 /// Why a wait could not be done.
@@ -175,37 +287,83 @@ impl From<StoreError> for WaitError {
     }
 }
 
-/// Waits up to `limit` for `ids` (distinct) to settle per `until`; returns the state of every
-/// id as last read. A zero `limit` reads once and returns.
+/// Tasks a client was told are pending, with the cursor of that answer.
+pub struct Known<'a> {
+    pub cursor: Cursor,
+    pub pending: &'a [Uuid],
+}
+
+/// Waits up to `limit` for the tasks `ids` and `known.pending` (all distinct) to settle per
+/// `until`; returns the state of every id read. A zero `limit` reads once and returns.
 pub async fn wait(
     waiters: &Arc<Waiters>,
     store: &Store,
     ids: &[Uuid],
+    known: Option<Known<'_>>,
     until: Until,
     limit: Duration,
-) -> Result<Views, WaitError> {
-    if limit.is_zero() || ids.is_empty() {
-        return Ok(read(store, ids).await?);
-    }
+) -> Result<Found, WaitError> {
+    let known_ids = known.as_ref().map_or(&[][..], |k| k.pending);
+    let mut all = ids.to_vec();
+    all.extend_from_slice(known_ids);
+    let total = all.len();
     let deadline = Instant::now() + limit;
-    let mut reg = waiters.register(ids).map_err(WaitError::Full)?;
-    let mut views = read(store, ids).await?;
+    // Registered before reading, so nothing that settles after the read goes unnoticed. A
+    // request that does not wait takes no place among the waiters.
+    let (reg, cursor) = if limit.is_zero() || total == 0 {
+        (None, waiters.cursor())
+    } else {
+        let r = waiters.register(&all).map_err(WaitError::Full)?;
+        let c = r.cursor;
+        (Some(r), c)
+    };
+    // Known-pending tasks need reading only if they settled since their cursor.
+    let mut to_read = ids.to_vec();
+    let mut assumed: HashSet<Uuid> = HashSet::new();
+    match known
+        .as_ref()
+        .and_then(|k| waiters.settled_since(&k.cursor, known_ids))
+    {
+        Some(settled) => {
+            assumed = known_ids.iter().copied().collect();
+            for id in settled {
+                assumed.remove(&id);
+                to_read.push(id);
+            }
+        }
+        None => to_read.extend_from_slice(known_ids),
+    }
+    let mut views = read(store, &to_read).await?;
     let mut open: HashSet<Uuid> = views
         .iter()
         .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.status.is_terminal()))
         .map(|(id, _)| *id)
         .collect();
+    open.extend(assumed);
+    let Some(mut reg) = reg else {
+        return Ok(Found { views, cursor });
+    };
     // Redis errors after the first read (a restart, a killed connection) are retried with
     // back-off until the deadline rather than failing the wait: the re-subscription wakes us.
     let mut backoff = Duration::from_millis(50);
     let mut retry_all = false;
+    let mut stop_at = deadline;
+    let mut gather_until: Option<Instant> = None;
     loop {
-        let over = match until {
-            Until::Any => open.len() < ids.len(),
-            Until::All => open.is_empty(),
-        };
-        if over {
-            break;
+        match until {
+            Until::All if open.is_empty() => break,
+            Until::Any { gather } if open.len() < total => {
+                if open.is_empty() || gather.is_zero() {
+                    break;
+                }
+                let until =
+                    *gather_until.get_or_insert_with(|| (Instant::now() + gather).min(deadline));
+                if Instant::now() >= until {
+                    break;
+                }
+                stop_at = until;
+            }
+            _ => {}
         }
         let wakes = if retry_all {
             let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
@@ -213,7 +371,7 @@ pub async fn wait(
             backoff = (backoff * 2).min(Duration::from_secs(1));
             vec![Wake::Recheck]
         } else {
-            let first = match tokio::time::timeout_at(deadline, reg.rx.recv()).await {
+            let first = match tokio::time::timeout_at(stop_at, reg.rx.recv()).await {
                 Ok(Some(w)) => w,
                 // Timed out (or the registry is gone): answer with what we have.
                 Ok(None) | Err(_) => break,
@@ -257,7 +415,7 @@ pub async fn wait(
             }
         }
     }
-    Ok(views)
+    Ok(Found { views, cursor })
 }
 
 async fn read(store: &Store, ids: &[Uuid]) -> Result<Views, StoreError> {
@@ -284,6 +442,54 @@ mod tests {
         drop(r2);
         assert_eq!(w.count(), 0);
         assert!(w.lock().by_task.is_empty() && w.lock().regs.is_empty());
+    }
+
+    #[test]
+    fn cursors_tell_what_settled_since_and_expire() {
+        let w = Waiters::new(10);
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        w.on_event(DoneEvent::Subscribed);
+        w.on_event(DoneEvent::Done(a));
+        let cur = w.cursor();
+        assert_eq!(cur.to_string().parse::<Cursor>(), Ok(cur));
+        assert_eq!(w.settled_since(&cur, &[a, b, c]), Some(vec![]));
+        w.on_event(DoneEvent::Done(b));
+        assert_eq!(w.settled_since(&cur, &[a, b, c]), Some(vec![b]));
+        let other = Cursor {
+            instance: cur.instance ^ 1,
+            ..cur
+        };
+        assert_eq!(
+            w.settled_since(&other, &[a]),
+            None,
+            "another gateway's cursor"
+        );
+        let future = Cursor {
+            seq: cur.seq + 99,
+            ..cur
+        };
+        assert_eq!(
+            w.settled_since(&future, &[a]),
+            None,
+            "a cursor from the future"
+        );
+        w.on_event(DoneEvent::Subscribed);
+        assert_eq!(
+            w.settled_since(&cur, &[a, b]),
+            None,
+            "events may have been lost"
+        );
+        let cur = w.cursor();
+        for _ in 0..RECENT + 1 {
+            w.on_event(DoneEvent::Done(Uuid::new_v4()));
+        }
+        assert_eq!(
+            w.settled_since(&cur, &[a]),
+            None,
+            "older than what is remembered"
+        );
+        assert_eq!(w.lock().recent.len(), RECENT);
+        assert!("1.2".parse::<Cursor>().is_err() && "x.1.2".parse::<Cursor>().is_err());
     }
 
     #[test]

@@ -8,9 +8,10 @@
   ``batch_size`` per request).
 * One background thread completes every future: it long-polls ``POST /wait`` for up to
   ``max_batch`` of the oldest unfinished tasks at a time and is woken by the gateway the moment
-  one ends (no per-task polling). When new tasks arrive while it waits on a full set of older
-  ones, nothing changes; when the set had room, its request is interrupted and re-sent with the
-  new tasks, so a quick task never waits behind slow ones.
+  one ends (no per-task polling). Tasks the previous answer called pending go back with its
+  ``cursor``, so the gateway re-reads only those that ended since. When new tasks arrive while
+  it waits on a full set of older ones, nothing changes; when the set had room, its request is
+  interrupted and re-sent with the new tasks, so a quick task never waits behind slow ones.
 * ``future.result()`` returns the value or raises the task's exception with its remote
   traceback; a task that outlives its ``task_timeout`` raises ``TaskTimeout`` (a
   ``TimeoutError``).
@@ -36,6 +37,8 @@ log = logging.getLogger("faas_client")
 
 #: Most task ids in one wait request (the gateway's default ``max_batch``).
 WAIT_BATCH = 1000
+#: Seconds a wait answer keeps collecting ended tasks after the first (when following several).
+GATHER = 0.005
 
 
 class FaasFuture(Future):  # type: ignore[type-arg]
@@ -93,6 +96,9 @@ class FaasExecutor(Executor):
         self._shutdown = False
         # The waiter's request in flight: how many ids it covers (None: none in flight).
         self._in_flight: Optional[int] = None
+        # The last wait answer's cursor and the ids it said were pending (waiter thread only).
+        self._cursor: Optional[str] = None
+        self._known: set = set()
         self._conn: Connection = self.client.http.connection()
         self._waiter = threading.Thread(target=self._wait_loop, name="faas-waiter", daemon=True)
         self._waiter.start()
@@ -193,8 +199,18 @@ class FaasExecutor(Executor):
                     fresh = len(self._pending) > len(ids) and len(ids) < WAIT_BATCH
                 if fresh:
                     continue  # more arrived meanwhile: include them
-                body = {"task_ids": ids, "timeout": POLL, "return_when": "FIRST_COMPLETED"}
+                body = {
+                    "task_ids": [t for t in ids if t not in self._known],
+                    "pending": [t for t in ids if t in self._known],
+                    "cursor": self._cursor,
+                    "timeout": POLL,
+                    "return_when": "FIRST_COMPLETED",
+                    # Following many tasks: a few ms more per answer collect many more results.
+                    "gather": GATHER if len(ids) > 1 else 0.0,
+                }
                 got = self._conn.request("POST", "/wait", body, timeout=POLL + self.client.http.timeout)
+                self._cursor = got.get("cursor")
+                self._known = set(got.get("pending", ()))
             except Interrupted:
                 continue
             except Unavailable as e:
