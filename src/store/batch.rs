@@ -37,6 +37,14 @@ return 1
     )
 });
 
+/// The fields of [`VIEW_FIELDS`] as read.
+type ViewRow = (
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+);
+
 /// Fields read for a [`TaskView`], in this order.
 const VIEW_FIELDS: [&str; 4] = ["status", "result", "python", "dill"];
 
@@ -82,25 +90,13 @@ impl Store {
             pipe.cmd("HMGET").arg(keys::task(id)).arg(&VIEW_FIELDS[..]);
         }
         let mut c = self.conn();
-        let rows: Vec<(
-            Option<String>,
-            Option<Vec<u8>>,
-            Option<String>,
-            Option<String>,
-        )> = pipe.query_async(&mut c).await?;
+        let rows: Vec<ViewRow> = pipe.query_async(&mut c).await?;
         rows.into_iter().map(view).collect()
     }
 }
 
 /// A [`TaskView`] from the fields in [`VIEW_FIELDS`] order.
-fn view(
-    (status, result, python, dill): (
-        Option<String>,
-        Option<Vec<u8>>,
-        Option<String>,
-        Option<String>,
-    ),
-) -> Result<Option<TaskView>, StoreError> {
+fn view((status, result, python, dill): ViewRow) -> Result<Option<TaskView>, StoreError> {
     let Some(status) = status else {
         return Ok(None);
     };
