@@ -814,6 +814,8 @@ async fn per_task_timeouts_are_bounded_and_reach_the_claim() {
 async fn functions_are_listed_described_and_deleted() {
     let api = Api::new().await;
     let f1 = api.function("first").await;
+    // Listed by registration time in ms (ties by id).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let f2 = api.function("second").await;
     let (code, v) = api.get("/functions").await;
     assert_eq!(code, StatusCode::OK);

@@ -25,7 +25,8 @@ fn rep(f: FunctionInfo) -> FunctionRep {
 
 /// List functions
 ///
-/// Registered functions, oldest first, one page at a time.
+/// Registered functions, oldest first (by registration time in ms; ties by id), one page at a
+/// time.
 #[utoipa::path(get, path = "/functions", tag = "functions",
     params(
         ("offset" = Option<usize>, Query, minimum = 0, description = "Functions to skip (default 0)"),

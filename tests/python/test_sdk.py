@@ -326,3 +326,29 @@ def test_cli_map_over_an_input_file(quick: Stack, tmp_path: Path) -> None:
     # --star unpacks lists and objects.
     r = faas(quick.url, "map", "faas_testfuncs:add", "-", "--star", stdin='[1, 2]\n{"a": 3, "b": 4}\n')
     assert [json.loads(x)["value"] for x in r.stdout.splitlines()] == [3, 7]
+
+
+def test_executor_futures_survive_a_gateway_restart(tmp_path: Path) -> None:
+    """kill -9 of the gateway while the waiter long-polls: the futures still complete once a new
+    gateway serves (the waiter reconnects; its cursor from the old gateway is ignored)."""
+    import signal
+
+    from faas_stack import BIN_DIR, wait_port
+
+    s = Stack(tmp_path, processes=2, executor='isolation = "reuse"').start()
+    try:
+        with FaasExecutor(s.url) as ex:
+            futures = [ex.submit(lambda i=i: __import__("time").sleep(1.5) or i) for i in range(2)]
+            quick = list(ex.map(divide, range(10), [1] * 10))
+            assert quick == list(range(10))
+            gateway = next(p for n, p in s.named_procs() if n == "gateway")
+            gateway.send_signal(signal.SIGKILL)
+            gateway.wait()
+            time.sleep(0.5)
+            s._spawn("gateway", [str(BIN_DIR / "faas-gateway"), "--listen", f"127.0.0.1:{s.http_port}",
+                                 "--redis", s.redis_url])
+            wait_port(s.http_port)
+            assert [f.result(timeout=30) for f in futures] == [0, 1]
+            assert ex.submit(divide, 9, 3).result(timeout=30) == 3
+    finally:
+        s.stop()
