@@ -5,7 +5,6 @@
 
 mod util;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -107,6 +106,34 @@ impl Api {
         (status, v)
     }
 
+    /// Sends a request in the background (a long-poll); the handle yields status and body.
+    fn spawn(
+        &self,
+        method: &str,
+        uri: String,
+        body: Option<Value>,
+    ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+        let app = self.app.clone();
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .expect("request");
+        tokio::spawn(async move {
+            let resp = app.oneshot(req).await.expect("response");
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    }
+
     async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
         self.call("POST", uri, Some(body)).await
     }
@@ -166,19 +193,8 @@ async fn long_poll_answers_when_the_task_ends() {
     let api = Api::new().await;
     let fid = api.function("f").await;
     let t = api.task(&fid).await;
-    let app = api.app.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        let req = Request::get(format!("/result/{t}?wait=20"))
-            .body(Body::empty())
-            .expect("request");
-        let resp = app.oneshot(req).await.expect("response");
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (
-            Instant::now(),
-            serde_json::from_slice::<Value>(&bytes).expect("json"),
-        )
-    });
+    let poll = api.spawn("GET", format!("/result/{t}?wait=20"), None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !poll.is_finished(),
@@ -186,10 +202,10 @@ async fn long_poll_answers_when_the_task_ends() {
     );
     let finished = Instant::now();
     api.complete(t, b"\x80\x04K*.").await;
-    let (answered, v) = poll.await.expect("join");
+    let (_, v) = poll.await.expect("join");
+    let woke = finished.elapsed();
     assert_eq!(v["status"], "COMPLETED");
     assert_eq!(unb64(v["result"].as_str().expect("result")), b"\x80\x04K*.");
-    let woke = answered.duration_since(finished);
     eprintln!(
         "long-poll woke {woke:?} after the task ended ({:?} in all)",
         started.elapsed()
@@ -254,13 +270,7 @@ async fn waiters_are_bounded() {
     .await;
     let fid = api.function("f").await;
     let (t1, t2) = (api.task(&fid).await, api.task(&fid).await);
-    let app = api.app.clone();
-    let first = tokio::spawn(async move {
-        let req = Request::get(format!("/result/{t1}?wait=20"))
-            .body(Body::empty())
-            .expect("request");
-        app.oneshot(req).await.expect("response").status()
-    });
+    let first = api.spawn("GET", format!("/result/{t1}?wait=20"), None);
     // Once the first waiter is registered, the second is refused.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -298,34 +308,7 @@ async fn waiters_are_bounded() {
     let (code, _) = api.get(&format!("/result/{t2}")).await;
     assert_eq!(code, StatusCode::OK);
     api.complete(t1, NONE_PICKLE).await;
-    assert_eq!(first.await.expect("join"), StatusCode::OK);
-}
-
-/// Starts a redis-server on `port` (after the test killed the previous one).
-fn restart_redis(port: u16) -> std::process::Child {
-    let bin = std::env::var("FAAS_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut child = Command::new(&bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir", "/tmp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        std::thread::sleep(Duration::from_millis(200));
-        if matches!(child.try_wait(), Ok(None)) {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "cannot restart redis on {port}");
-    }
+    assert_eq!(first.await.expect("join").0, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,15 +318,7 @@ async fn long_polls_survive_a_killed_subscription_and_a_redis_restart() {
 
     // 1. The subscription is killed while a long-poll waits; the task ends meanwhile.
     let t = api.task(&fid).await;
-    let app = api.app.clone();
-    let poll = tokio::spawn(async move {
-        let req = Request::get(format!("/result/{t}?wait=30"))
-            .body(Body::empty())
-            .expect("request");
-        let resp = app.oneshot(req).await.expect("response");
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        serde_json::from_slice::<Value>(&bytes).expect("json")
-    });
+    let poll = api.spawn("GET", format!("/result/{t}?wait=30"), None);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The task ends without a notification (as if it was published while the subscription
     // was down): nothing wakes the long-poll...
@@ -366,7 +341,7 @@ async fn long_polls_survive_a_killed_subscription_and_a_redis_restart() {
         .expect("client kill");
     assert_eq!(killed, 1, "one subscription per gateway");
     let started = Instant::now();
-    let v = tokio::time::timeout(Duration::from_secs(15), poll)
+    let (_, v) = tokio::time::timeout(Duration::from_secs(15), poll)
         .await
         .expect("the long-poll was never woken")
         .expect("join");
@@ -379,19 +354,12 @@ async fn long_polls_survive_a_killed_subscription_and_a_redis_restart() {
 
     // 2. Redis restarts (empty: no persistence) while a long-poll waits for a new task.
     let t2 = api.task(&fid).await;
-    let app = api.app.clone();
-    let poll = tokio::spawn(async move {
-        let req = Request::get(format!("/result/{t2}?wait=30"))
-            .body(Body::empty())
-            .expect("request");
-        app.oneshot(req).await.expect("response").status()
-    });
+    let poll = api.spawn("GET", format!("/result/{t2}?wait=30"), None);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let port = api.redis.port;
     api.redis.kill();
-    let mut server = restart_redis(port);
+    api.redis.restart();
     // The task is gone with Redis' data: the re-check after resubscribing says so (404).
-    let code = tokio::time::timeout(Duration::from_secs(20), poll)
+    let (code, _) = tokio::time::timeout(Duration::from_secs(20), poll)
         .await
         .expect("the long-poll was never woken after the restart")
         .expect("join");
@@ -400,22 +368,14 @@ async fn long_polls_survive_a_killed_subscription_and_a_redis_restart() {
     // And new long-polls work on the restarted Redis.
     let fid = api.function("g").await;
     let t3 = api.task(&fid).await;
-    let app = api.app.clone();
-    let poll = tokio::spawn(async move {
-        let req = Request::get(format!("/result/{t3}?wait=30"))
-            .body(Body::empty())
-            .expect("request");
-        app.oneshot(req).await.expect("response").status()
-    });
+    let poll = api.spawn("GET", format!("/result/{t3}?wait=30"), None);
     tokio::time::sleep(Duration::from_millis(100)).await;
     api.complete(t3, NONE_PICKLE).await;
-    let code = tokio::time::timeout(Duration::from_secs(10), poll)
+    let (code, _) = tokio::time::timeout(Duration::from_secs(10), poll)
         .await
         .expect("not woken")
         .expect("join");
     assert_eq!(code, StatusCode::OK);
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 // ---- batches ------------------------------------------------------------------------------
@@ -516,32 +476,19 @@ async fn batch_wait_first_and_all_completed() {
     assert_eq!(v["unknown"], json!([unknown]));
     assert_eq!(v["pending"], json!([a]));
 
-    let app = api.app.clone();
-    let first = tokio::spawn(async move {
-        let req = Request::post("/wait")
-            .header("content-type", "application/json")
-            .body(Body::from(
-                json!({"task_ids": [a, b], "timeout": 20}).to_string(),
-            ))
-            .expect("request");
-        let resp = app.oneshot(req).await.expect("response");
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        serde_json::from_slice::<Value>(&bytes).expect("json")
-    });
-    let app = api.app.clone();
-    let all = tokio::spawn(async move {
-        let body = json!({"task_ids": [a, b], "timeout": 20, "return_when": "ALL_COMPLETED"});
-        let req = Request::post("/wait")
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        let resp = app.oneshot(req).await.expect("response");
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        serde_json::from_slice::<Value>(&bytes).expect("json")
-    });
+    let first = api.spawn(
+        "POST",
+        "/wait".into(),
+        Some(json!({"task_ids": [a, b], "timeout": 20})),
+    );
+    let all = api.spawn(
+        "POST",
+        "/wait".into(),
+        Some(json!({"task_ids": [a, b], "timeout": 20, "return_when": "ALL_COMPLETED"})),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     api.complete(b, NONE_PICKLE).await;
-    let v = tokio::time::timeout(Duration::from_secs(10), first)
+    let (_, v) = tokio::time::timeout(Duration::from_secs(10), first)
         .await
         .expect("FIRST_COMPLETED answers after one task")
         .expect("join");
@@ -553,7 +500,7 @@ async fn batch_wait_first_and_all_completed() {
         "ALL_COMPLETED answered with a task pending"
     );
     api.complete(a, NONE_PICKLE).await;
-    let v = tokio::time::timeout(Duration::from_secs(10), all)
+    let (_, v) = tokio::time::timeout(Duration::from_secs(10), all)
         .await
         .expect("ALL_COMPLETED answers after both")
         .expect("join");
@@ -642,23 +589,17 @@ async fn batch_wait_gathers_tasks_that_end_shortly_after_the_first() {
         api.task(&fid).await,
         api.task(&fid).await,
     );
-    let app = api.app.clone();
     let started = Instant::now();
-    let waiting = tokio::spawn(async move {
-        let body = json!({"task_ids": [a, b, c], "timeout": 20, "gather": 1.0});
-        let req = Request::post("/wait")
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        let resp = app.oneshot(req).await.expect("response");
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        serde_json::from_slice::<Value>(&bytes).expect("json")
-    });
+    let waiting = api.spawn(
+        "POST",
+        "/wait".into(),
+        Some(json!({"task_ids": [a, b, c], "timeout": 20, "gather": 1.0})),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     api.complete(a, NONE_PICKLE).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     api.complete(b, NONE_PICKLE).await;
-    let v = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let (_, v) = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("answered")
         .expect("join");
@@ -679,10 +620,11 @@ async fn batch_wait_gathers_tasks_that_end_shortly_after_the_first() {
         took < Duration::from_secs(5),
         "answered after {took:?}: gather is bounded"
     );
-    let (code, _) = api
-        .post("/wait", json!({"task_ids": [c], "gather": -1}))
-        .await;
-    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    for return_when in ["FIRST_COMPLETED", "ALL_COMPLETED"] {
+        let body = json!({"task_ids": [c], "gather": -1, "return_when": return_when});
+        let (code, _) = api.post("/wait", body).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{return_when}");
+    }
 }
 
 // ---- cancel -------------------------------------------------------------------------------
@@ -692,15 +634,7 @@ async fn cancel_queued_running_finished_and_unknown() {
     let api = Api::new().await;
     let fid = api.function("f").await;
     let t = api.task(&fid).await;
-    let app = api.app.clone();
-    let poll = tokio::spawn(async move {
-        let req = Request::get(format!("/result/{t}?wait=20"))
-            .body(Body::empty())
-            .expect("request");
-        let resp = app.oneshot(req).await.expect("response");
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        serde_json::from_slice::<Value>(&bytes).expect("json")
-    });
+    let poll = api.spawn("GET", format!("/result/{t}?wait=20"), None);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (code, v) = api.post(&format!("/cancel/{t}"), json!({})).await;
     assert_eq!(
@@ -708,7 +642,7 @@ async fn cancel_queued_running_finished_and_unknown() {
         (StatusCode::OK, json!({"task_id": t, "status": "FAILED"}))
     );
     // A waiting long-poll is woken with the TaskCancelled exception.
-    let v = tokio::time::timeout(Duration::from_secs(10), poll)
+    let (_, v) = tokio::time::timeout(Duration::from_secs(10), poll)
         .await
         .expect("woken")
         .expect("join");

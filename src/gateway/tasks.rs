@@ -106,10 +106,9 @@ pub async fn wait(
         // Without a (readable) cursor, the pending ids are read like the others.
         ids.iter().chain(&pending).copied().collect()
     };
+    let gather = api::wait_secs(&["body", "gather"], body.gather, limit)?;
     let until = match body.return_when {
-        ReturnWhen::FirstCompleted => Until::Any {
-            gather: api::wait_secs(&["body", "gather"], body.gather, limit)?,
-        },
+        ReturnWhen::FirstCompleted => Until::Any { gather },
         ReturnWhen::AllCompleted => Until::All,
     };
     let all: Vec<Uuid> = if known.is_some() {

@@ -37,8 +37,10 @@ log = logging.getLogger("faas_client")
 
 #: Most task ids in one wait request (the gateway's default ``max_batch``).
 WAIT_BATCH = 1000
-#: Seconds a wait answer keeps collecting ended tasks after the first (when following several).
+#: Seconds a wait answer keeps collecting ended tasks after the first, when following at least
+#: ``GATHER_FROM`` tasks (a bulk ``map``: fewer, fuller answers; a few tasks: no delay).
 GATHER = 0.005
+GATHER_FROM = 64
 
 
 class FaasFuture(Future):  # type: ignore[type-arg]
@@ -206,7 +208,7 @@ class FaasExecutor(Executor):
                     "timeout": POLL,
                     "return_when": "FIRST_COMPLETED",
                     # Following many tasks: a few ms more per answer collect many more results.
-                    "gather": GATHER if len(ids) > 1 else 0.0,
+                    "gather": GATHER if len(ids) >= GATHER_FROM else 0.0,
                 }
                 got = self._conn.request("POST", "/wait", body, timeout=POLL + self.client.http.timeout)
                 self._cursor = got.get("cursor")
