@@ -214,30 +214,34 @@ def sdk_latency(s: Stack, n: int) -> Dict[str, Any]:
 
 
 def run_sdk(args: argparse.Namespace) -> Dict[str, Any]:
-    """The SDK targets on local mode, reuse isolation, 2 executor processes: 3 runs each, each on
-    a fresh deployment."""
+    """The SDK targets on local mode, reuse isolation, with 2, 4 and 8 executor processes: 3
+    runs each, each on a fresh deployment."""
     tmp = Path(tempfile.mkdtemp(prefix="faas-bench-"))
     n_map = 2000 if args.quick else 20_000
     n_lat = 100 if args.quick else 1000
-    out: Dict[str, Any] = {"map": [], "latency": [], "meta": {
+    out: Dict[str, Any] = {"runs": [], "summary": {}, "meta": {
         "quick": args.quick, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpus": __import__("os").cpu_count(), "probe_before_s": machine_probe()}}
-    for run_no in range(3):
-        s = deploy(tmp, shape("local", 2), "reuse")
-        try:
-            m = sdk_map(s, n_map)
-            lat = sdk_latency(s, n_lat)
-        finally:
-            s.stop()
-        out["map"].append(m)
-        out["latency"].append(lat)
-        print(f"run {run_no + 1}: map {m['tasks_per_s']:.0f} tasks/s (cpu ms/task {m['cpu_ms_per_task']}); "
-              f"submit().result() median {lat['median_ms']:.3f} ms p95 {lat['p95_ms']:.3f} ms "
-              f"server mean {lat['server_mean_ms']:.2f} ms", flush=True)
-    out["summary"] = {
-        "map_tasks_per_s_median": statistics.median(m["tasks_per_s"] for m in out["map"]),
-        "latency_median_ms_median": statistics.median(x["median_ms"] for x in out["latency"]),
-    }
+    for processes in (2, 4, 8):
+        runs = []
+        for run_no in range(3):
+            s = deploy(tmp, shape("local", processes), "reuse")
+            try:
+                m = sdk_map(s, n_map)
+                lat = sdk_latency(s, n_lat)
+            finally:
+                s.stop()
+            runs.append({"processes": processes, "map": m, "latency": lat})
+            print(f"{processes} processes, run {run_no + 1}: map {m['tasks_per_s']:.0f} tasks/s "
+                  f"(cpu ms/task {m['cpu_ms_per_task']}); submit().result() median "
+                  f"{lat['median_ms']:.3f} ms p95 {lat['p95_ms']:.3f} ms server mean "
+                  f"{lat['server_mean_ms']:.2f} ms", flush=True)
+        out["runs"] += runs
+        out["summary"][f"{processes}_processes"] = {
+            "map_tasks_per_s_median": statistics.median(r["map"]["tasks_per_s"] for r in runs),
+            "latency_median_ms_median": statistics.median(r["latency"]["median_ms"] for r in runs),
+            "latency_p95_ms_median": statistics.median(r["latency"]["p95_ms"] for r in runs),
+        }
     out["meta"]["probe_after_s"] = machine_probe()
     print(f"medians of 3 runs: {out['summary']}")
     return out
