@@ -30,7 +30,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s.stop()
 
 
-def test_api_survives_fuzzing_from_its_openapi_document(fuzz_stack: Stack) -> None:
+def test_api_survives_fuzzing_from_its_openapi_document(fuzz_stack: Stack, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("schemathesis")
     started = time.monotonic()
     r = subprocess.run(
@@ -38,7 +38,7 @@ def test_api_survives_fuzzing_from_its_openapi_document(fuzz_stack: Stack) -> No
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
          "--phases", "examples,coverage,fuzzing", "--max-examples", "60",
          "--workers", "2", "--seed", "11", "--request-timeout", "30", "--no-color"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
     )
     took = time.monotonic() - started
     counts = re.findall(r"(\d+) generated, (\d+) passed", r.stdout)
