@@ -186,7 +186,7 @@ async fn orphan(env: &Env, task: &Uuid) {
         vec![Some(*task)]
     );
     assert!(matches!(
-        env.store.claim(task, "ghost", "").await.expect("claim"),
+        env.store.claim(task, "ghost").await.expect("claim"),
         Claim::Running { .. }
     ));
 }

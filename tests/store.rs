@@ -4,6 +4,7 @@ mod util;
 
 use std::time::Duration;
 
+use faas::runtime::Runtime;
 use faas::store::{keys, Claim, Finish, QueueReader, Recorded, Store, TaskStatus};
 use redis::Commands;
 use util::redis::RedisServer;
@@ -11,6 +12,13 @@ use uuid::Uuid;
 
 async fn store(r: &RedisServer) -> Store {
     r.store(Duration::from_secs(60)).await
+}
+
+/// Claims `t` for `worker` under claim token `token` (no runtime).
+async fn claim(s: &Store, t: &Uuid, worker: &str, token: &str) -> Claim {
+    s.claim_for(t, worker, &Runtime::default(), token)
+        .await
+        .expect("claim")
 }
 
 fn finish<'a>(
@@ -100,7 +108,8 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
         attempt,
         function_id,
         args,
-    } = s.claim(&t, "w1", "tok1").await.expect("claim")
+        timeout: None,
+    } = claim(&s, &t, "w1", "tok1").await
     else {
         panic!("expected RUNNING");
     };
@@ -110,7 +119,7 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
         attempt: again,
         args: args_again,
         ..
-    } = s.claim(&t, "w1", "tok1").await.expect("claim")
+    } = claim(&s, &t, "w1", "tok1").await
     else {
         panic!("a repeated claim returns the run");
     };
@@ -118,7 +127,7 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
     // ...any other claim finds it RUNNING.
     for token in ["tok2", ""] {
         assert!(matches!(
-            s.claim(&t, "w2", token).await.expect("claim"),
+            claim(&s, &t, "w2", token).await,
             Claim::NotQueued(TaskStatus::Running)
         ));
     }
@@ -168,13 +177,13 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
     assert_eq!(view.status, TaskStatus::Completed);
     assert_eq!(view.result.as_deref(), Some(&b"r1"[..]));
     assert!(matches!(
-        s.claim(&t, "w1", "tok1").await.expect("claim"),
+        claim(&s, &t, "w1", "tok1").await,
         Claim::NotQueued(TaskStatus::Completed)
     ));
     let ttl: i64 = r.conn().ttl(keys::task(&t)).expect("ttl");
     assert!(ttl > 0 && ttl <= 60, "finished tasks expire, ttl={ttl}");
     assert!(matches!(
-        s.claim(&Uuid::new_v4(), "w", "t").await.expect("claim"),
+        claim(&s, &Uuid::new_v4(), "w", "t").await,
         Claim::Missing
     ));
 }
@@ -196,7 +205,7 @@ async fn requeue_is_fenced_and_reenqueues() {
         .expect("read");
     assert_eq!(e.len(), 1);
     assert!(matches!(
-        s.claim(&t, "w", "").await.expect("claim"),
+        claim(&s, &t, "w", "").await,
         Claim::Running { attempt: 1, .. }
     ));
     assert!(!s
@@ -216,7 +225,7 @@ async fn requeue_is_fenced_and_reenqueues() {
     assert_eq!(e2.len(), 1);
     assert_eq!(e2[0].task_id, Some(t));
     assert!(matches!(
-        s.claim(&t, "w", "").await.expect("claim"),
+        claim(&s, &t, "w", "").await,
         Claim::Running { attempt: 2, .. }
     ));
 }
@@ -313,14 +322,16 @@ async fn scripts_run_twice_change_nothing() {
     let id = Uuid::new_v4();
     let mut c = r.conn();
     let create = || {
-        let mut inv = faas::store::scripts::CREATE_TASK.key(keys::function(&f));
-        inv.key(keys::task(&id))
-            .key(keys::QUEUE)
-            .arg(id.to_string())
+        let mut inv = faas::store::batch::CREATE_TASKS.key(keys::function(&f));
+        inv.key(keys::QUEUE)
+            .key(keys::STATS)
+            .key(keys::task(&id))
             .arg(f.to_string())
-            .arg(&b"args"[..])
             .arg(1)
-            .arg(keys::CHANNEL);
+            .arg(keys::CHANNEL)
+            .arg("")
+            .arg(id.to_string())
+            .arg(&b"args"[..]);
         inv
     };
     for _ in 0..2 {
@@ -340,7 +351,7 @@ async fn scripts_run_twice_change_nothing() {
         .await
         .expect("read");
     assert!(matches!(
-        s.claim(&id, "w", "tok").await.expect("claim"),
+        claim(&s, &id, "w", "tok").await,
         Claim::Running { attempt: 1, .. }
     ));
     for _ in 0..2 {

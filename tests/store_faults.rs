@@ -224,7 +224,7 @@ async fn wait_replicas_says_when_a_task_is_not_on_a_replica() {
     replica.kill();
     let e = s.create_task(&f, b"a").await.expect_err("no replica");
     let StoreError::NotReplicated {
-        task_id,
+        task_ids,
         acked,
         wanted,
         ..
@@ -232,14 +232,14 @@ async fn wait_replicas_says_when_a_task_is_not_on_a_replica() {
     else {
         panic!("{e}");
     };
-    assert_eq!((acked, wanted), (0, 1));
+    assert_eq!((acked, wanted, task_ids.len()), (0, 1, 1));
     assert_eq!(
-        s.task_status(&task_id).await.expect("status"),
+        s.task_status(&task_ids[0]).await.expect("status"),
         Some(TaskStatus::Queued),
         "the unconfirmed task is queued all the same"
     );
     // The gateway answers 503 and names the task.
-    let app = faas::gateway::router(s.clone(), 1 << 20);
+    let app = faas::gateway::router(s.clone(), &faas::config::GatewayConfig::default());
     let (code, body) = execute(&app, &f).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let detail = body["detail"].as_str().expect("detail");

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 pub use dispatcher::{DispatcherConfig, LocalConfig, Mode};
 pub use error::{ConfigError, Origin, EX_CONFIG};
-pub use gateway::GatewayConfig;
+pub use gateway::{GatewayConfig, GatewayLimits};
 pub use load::{load, Sources, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR};
 pub use worker::{WorkerConfig, WorkerMode};
 

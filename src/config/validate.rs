@@ -31,6 +31,21 @@ impl Settings for GatewayConfig {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::invalid("max_body_bytes", "must be at least 1"));
         }
+        seconds("max_wait_secs", self.max_wait_secs)?;
+        if self.max_waiters == 0 {
+            return Err(ConfigError::invalid("max_waiters", "must be at least 1"));
+        }
+        if self.max_batch == 0 {
+            return Err(ConfigError::invalid("max_batch", "must be at least 1"));
+        }
+        seconds("max_task_timeout_secs", self.max_task_timeout_secs)?;
+        if self.max_task_timeout_secs == 0.0 {
+            return Err(ConfigError::invalid(
+                "max_task_timeout_secs",
+                "must be more than 0",
+            ));
+        }
+        seconds("result_ttl_secs", self.result_ttl_secs as f64)?;
         log_level("log_level", &self.log_level)
     }
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::executor::{Outcome, TaskSpec};
 use crate::pickle::{platform_exception, PlatformError};
+use crate::runtime::Runtime;
 use crate::store::{Claim, Finish, QueueEntry, Recorded, Store, StoreError, TaskStatus};
 
 /// Function payloads kept in memory (functions are immutable once registered).
@@ -86,6 +87,9 @@ pub struct Core {
     pub max_retries: u32,
     pub counters: Counters,
     fn_cache: Mutex<HashMap<Uuid, Bytes>>,
+    /// Python/dill versions of each executor host (this dispatcher, or a worker), recorded on
+    /// the tasks claimed for it.
+    runtimes: Mutex<HashMap<String, Runtime>>,
 }
 
 impl Core {
@@ -97,7 +101,22 @@ impl Core {
             max_retries,
             counters: Counters::default(),
             fn_cache: Mutex::new(HashMap::new()),
+            runtimes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records the runtime of `worker` (this dispatcher's name in local mode), or forgets it.
+    pub fn set_runtime(&self, worker: &str, runtime: Option<Runtime>) {
+        let mut m = self.runtimes.lock().unwrap_or_else(|p| p.into_inner());
+        match runtime {
+            Some(r) => m.insert(worker.to_string(), r),
+            None => m.remove(worker),
+        };
+    }
+
+    fn runtime_of(&self, worker: &str) -> Runtime {
+        let m = self.runtimes.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(worker).cloned().unwrap_or_default()
     }
 
     /// Turns a delivered queue entry into a RUNNING task, or settles it when there is nothing
@@ -114,16 +133,18 @@ impl Core {
             self.ack(&entry.entry_id).await?;
             return Ok(Prepared::Settled);
         };
+        let runtime = self.runtime_of(worker);
         let token = format!("{}/{}", self.incarnation, entry.entry_id);
         let claim = self
             .store
-            .retrying(|| self.store.claim(&task_id, worker, &token))
+            .retrying(|| self.store.claim_for(&task_id, worker, &runtime, &token))
             .await?;
         match claim {
             Claim::Running {
                 attempt,
                 function_id,
                 args,
+                timeout,
             } => {
                 let Some(fn_payload) = self.function(&function_id).await? else {
                     self.fail(
@@ -151,7 +172,7 @@ impl Core {
                         function_id: function_id.to_string(),
                         fn_payload,
                         args_payload: args,
-                        timeout: None,
+                        timeout,
                     },
                 }))
             }

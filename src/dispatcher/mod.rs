@@ -12,6 +12,7 @@
 pub mod core;
 pub mod lease;
 pub mod local;
+pub mod presence;
 pub mod pulse;
 pub mod remote;
 
@@ -67,6 +68,7 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
         Mode::Local => {
             let processes = cfg.local_processes();
             let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), processes).await?);
+            core.set_runtime(&name, pool.runtime());
             tracing::info!(name, processes, isolation = ?cfg.executor.isolation, "dispatcher ready (local mode)");
             let unfinished = local::run(core.clone(), pool.clone(), reader, shutdown, drain).await;
             pool.shutdown().await;

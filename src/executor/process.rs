@@ -9,10 +9,12 @@
 //! tasks (tokio worker threads live as long as the runtime), never from `spawn_blocking`; the
 //! executor also exits when its control socket reaches EOF, which covers every other case.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::resource::{setrlimit, Resource};
@@ -28,6 +30,7 @@ use super::output;
 use super::protocol::{parse_event, ControlEvent};
 use super::script::{self, Mode, FD_ENV};
 use super::ExecutorError;
+use crate::runtime::Runtime;
 
 /// A running, warm executor process.
 #[derive(Debug)]
@@ -87,8 +90,9 @@ pub async fn spawn(cfg: &ExecutorConfig, mode: Mode) -> Result<Executor, Executo
         .map_err(|e| startup(e.to_string()))?;
     let mut ctrl = UnixStream::from_std(ours).map_err(|e| startup(e.to_string()))?;
     match tokio::time::timeout(cfg.start_timeout(), handshake(&mut ctrl)).await {
-        Ok(Ok(python)) => {
-            tracing::debug!(pid, mode = mode.as_str(), python, "executor ready");
+        Ok(Ok(runtime)) => {
+            tracing::debug!(pid, mode = mode.as_str(), python = %runtime.python, dill = %runtime.dill, "executor ready");
+            record_runtime(&cfg.python, runtime);
             Ok(Executor { child, pid, ctrl })
         }
         Ok(Err(why)) => {
@@ -107,6 +111,21 @@ pub async fn spawn(cfg: &ExecutorConfig, mode: Mode) -> Result<Executor, Executo
             )))
         }
     }
+}
+
+/// Runtime last reported by an executor of each interpreter (`executor.python`).
+static RUNTIMES: Mutex<BTreeMap<String, Runtime>> = Mutex::new(BTreeMap::new());
+
+fn record_runtime(python: &str, runtime: Runtime) {
+    let mut m = RUNTIMES.lock().unwrap_or_else(|p| p.into_inner());
+    m.insert(python.to_string(), runtime);
+}
+
+/// The Python and dill versions the executors of interpreter `python` reported when they last
+/// started, if any did.
+pub fn runtime_of(python: &str) -> Option<Runtime> {
+    let m = RUNTIMES.lock().unwrap_or_else(|p| p.into_inner());
+    m.get(python).cloned()
 }
 
 /// Kills an executor's whole process group with SIGKILL and reaps the executor.
@@ -135,14 +154,14 @@ async fn reap_after_failure(child: &mut Child, pid: u32) -> String {
     }
 }
 
-async fn handshake(ctrl: &mut UnixStream) -> Result<String, String> {
+async fn handshake(ctrl: &mut UnixStream) -> Result<Runtime, String> {
     let frame = match frame::read_frame(ctrl).await {
         Ok(Some(frame)) => frame,
         Ok(None) => return Err("exited before becoming ready (see its stderr in the logs)".into()),
         Err(e) => return Err(format!("broke the protocol: {e}")),
     };
     match parse_event(&frame) {
-        Ok(ControlEvent::Ready { python, .. }) => Ok(python),
+        Ok(ControlEvent::Ready { python, dill, .. }) => Ok(Runtime { python, dill }),
         Ok(ControlEvent::Fatal { error }) => Err(format!("failed to start: {error}")),
         Ok(other) => Err(format!("sent {other:?} instead of ready")),
         Err(e) => Err(format!("broke the protocol: {e}")),

@@ -14,8 +14,13 @@ use super::TaskSpec;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlEvent {
-    /// Start-up finished (dill and the preload modules are imported).
-    Ready { pid: u32, python: String },
+    /// Start-up finished (dill and the preload modules are imported); reports the versions.
+    Ready {
+        pid: u32,
+        python: String,
+        #[serde(default)]
+        dill: String,
+    },
     /// Start-up failed, e.g. dill is not importable.
     Fatal { error: String },
     /// (zygote) The child for task `seq` was forked.

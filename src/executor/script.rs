@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::config::ExecutorConfig;
 
 /// Source of the executor script.
-pub const SCRIPT: &str = include_str!("../../python/faas_executor.py");
+pub const SCRIPT: &str = include_str!("faas_executor.py");
 
 /// Environment variable carrying the control socket's fd number.
 pub const FD_ENV: &str = "FAAS_EXECUTOR_FD";

@@ -1,22 +1,34 @@
-//! HTTP gateway: the four API routes, OpenAPI document and health check.
+//! HTTP gateway: the API routes, the OpenAPI document and its `/docs` page, health, metrics.
 //!
-//! [`router`] builds the axum app; [`serve`] runs it on an already bound listener until the
-//! shutdown handle fires (tests bind port 0), draining in-flight requests. [`notify_ready`] tells
-//! systemd the gateway serves and starts its watchdog ([`liveness`]).
+//! [`router`] builds the axum app and starts the one subscription to the done channel that wakes
+//! long-polls ([`waiters`]); [`serve`] runs it on an already bound listener until the shutdown
+//! handle fires (tests bind port 0), draining in-flight requests. [`notify_ready`] tells systemd
+//! the gateway serves and starts its watchdog ([`liveness`]).
 
+mod api;
+mod docs;
 mod error;
 mod extract;
+mod functions;
+mod info;
 pub mod liveness;
+mod metrics;
 mod openapi;
 mod routes;
+mod tasks;
+pub mod waiters;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::config::{GatewayConfig, GatewayLimits};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -25,22 +37,57 @@ pub use error::ApiError;
 /// Shared state of the request handlers.
 pub struct AppState {
     pub store: Store,
+    pub limits: GatewayLimits,
+    /// Long-polls waiting for tasks to settle.
+    pub waiters: Arc<waiters::Waiters>,
+    http: metrics::HttpMetrics,
 }
 
-/// The application with all routes; `max_body` bytes per request body (413 beyond).
-pub fn router(store: Store, max_body: usize) -> Router {
-    let state = Arc::new(AppState { store });
-    Router::new()
-        .route("/register_function", post(routes::register_function))
-        .route("/execute_function", post(routes::execute_function))
-        .route("/status/{task_id}", get(routes::status))
-        .route("/result/{task_id}", get(routes::result))
-        .route("/healthz", get(routes::healthz))
-        .route("/openapi.json", get(openapi::document))
+/// The API routes and their OpenAPI document, both from the handlers' annotations.
+fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::register_function))
+        .routes(routes!(routes::execute_function))
+        .routes(routes!(tasks::execute_batch))
+        .routes(routes!(routes::status))
+        .routes(routes!(routes::result))
+        .routes(routes!(tasks::wait))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(functions::list))
+        .routes(routes!(functions::get, functions::delete))
+        .routes(routes!(info::info))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(routes::healthz))
+}
+
+/// The application with all routes, and the subscription that wakes its long-polls (it ends
+/// when the application is dropped). Must be called within a tokio runtime.
+pub fn router(store: Store, cfg: &GatewayConfig) -> Router {
+    let limits = cfg.limits();
+    let waiters = waiters::Waiters::new(limits.max_waiters.get());
+    tokio::spawn(crate::store::done::follow(
+        store.connector().clone(),
+        Arc::downgrade(&waiters),
+    ));
+    let state = Arc::new(AppState {
+        store,
+        limits,
+        waiters,
+        http: metrics::HttpMetrics::default(),
+    });
+    let (api, doc) = api().split_for_parts();
+    let doc = openapi::Document(Arc::new(openapi::with_limits(&doc, &limits)));
+    let max_body = limits.max_body_bytes.get();
+    api.route("/docs", get(docs::page))
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(extract::BodyLimit(max_body)))
         .with_state(state)
+        .merge(Router::new().route("/openapi.json", get(openapi::document).with_state(doc)))
 }
 
 /// Tells systemd `READY=1` (call once Redis answered and `listener` is bound) and starts the
@@ -115,7 +162,7 @@ pub async fn run(
         })?;
     tracing::info!(listen = %cfg.listen, redis = %store.endpoint(), wait_replicas = cfg.wait_replicas, "gateway ready");
     notify_ready(&listener, store.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
-    let app = router(store, cfg.max_body_bytes);
+    let app = router(store, &cfg);
     serve(listener, app, shutdown)
         .await
         .map_err(GatewayError::Serve)?;

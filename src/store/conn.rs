@@ -214,6 +214,15 @@ impl Connector {
         }
     }
 
+    /// A client for the current primary: the configured server, or the one the Sentinels name
+    /// now (asked anew at every call). For connections of other kinds (pub/sub).
+    pub async fn client(&self) -> Result<Client, RedisError> {
+        match &self.inner.target {
+            Target::Direct(c) => Ok(c.clone()),
+            Target::Sentinel(s) => s.lock().await.client.async_get_client().await,
+        }
+    }
+
     /// Opens one multiplexed connection to the current primary.
     async fn connect(
         &self,
@@ -223,11 +232,8 @@ impl Connector {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response_timeout));
         let attempt = async {
-            let client = match &self.inner.target {
-                Target::Direct(c) => c.clone(),
-                Target::Sentinel(s) => s.lock().await.client.async_get_client().await?,
-            };
-            client
+            self.client()
+                .await?
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await
         };

@@ -9,14 +9,20 @@
 //! Connections ([`conn`]) recover by themselves and follow Sentinel failovers; [`Health`] says
 //! whether Redis is reachable.
 
+pub mod batch;
+pub mod cancel;
 pub mod conn;
+pub mod done;
 pub mod endpoint;
+pub mod functions;
 pub mod health;
 pub mod keys;
 pub mod lease;
+pub mod presence;
 pub mod queue;
 mod replicas;
 pub mod scripts;
+pub mod stats;
 pub mod status;
 
 use std::future::Future;
@@ -33,6 +39,7 @@ pub use health::{Health, Outage};
 pub use queue::{QueueEntry, QueueReader};
 pub use status::TaskStatus;
 
+use crate::runtime::Runtime;
 use crate::time::now_ms;
 
 /// Errors of the store layer.
@@ -48,19 +55,30 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected data in Redis: {0}")]
     Corrupt(String),
-    /// `WAIT` saw fewer replicas than asked for: the task exists and is queued on the primary,
-    /// but a failover now could lose it.
+    /// `WAIT` saw fewer replicas than asked for: the tasks exist and are queued on the primary,
+    /// but a failover now could lose them.
     #[error(
-        "task {task_id} is queued, but only {acked} of {wanted} Redis replicas confirmed it within \
-         {timeout_ms} ms; it will run unless the primary fails before a replica has it \
-         (see GET /status/{task_id})"
+        "{} queued, but only {acked} of {wanted} Redis replicas confirmed the write within {timeout_ms} \
+         ms; it will run unless the primary fails before a replica has it (see GET /status/ID)",
+        named(task_ids)
     )]
     NotReplicated {
-        task_id: Uuid,
+        task_ids: Vec<Uuid>,
         acked: u32,
         wanted: u32,
         timeout_ms: u64,
     },
+}
+
+/// "task ID is" or "tasks ID, ID, ... are", for [`StoreError::NotReplicated`].
+fn named(ids: &[Uuid]) -> String {
+    match ids {
+        [one] => format!("task {one} is"),
+        many => {
+            let list: Vec<String> = many.iter().map(Uuid::to_string).collect();
+            format!("tasks {} are", list.join(", "))
+        }
+    }
 }
 
 /// Result of trying to move a task from QUEUED to RUNNING.
@@ -71,6 +89,8 @@ pub enum Claim {
         attempt: u32,
         function_id: Uuid,
         args: Bytes,
+        /// The task's own time limit, if it was submitted with one.
+        timeout: Option<Duration>,
     },
     /// The task was not QUEUED; it is in this state.
     NotQueued(TaskStatus),
@@ -114,6 +134,8 @@ pub struct Finish<'a> {
 pub struct TaskView {
     pub status: TaskStatus,
     pub result: Option<Vec<u8>>,
+    /// Python and dill versions of the executor that ran (or runs) the task, when known.
+    pub runtime: Option<Runtime>,
 }
 
 /// How long a daemon tries to reach Redis at start before it gives up (and systemd restarts it).
@@ -205,6 +227,11 @@ impl Store {
         }
     }
 
+    /// Where Redis is and how to reach it (for connections of other kinds, e.g. pub/sub).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     /// Where Redis is (displays without passwords).
     pub fn endpoint(&self) -> &Endpoint {
         self.connector.endpoint()
@@ -235,16 +262,22 @@ impl Store {
     /// Stores a function and returns its new id.
     pub async fn register_function(&self, name: &str, payload: &[u8]) -> Result<Uuid, StoreError> {
         let id = Uuid::new_v4();
+        let now = now_ms();
         let mut c = self.conn.clone();
-        let _: () = c
+        let _: () = redis::pipe()
+            .atomic()
             .hset_multiple(
                 keys::function(&id),
                 &[
                     ("name", name.as_bytes()),
                     ("payload", payload),
-                    ("created_ms", now_ms().to_string().as_bytes()),
+                    ("created_ms", now.to_string().as_bytes()),
                 ],
             )
+            .ignore()
+            .zadd(keys::FUNCTIONS, id.to_string(), now)
+            .ignore()
+            .query_async(&mut c)
             .await?;
         Ok(id)
     }
@@ -256,33 +289,16 @@ impl Store {
         Ok(v.map(Bytes::from))
     }
 
-    /// Creates a QUEUED task, enqueues it and publishes its id, atomically.
-    /// Returns `None` (and writes nothing) when the function does not exist. With
-    /// [`Store::with_replicas`], returns only once enough replicas have the task.
+    /// Creates a QUEUED task, enqueues it and publishes its id, atomically (a batch of one, see
+    /// [`Store::create_tasks`]). Returns `None` (and writes nothing) when the function does not
+    /// exist. With [`Store::with_replicas`], returns only once enough replicas have the task.
     pub async fn create_task(
         &self,
         function_id: &Uuid,
         args: &[u8],
     ) -> Result<Option<Uuid>, StoreError> {
-        let id = Uuid::new_v4();
-        let mut invocation = scripts::CREATE_TASK.key(keys::function(function_id));
-        invocation
-            .key(keys::task(&id))
-            .key(keys::QUEUE)
-            .arg(id.to_string())
-            .arg(function_id.to_string())
-            .arg(args)
-            .arg(now_ms())
-            .arg(keys::CHANNEL);
-        let created = match &self.replicas {
-            None => {
-                let mut c = self.conn.clone();
-                let created: i64 = invocation.invoke_async(&mut c).await?;
-                created == 1
-            }
-            Some(r) => r.create(&id, &invocation).await?,
-        };
-        Ok(created.then_some(id))
+        let ids = self.create_tasks(function_id, &[args], None).await?;
+        Ok(ids.and_then(|v| v.into_iter().next()))
     }
 
     /// The task's status, or `None` for an unknown id.
@@ -293,32 +309,28 @@ impl Store {
             .transpose()
     }
 
-    /// The task's status and result (if any), or `None` for an unknown id.
+    /// The task's status, result (if any) and runtime, or `None` for an unknown id.
     pub async fn task_view(&self, id: &Uuid) -> Result<Option<TaskView>, StoreError> {
-        let mut c = self.conn.clone();
-        let (status, result): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(keys::task(id))
-            .arg("status")
-            .arg("result")
-            .query_async(&mut c)
-            .await?;
-        let Some(status) = status else {
-            return Ok(None);
-        };
-        let status: TaskStatus = status.parse().map_err(StoreError::Corrupt)?;
-        Ok(Some(TaskView {
-            status,
-            result: result.filter(|_| status.is_terminal()),
-        }))
+        let mut views = self.task_views(std::slice::from_ref(id)).await?;
+        Ok(views.pop().flatten())
     }
 
-    /// Moves a task from QUEUED to RUNNING on `worker`. `token` names this claim (unique per
-    /// dispatcher process and queue entry): a claim repeated with the same token, because the
-    /// reply to the first was lost, returns the same run instead of "already RUNNING".
-    pub async fn claim(
+    /// Moves a task from QUEUED to RUNNING on `worker`, without recording a runtime or a claim
+    /// token (for tests and tools).
+    pub async fn claim(&self, task_id: &Uuid, worker: &str) -> Result<Claim, StoreError> {
+        self.claim_for(task_id, worker, &Runtime::default(), "")
+            .await
+    }
+
+    /// Moves a task from QUEUED to RUNNING on `worker`, whose executors run `runtime`. `token`
+    /// names this claim (unique per dispatcher process and queue entry): a claim repeated with
+    /// the same token, because the reply to the first was lost, returns the same run instead of
+    /// "already RUNNING".
+    pub async fn claim_for(
         &self,
         task_id: &Uuid,
         worker: &str,
+        runtime: &Runtime,
         token: &str,
     ) -> Result<Claim, StoreError> {
         let mut c = self.conn.clone();
@@ -326,6 +338,8 @@ impl Store {
             .key(keys::task(task_id))
             .arg(worker)
             .arg(now_ms())
+            .arg(&runtime.python)
+            .arg(&runtime.dill)
             .arg(token)
             .invoke_async(&mut c)
             .await?;
@@ -340,7 +354,7 @@ impl Store {
         let state = text(0)?;
         match state.as_str() {
             "MISSING" => Ok(Claim::Missing),
-            "RUNNING" if reply.len() == 4 => {
+            "RUNNING" if reply.len() == 5 => {
                 let attempt = text(1)?
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("attempt of {task_id}: {e}")))?;
@@ -350,10 +364,16 @@ impl Store {
                     Some(Value::BulkString(b)) => Bytes::from(b.clone()),
                     _ => Bytes::new(),
                 };
+                let timeout = text(4)?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis);
                 Ok(Claim::Running {
                     attempt,
                     function_id,
                     args,
+                    timeout,
                 })
             }
             other => Ok(Claim::NotQueued(
@@ -368,6 +388,7 @@ impl Store {
         let outcome: i64 = scripts::FINISH
             .key(keys::task(&f.task_id))
             .key(keys::QUEUE)
+            .key(keys::STATS)
             .arg(f.from.as_str())
             .arg(f.attempt.map(|a| a.to_string()).unwrap_or_default())
             .arg(f.status.as_str())
@@ -377,6 +398,8 @@ impl Store {
             .arg(self.result_ttl.as_secs())
             .arg(f.entry_id.unwrap_or(""))
             .arg(keys::GROUP)
+            .arg(keys::DONE_CHANNEL)
+            .arg(f.task_id.to_string())
             .invoke_async(&mut c)
             .await?;
         match outcome {

@@ -1,5 +1,6 @@
 //! Task creation that waits for replicas (`wait_replicas`): the script and Redis `WAIT` run on
-//! one connection of a small pool, so a failover after `/execute_function` answered loses no task.
+//! one connection of a small pool, so a failover after `/execute_function` (or a batch submit)
+//! answered loses no task.
 //!
 //! `WAIT` covers the writes made on the connection that sends it, and blocks that connection
 //! until enough replicas acknowledged them (or the timeout): it cannot share the multiplexed
@@ -43,11 +44,11 @@ impl Replicas {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `create` (CREATE_TASK for task `id`), then `WAIT`s. Returns whether the task was
-    /// created; [`StoreError::NotReplicated`] when fewer than `wanted` replicas confirmed it.
+    /// Runs `create` (CREATE_TASKS for tasks `ids`), then `WAIT`s. Returns whether the tasks
+    /// were created; [`StoreError::NotReplicated`] when fewer than `wanted` replicas confirmed.
     pub async fn create(
         &self,
-        id: &Uuid,
+        ids: &[Uuid],
         create: &ScriptInvocation<'_>,
     ) -> Result<bool, StoreError> {
         let _permit = self
@@ -80,7 +81,7 @@ impl Replicas {
         let acked = u32::try_from(acked).unwrap_or(0);
         if created && acked < self.wanted {
             return Err(StoreError::NotReplicated {
-                task_id: *id,
+                task_ids: ids.to_vec(),
                 acked,
                 wanted: self.wanted,
                 timeout_ms,

@@ -84,10 +84,24 @@ impl RedisServer {
         panic!("redis-server did not start");
     }
 
-    /// Starts it again (after [`RedisServer::kill`]) on the same port and directory.
+    /// Starts it again (after [`RedisServer::kill`], or kills it first) on the same port and
+    /// directory, with the same arguments: empty unless it persists its data.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.port, self.dir.path(), &self.extra).expect("redis-server restart");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = spawn(self.port, self.dir.path(), &self.extra) {
+                self.child = child;
+                return;
+            }
+            // The port is not free again yet.
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn url(&self) -> String {

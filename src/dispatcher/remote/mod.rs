@@ -27,6 +27,7 @@ use uuid::Uuid;
 use zeromq::{RouterSocket, Socket, SocketRecv};
 
 use super::core::{Core, Prepared};
+use super::presence::Presence;
 use super::pulse::Pulse;
 use super::DispatchError;
 use crate::config::DispatcherConfig;
@@ -104,6 +105,7 @@ pub async fn run(
             .then(|| Duration::from_secs_f64(cfg.task_deadline_secs)),
     };
     let health_of = core.clone();
+    let mut presence = Presence::offered(core.store.clone(), core.name.clone(), cfg.mode.as_str());
     let mut state = state::Remote::new(
         core,
         cfg.mode,
@@ -134,6 +136,7 @@ pub async fn run(
             };
             format!("{mode}: {}{redis}{}", state.summary(), pulse.status_note())
         });
+        presence.offer(|| state.presence());
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(ev) = rx.recv() => state.handle(ev),

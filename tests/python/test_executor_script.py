@@ -18,7 +18,7 @@ import pytest
 
 import faas_executor as fe
 
-SCRIPT = Path(__file__).with_name("faas_executor.py")
+SCRIPT = Path(__file__).resolve().parents[2] / "src" / "executor" / "faas_executor.py"
 
 
 def args_payload(*args: Any, **kwargs: Any) -> bytes:
@@ -217,7 +217,8 @@ def test_function_cache_is_lru_and_used_by_run_task() -> None:
 
 def start_zygote(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], socket.socket]:
     ours, theirs = socket.socketpair()
-    env = dict(os.environ, FAAS_EXECUTOR_FD=str(theirs.fileno()))
+    # The tasks below are pickled by reference to this module: the zygote must import it.
+    env = dict(os.environ, FAAS_EXECUTOR_FD=str(theirs.fileno()), PYTHONPATH=str(Path(__file__).parent))
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "zygote", json.dumps(opts)], env=env, pass_fds=[theirs.fileno()]
     )

@@ -398,6 +398,11 @@ def import_runtime(preload: list[str]) -> tuple[Callable[[Any], bytes], Callable
     return dill.dumps, dill.loads
 
 
+def dill_version() -> str:
+    """The version of the dill that :func:`import_runtime` imported (reported in ``ready``)."""
+    return str(getattr(sys.modules.get("dill"), "__version__", ""))
+
+
 class Zygote:
     """Forks one child per task; never runs user code itself."""
 
@@ -424,7 +429,7 @@ class Zygote:
 
         signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)
         signal.set_wakeup_fd(self.wake_w)
-        send_json(self.ctrl, {"op": "ready", "pid": self.pid, "python": sys.version.split()[0]})
+        send_json(self.ctrl, {"op": "ready", "pid": self.pid, "python": sys.version.split()[0], "dill": dill_version()})
         gc.freeze()
         while True:
             readable, _, _ = select.select([self.ctrl.fileno(), self.wake_r], [], [])
@@ -541,7 +546,7 @@ class Zygote:
 def serve_reuse(ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
     cache = FunctionCache(int(opts.get("function_cache_size", 256)))
     memory_limit_mb = int(opts.get("memory_limit_mb", 0))
-    send_json(ctrl, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    send_json(ctrl, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "dill": dill_version()})
     stream = ctrl.makefile("rb")
     while True:
         task = read_task(stream)
