@@ -135,6 +135,9 @@ def test_workers_survive_a_dispatcher_restart(mode: str, tmp_path: Path) -> None
         c.run(lambda: 0)
         running = c.execute(c.register(lambda: __import__("time").sleep(2) or "finished"))
         wait_status(c, running, "RUNNING")
+        # RUNNING is recorded when the dispatcher claims the task, just before it sends it: kill
+        # the dispatcher only once a worker really runs it.
+        s.worker_running_a_task()
         s.stop_dispatcher(signal.SIGKILL)
         s.start_dispatcher()
         # The task finished on its worker while no dispatcher listened; it is reported after.
