@@ -58,6 +58,12 @@ class Stack:
     in pull and push modes ``workers`` faas-worker daemons run ``processes`` executors each.
     ``executor`` is TOML for the ``[executor]`` table of both daemons; ``dispatcher`` is TOML for
     the dispatcher's top level (e.g. ``max_retries = 1``).
+
+    Executors run as the daemons' own user by default (``user=""``): the test interpreter need
+    not be readable by another user. The hostile-function suite passes ``user``, ``python``
+    (one that user can run), ``pythonpath``, ``config_dir`` (a stand-in for /etc/faas), ``env``
+    (added to the daemons' environment) and ``redis_password`` (the daemons then get their Redis
+    URL from ``FAAS_*_REDIS`` variables, as /etc/default/faas would give it).
     """
 
     def __init__(
@@ -69,6 +75,12 @@ class Stack:
         executor: str = "",
         dispatcher: str = "",
         preload: tuple[str, ...] = ("requests", "pytest"),
+        user: str = "",
+        python: str = PYTHON,
+        pythonpath: Optional[List[Path]] = None,
+        config_dir: Optional[Path] = None,
+        env: Optional[dict[str, str]] = None,
+        redis_password: str = "",
     ) -> None:
         self.workdir = workdir
         self.mode = mode
@@ -81,16 +93,19 @@ class Stack:
         self.http_port = free_port()
         self.zmq_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}"
-        paths = ", ".join(f'"{p}"' for p in IMPORTABLE)
+        self.redis_password = redis_password
+        auth = f":{redis_password}@" if redis_password else ""
+        self.redis_url = f"redis://{auth}127.0.0.1:{self.redis_port}"
+        self.extra_env = dict(env or {})
+        paths = ", ".join(f'"{p}"' for p in (IMPORTABLE if pythonpath is None else pythonpath))
         # Test modules import requests and pytest: preloading them in the zygote keeps forked
         # tasks from re-importing them (as an operator would preload users' heavy modules).
         modules = ", ".join(f'"{m}"' for m in preload)
         executor_table = (
-            f"[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n"
+            f"[executor]\npython = \"{python}\"\nuser = \"{user}\"\npythonpath = [{paths}]\n"
             f"preload = [{modules}]\n{executor}\n"
         )
-        self.config_dir = workdir / "etc"
+        self.config_dir = config_dir or workdir / "etc"
         self.config_dir.mkdir(exist_ok=True)
         self.config = workdir / "dispatcher.toml"
         self.config.write_text(
@@ -116,7 +131,9 @@ class Stack:
         self.logs.append(log)
         # An empty config directory: a host's /etc/faas drop-ins must not leak into tests.
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
-                   FAAS_CONFIG_DIR=str(self.config_dir))
+                   FAAS_CONFIG_DIR=str(self.config_dir), **self.extra_env)
+        if self.redis_password:
+            env.update(FAAS_GATEWAY_REDIS=self.redis_url, FAAS_DISPATCHER_REDIS=self.redis_url)
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         self.names.append(name.rstrip("0123456789"))
@@ -126,17 +143,22 @@ class Stack:
         """(component, process) for every daemon still running: redis, gateway, dispatcher, worker."""
         return [(n, p) for n, p in zip(self.names, self.procs) if p.poll() is None]
 
+    def _redis_flag(self) -> List[str]:
+        """``--redis URL``, unless the URL (with its password) comes from the environment."""
+        return [] if self.redis_password else ["--redis", self.redis_url]
+
     def start(self) -> "Stack":
+        password = ["--requirepass", self.redis_password] if self.redis_password else []
         self._spawn(
             "redis",
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir), *password],
         )
         wait_port(self.redis_port)
         self._spawn(
             "gateway",
             [str(BIN_DIR / "faas-gateway"), "--listen", f"127.0.0.1:{self.http_port}",
-             "--redis", self.redis_url],
+             *self._redis_flag()],
         )
         self.start_dispatcher()
         for _ in range(self.worker_count):
@@ -145,7 +167,7 @@ class Stack:
         return self
 
     def start_dispatcher(self) -> subprocess.Popen[bytes]:
-        args = [str(BIN_DIR / "faas-dispatcher"), "-m", self.mode, "--redis", self.redis_url,
+        args = [str(BIN_DIR / "faas-dispatcher"), "-m", self.mode, *self._redis_flag(),
                 "--config", str(self.config), "--name", f"test-{self.redis_port}"]
         if self.mode == "local":
             args += ["-w", str(self.processes)]

@@ -6,7 +6,6 @@ use redis::IntoConnectionInfo;
 
 use super::error::ConfigError;
 use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig};
-use crate::executor::{ExecutorConfig, ExecutorError};
 
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_MS: u64 = 10;
@@ -48,7 +47,7 @@ impl Settings for DispatcherConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("task_deadline_secs", self.task_deadline_secs)?;
-        executor(&self.executor)
+        self.executor.validate()
     }
 }
 
@@ -72,7 +71,7 @@ impl Settings for WorkerConfig {
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("drain_timeout_secs", self.drain_timeout_secs)?;
         log_level("log_level", &self.log_level)?;
-        executor(&self.executor)
+        self.executor.validate()
     }
 }
 
@@ -153,19 +152,6 @@ fn is_host(host: &str) -> bool {
                 && !label.starts_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-}
-
-fn executor(cfg: &ExecutorConfig) -> Check {
-    cfg.validate().map_err(|e| match e {
-        // Messages read "executor.KEY must ..." or "executor.KEY: ...".
-        ExecutorError::Config(msg) => match msg.split_once(' ') {
-            Some((key, rest)) if key.starts_with("executor.") => {
-                ConfigError::invalid(key.trim_end_matches(':'), rest)
-            }
-            _ => ConfigError::invalid("executor", msg),
-        },
-        other => ConfigError::invalid("executor", other.to_string()),
-    })
 }
 
 #[cfg(test)]
