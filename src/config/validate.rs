@@ -18,8 +18,34 @@ impl Settings for GatewayConfig {
     fn validate(&self) -> Check {
         host_port("listen", &self.listen)?;
         redis_url("redis", &self.redis)?;
-        if self.max_body_bytes == 0 {
-            return Err(ConfigError::invalid("max_body_bytes", "must be at least 1"));
+        for (key, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_connections", self.max_connections),
+            ("max_name_bytes", self.max_name_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+        ] {
+            seconds(key, value)?;
+            if value < 0.001 {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be > 0, got {value}"),
+                ));
+            }
+        }
+        if let Some(path) = &self.auth_token_file {
+            if !path.is_absolute() {
+                return Err(ConfigError::invalid(
+                    "auth_token_file",
+                    format!("{} is not an absolute path", path.display()),
+                ));
+            }
         }
         log_level("log_level", &self.log_level)
     }

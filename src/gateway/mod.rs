@@ -1,14 +1,18 @@
 //! HTTP gateway: the four API routes, OpenAPI document and health check.
 //!
-//! [`router`] builds the axum app; [`serve`] runs it on an already bound listener until the
-//! shutdown handle fires (tests bind port 0), draining in-flight requests. [`notify_ready`] tells
-//! systemd the gateway serves and starts its watchdog ([`liveness`]).
+//! [`router`] builds the axum app, [`app`] wraps it in the hardening layers ([`auth`],
+//! [`limits`]); [`serve`] runs it on an already bound listener until the shutdown handle fires
+//! (tests bind port 0), draining in-flight requests ([`server`]: header timeout, connection
+//! cap). [`notify_ready`] tells systemd the gateway serves and starts its watchdog ([`liveness`]).
 
+pub mod auth;
 mod error;
 mod extract;
+pub mod limits;
 pub mod liveness;
 mod openapi;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 
+use crate::config::{GatewayConfig, HttpLimits};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -43,29 +48,31 @@ pub fn router(store: Store, max_body: usize) -> Router {
         .with_state(state)
 }
 
+/// [`router`] behind the hardening layers of `limits` and, when given, bearer tokens.
+pub fn app(store: Store, limits: &HttpLimits, auth: Option<Arc<auth::Auth>>) -> Router {
+    limits::harden(router(store, limits.max_body_bytes.get()), limits, auth)
+}
+
 /// Tells systemd `READY=1` (call once Redis answered and `listener` is bound) and starts the
-/// liveness task that pings the watchdog and keeps `STATUS=` current.
+/// liveness task that pings the watchdog and keeps `STATUS=` current (its probe carries
+/// `authorization` when tokens are required).
 pub fn notify_ready(
     listener: &TcpListener,
     store: Store,
+    authorization: Option<String>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tokio::spawn(liveness::run(addr, store, shutdown));
+    tokio::spawn(liveness::run(addr, store, authorization, shutdown));
     crate::notify::status_now(&format!("listening on {addr}, redis ok"));
     crate::notify::ready();
     Ok(())
 }
 
-/// Serves `app` on `listener` until `shutdown` fires, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    mut shutdown: Shutdown,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+/// Serves `app` on `listener` with the default connection limits until `shutdown` fires, then
+/// lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    server::serve(listener, app, HttpLimits::default(), shutdown).await
 }
 
 /// Why the gateway stopped with an error.
@@ -85,14 +92,13 @@ pub enum GatewayError {
     },
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Runs a gateway with `cfg` until `shutdown` fires: connects to Redis, binds, reports READY,
 /// serves, then drains in-flight requests.
-pub async fn run(
-    cfg: crate::config::GatewayConfig,
-    shutdown: Shutdown,
-) -> Result<(), GatewayError> {
+pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
     let redis = |source| GatewayError::Redis {
         url: cfg.redis.clone(),
         source,
@@ -104,6 +110,14 @@ pub async fn run(
     )
     .await
     .map_err(redis)?;
+    let auth = match &cfg.auth_token_file {
+        Some(path) => {
+            let auth = Arc::new(auth::Auth::load(path)?);
+            auth::reload_on_sighup(auth.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
+            Some(auth)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|source| GatewayError::Bind {
@@ -112,9 +126,11 @@ pub async fn run(
         })?;
     store.ping().await.map_err(redis)?;
     tracing::info!(listen = %cfg.listen, redis = %cfg.redis, "gateway ready");
-    notify_ready(&listener, store.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
-    let app = router(store, cfg.max_body_bytes);
-    serve(listener, app, shutdown)
+    let probe = auth.as_ref().map(|a| a.probe_header());
+    notify_ready(&listener, store.clone(), probe, shutdown.clone()).map_err(GatewayError::Serve)?;
+    let limits = cfg.http_limits();
+    let app = app(store, &limits, auth);
+    server::serve(listener, app, limits, shutdown)
         .await
         .map_err(GatewayError::Serve)?;
     tracing::info!("gateway stopped");

@@ -10,12 +10,14 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::{path_uuid, Fields, JsonObject};
+use super::limits::NameLimit;
 use super::AppState;
 use crate::payload;
 
 /// `POST /register_function {name, payload}` → `{function_id}`.
 pub async fn register_function(
     State(st): State<Arc<AppState>>,
+    limit: Option<axum::Extension<NameLimit>>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let mut f = Fields::default();
@@ -25,6 +27,16 @@ pub async fn register_function(
     let (Some(name), Some(text)) = (name, text) else {
         return Err(ApiError::Validation(Vec::new()));
     };
+    let limit = limit.map_or(
+        crate::config::HttpLimits::default().max_name_bytes.get(),
+        |l| l.0 .0,
+    );
+    if name.len() > limit {
+        return Err(ApiError::BadPayload(format!(
+            "function name too long: {} bytes, the limit is {limit}",
+            name.len()
+        )));
+    }
     let bytes = payload::decode_pickle(text)
         .map_err(|e| ApiError::BadPayload(format!("invalid function payload: {e}")))?;
     let id = st.store.register_function(name, &bytes).await?;
