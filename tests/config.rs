@@ -382,7 +382,8 @@ fn check_config_prints_effective_settings() {
     );
     let want: Table = toml::from_str(
         "listen = \"127.0.0.1:8000\"\nredis = \"redis://10.0.0.7:6380/1\"\n\
-         max_body_bytes = 1234\nlog_level = \"debug\"\n",
+         max_body_bytes = 1234\nheader_read_timeout_secs = 10.0\nbody_read_timeout_secs = 60.0\n\
+         max_connections = 1024\nmax_name_bytes = 256\nlog_level = \"debug\"\n",
     )
     .expect("toml");
     assert_eq!(cfg, want);
