@@ -31,7 +31,8 @@ pub enum Network {
     /// The host's network, like the daemon (default).
     #[default]
     Host,
-    /// A network namespace of their own with only a loopback interface (needs CAP_SYS_ADMIN).
+    /// A network namespace of their own with only a loopback interface (needs CAP_SYS_ADMIN
+    /// and CAP_NET_ADMIN).
     None,
 }
 

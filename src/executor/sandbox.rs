@@ -34,6 +34,7 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const CAP_KILL: u32 = 5;
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
+const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 
 /// The user executors run as.
@@ -69,11 +70,13 @@ impl Sandbox {
                 .iter()
                 .all(|&cap| has(caps, cap));
         let account = account(cfg, euid, can_switch)?;
-        if cfg.network == Network::None && !has(caps, CAP_SYS_ADMIN) {
+        // CAP_SYS_ADMIN creates the namespace, CAP_NET_ADMIN brings its loopback up.
+        if cfg.network == Network::None && !(has(caps, CAP_SYS_ADMIN) && has(caps, CAP_NET_ADMIN)) {
             return Err(ExecutorError::Config(format!(
-                "executor.network = \"none\" needs CAP_SYS_ADMIN to give executors a network \
-                 namespace of their own, and this daemon (uid {euid}) does not have it: run it as \
-                 root or grant it (see \"Security model\" in docs/operations.md)"
+                "executor.network = \"none\" needs CAP_SYS_ADMIN and CAP_NET_ADMIN to give \
+                 executors a network namespace of their own, and this daemon (uid {euid}) lacks \
+                 them: run it as root or grant them (see \"Security model\" in \
+                 docs/operations.md)"
             )));
         }
         let workdir = cfg.workdir.clone().unwrap_or_else(std::env::temp_dir);
