@@ -90,6 +90,7 @@ done
     bad "postinst enables, starts or restarts units"
 grep -q 'deb-systemd-invoke stop faas-gateway.service faas.target' "$tmp/control/prerm" || bad "prerm does not stop the units on removal"
 grep -q 'rm -rf /var/lib/faas' "$tmp/control/postrm" || bad "postrm does not remove /var/lib/faas on purge"
+grep -q 'wants/faas-worker@\*\.service' "$tmp/control/postrm" || bad "postrm leaves enabled instances' links on purge"
 
 # --- Unpacked binaries run. ---
 dpkg-deb -x "$deb" "$tmp/root"

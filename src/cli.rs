@@ -248,7 +248,8 @@ pub enum Startup<T> {
 /// exits 78 (EX_CONFIG); with `--check-config`, prints the effective settings to stdout and exits 0.
 pub fn startup<T: Settings>(prog: &str, check: bool, loaded: Result<T, ConfigError>) -> Startup<T> {
     let fail = |e: ConfigError| {
-        eprintln!("{prog}: {e}");
+        let error = crate::logging::stderr_prefix(crate::logging::Priority::Error);
+        eprintln!("{error}{prog}: {e}");
         Startup::Exit(ExitCode::from(EX_CONFIG))
     };
     match loaded {

@@ -1,0 +1,89 @@
+"""faas-loadgen against real deployments: every mode runs briefly and reports sane numbers, so the
+load generator and its harness (python/faas_serverbench.py) cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import faas_serverbench as sb
+
+
+def test_the_generator_is_built() -> None:
+    assert sb.LOADGEN.exists(), f"{sb.LOADGEN}: scripts/test.sh builds the whole workspace"
+
+
+def test_submit_read_and_closed_loop(tmp_path: Path) -> None:
+    s = sb.ServerStack(tmp_path, "local", "reuse", backend=True).start()
+    try:
+        p = sb.phase(sb.loadgen(s, ["-c", "8", "submit", "--tasks", "300"], []), "submit")
+        assert (p["ops"], p["errors"], p["latency_us"]["count"]) == (300, 0, 300)
+        assert {"redis", "gateway", "dispatcher", "loadgen"} <= set(p["cpu"]["components"])
+        assert p["cpu"]["components"]["gateway"]["total_s"] > 0, p["cpu"]
+
+        # Open loop at a rate: about rate × duration tasks, each also timed from its actual send.
+        p = sb.phase(sb.loadgen(s, ["-c", "4", "submit", "--rate", "200", "--duration", "1"], []),
+                     "submit")
+        assert 150 <= p["ops"] <= 200 and p["errors"] == 0, p
+        assert p["service_us"]["count"] == p["ops"]
+
+        p = sb.phase(sb.loadgen(s, ["-c", "8", "read", "--tasks", "20", "--requests", "400"], []), "read")
+        assert (p["ops"], p["errors"]) == (400, 0)
+
+        r = sb.loadgen(s, ["-c", "4", "closed", "--duration", "1", "--warmup", "0.3"], [])
+        assert r["collect"]["method"] in ("poll", "long-poll")
+        p = sb.phase(r, "closed")
+        assert p["ops"] > 0 and p["errors"] == 0, p
+        # Executors are the dispatcher's children: the tasks ran there.
+        assert p["cpu"]["components"]["dispatcher"]["children_s"] > 0, p["cpu"]
+        assert p["latency_us"]["p50_us"] <= p["latency_us"]["p99_us"]
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("mode", ["local", "push"])
+def test_drain_is_timed_from_the_dispatcher_start(tmp_path: Path, mode: str) -> None:
+    s = sb.ServerStack(tmp_path, mode, "reuse", backend=False).start()
+    try:
+        r = sb.loadgen(s, ["-c", "8", "drain", "--tasks", "200", "--redis", s.redis_url], [],
+                       stdin_go=s)
+    finally:
+        s.stop()
+    assert sb.phase(r, "submit")["ops"] == 200
+    p = sb.phase(r, "drain")
+    d = p["drain"]
+    assert d["tasks"] == d["completed"] == 200 and p["errors"] == 0, d
+    # No dispatcher ran before the go line: no task can have started earlier.
+    assert 0 <= d["first_started_after_go_ms"] <= d["last_finished_after_go_ms"], d
+    assert d["per_s_from_go"] > 0 and d["detected_s"] * 1000 >= d["last_finished_after_go_ms"] - 5
+    comps = p["cpu"]["components"]
+    # The dispatcher (and worker) started inside the window and were found by their patterns.
+    assert comps["dispatcher"]["total_s"] > 0, comps
+    if mode == "push":
+        assert comps["worker"]["children_s"] > 0, comps
+
+
+def test_an_unreachable_gateway_is_named(tmp_path: Path) -> None:
+    r = subprocess.run([str(sb.LOADGEN), "--url", "http://127.0.0.1:1", "--python", sb.PYTHON,
+                        "submit", "--tasks", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "connect to 127.0.0.1:1" in r.stderr, r.stderr
+
+
+def test_a_drain_against_a_running_dispatcher_is_refused(tmp_path: Path) -> None:
+    """The drain reads Redis directly: when the queue does not hold the tasks it just submitted
+    (a dispatcher already runs, or the schema changed) it fails instead of mismeasuring."""
+    from faas_client import Client
+
+    s = sb.ServerStack(tmp_path, "local", "reuse", backend=True).start()
+    try:
+        c = Client(s.url)
+        assert c.wait(c.execute(c.register(lambda: None)), timeout=30)[0] == "COMPLETED"
+        r = subprocess.run([str(sb.LOADGEN), "--url", s.url, "--python", sb.PYTHON, "-c", "8",
+                            "drain", "--tasks", "1000", "--redis", s.redis_url],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    finally:
+        s.stop()
+    assert r.returncode == 1 and "is a dispatcher already running" in r.stderr, r.stderr
+    assert "READY" not in r.stdout
