@@ -508,6 +508,11 @@ def enter_private_dir(path: str) -> None:
 
 def remove_tree(path: str) -> None:
     """Removes a private directory, whatever permissions a task left inside it."""
+    try:
+        os.rmdir(path)  # most tasks leave it empty
+        return
+    except OSError:
+        pass
     import shutil
     import stat
 
