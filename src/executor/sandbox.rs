@@ -62,8 +62,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// Resolves the sandbox of `cfg` for this daemon, logging once what cannot be enforced.
     pub fn resolve(cfg: &ExecutorConfig) -> Result<Sandbox, ExecutorError> {
-        let euid = Uid::effective();
-        let caps = effective_capabilities();
+        Self::resolve_for(cfg, Uid::effective(), effective_capabilities())
+    }
+
+    /// [`resolve`](Self::resolve) for a daemon running as `euid` with the capability set `caps`.
+    fn resolve_for(cfg: &ExecutorConfig, euid: Uid, caps: u64) -> Result<Sandbox, ExecutorError> {
         // CAP_KILL: executors of another user must still be killable (timeouts, shutdown).
         let can_switch = euid.is_root()
             || [CAP_SETUID, CAP_SETGID, CAP_KILL]
@@ -395,6 +398,68 @@ mod tests {
         let no_path = environment(&cfg, None, std::path::Path::new("/w"), []);
         assert_eq!(no_path[&OsString::from("PATH")], DEFAULT_PATH);
         assert!(!no_path.contains_key(&OsString::from("USER")));
+    }
+
+    fn caps(list: &[u32]) -> u64 {
+        list.iter().fold(0, |acc, &c| acc | (1 << c))
+    }
+
+    #[test]
+    fn who_executors_run_as_depends_on_what_the_daemon_may_do() {
+        let nobody = User::from_name("nobody").unwrap().expect("user nobody");
+        let ordinary = Uid::from_raw(12345);
+        let cfg = |user: &str| ExecutorConfig {
+            user: user.into(),
+            ..ExecutorConfig::default()
+        };
+        let all = caps(&[CAP_SETUID, CAP_SETGID, CAP_KILL]);
+        // Switching: root, or the three capabilities (as the units grant them).
+        for (euid, c) in [(Uid::from_raw(0), 0), (ordinary, all)] {
+            let s = Sandbox::resolve_for(&cfg("nobody"), euid, c).unwrap();
+            assert_eq!(s.account.as_ref().map(|a| a.uid), Some(nobody.uid));
+            assert_eq!(s.process_limit, 1024);
+        }
+        // Not allowed to (CAP_KILL missing, or an ordinary user): the daemon's own user, warned
+        // about, and no per-user process limit (it would count all the daemon user's processes).
+        for c in [0, caps(&[CAP_SETUID, CAP_SETGID])] {
+            let s = Sandbox::resolve_for(&cfg("nobody"), ordinary, c).unwrap();
+            assert_eq!(s.account, None);
+            assert_eq!(s.process_limit, 0);
+            assert!(Sandbox::resolve_for(&cfg("no-such-user-xyz"), ordinary, c).is_ok());
+        }
+        // A daemon that could switch refuses a missing user, and root as the executor user.
+        let err = Sandbox::resolve_for(&cfg("no-such-user-xyz"), ordinary, all).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(Sandbox::resolve_for(&cfg("root"), ordinary, all).is_err());
+        // "" on purpose, and the daemon's own user: no switch.
+        assert_eq!(
+            Sandbox::resolve_for(&cfg(""), ordinary, all)
+                .unwrap()
+                .account,
+            None
+        );
+        assert_eq!(
+            Sandbox::resolve_for(&cfg("nobody"), nobody.uid, all)
+                .unwrap()
+                .account,
+            None
+        );
+    }
+
+    #[test]
+    fn network_none_needs_both_network_capabilities() {
+        let cfg = ExecutorConfig {
+            user: String::new(),
+            network: Network::None,
+            ..ExecutorConfig::default()
+        };
+        let me = Uid::from_raw(12345);
+        for c in [0, caps(&[CAP_SYS_ADMIN]), caps(&[CAP_NET_ADMIN])] {
+            let err = Sandbox::resolve_for(&cfg, me, c).unwrap_err().to_string();
+            assert!(err.contains("CAP_SYS_ADMIN and CAP_NET_ADMIN"), "{err}");
+        }
+        let s = Sandbox::resolve_for(&cfg, me, caps(&[CAP_SYS_ADMIN, CAP_NET_ADMIN])).unwrap();
+        assert_eq!(s.network, Network::None);
     }
 
     #[test]
