@@ -36,7 +36,10 @@ expected=(
     ./usr/share/doc/faas/operations.md
     ./usr/share/doc/faas/architecture.md
     ./usr/share/doc/faas/copyright
-    ./usr/share/doc/faas/examples/faas_client.py
+    ./usr/share/doc/faas/examples/faas_client/__init__.py
+    ./usr/share/doc/faas/examples/faas_client/client.py
+    ./usr/share/doc/faas/examples/faas_client/executor.py
+    ./usr/share/doc/faas/examples/faas_client/py.typed
 )
 listing=$(dpkg-deb -c "$deb")
 files=$(printf '%s\n' "$listing" | awk '$1 !~ /^d/ {print $6}' | sort)

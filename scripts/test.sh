@@ -9,4 +9,4 @@ scripts/venv.sh python/requirements-test.txt
 export FAAS_TEST_PYTHON="$root/.venv/bin/python"
 cargo build --quiet --workspace --bins
 cargo test --workspace --all-targets --no-fail-fast
-"$FAAS_TEST_PYTHON" -m pytest -q tests/python python
+"$FAAS_TEST_PYTHON" -m pytest -q tests/python python/tests

@@ -28,8 +28,11 @@ const CHECK_HELP: &str =
 (a base64 dill pickle), POST /execute_function creates a task and queues it in the same Redis \
 transaction, so it is visible to GET /status/ID at once, and GET /result/ID returns the status \
 and, once the task has finished, its pickled result. Payloads are checked before anything is \
-written: one that is not base64 or not a pickle is a 400. The API description is served at \
-/openapi.json. The gateway keeps no state of its own; several may share one Redis.",
+written: one that is not base64 or not a pickle is a 400. Beyond the specification: long-polls \
+(GET /result/ID?wait=SECONDS, POST /wait for many tasks), POST /execute_batch, POST /cancel/ID, \
+GET and DELETE /functions, GET /info (dispatchers, workers, executors' Python and dill \
+versions), GET /metrics (Prometheus) and GET /docs, an interactive page for the API described \
+at /openapi.json. The gateway keeps no state of its own; several may share one Redis.",
     after_long_help = "SIGNALS\n  SIGTERM, SIGINT: stop accepting connections, let requests in flight finish, exit.\n\n\
 EXIT STATUS\n  0 on a clean stop, 1 on a runtime error (e.g. Redis unreachable at start, address in use), 78 on a configuration error."
 )]

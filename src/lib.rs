@@ -20,6 +20,7 @@ pub mod notify;
 pub mod payload;
 pub mod pickle;
 pub mod protocol;
+pub mod runtime;
 pub mod shutdown;
 pub mod store;
 pub mod time;

@@ -390,8 +390,10 @@ fn check_config_prints_effective_settings() {
     );
     let want: Table = toml::from_str(
         "listen = \"127.0.0.1:8000\"\nredis = \"redis://10.0.0.7:6380/1\"\n\
-         max_body_bytes = 1234\nheader_read_timeout_secs = 10.0\nbody_read_timeout_secs = 60.0\n\
-         max_connections = 1024\nmax_name_bytes = 256\nlog_level = \"debug\"\n",
+         max_body_bytes = 1234\nlog_level = \"debug\"\nmax_wait_secs = 60.0\n\
+         max_waiters = 100000\nmax_batch = 1000\nmax_task_timeout_secs = 86400.0\n\
+         result_ttl_secs = 604800\nheader_read_timeout_secs = 10.0\n\
+         body_read_timeout_secs = 60.0\nmax_connections = 4096\nmax_name_bytes = 256\n",
     )
     .expect("toml");
     assert_eq!(cfg, want);

@@ -37,7 +37,13 @@ impl Api {
         let redis = RedisServer::start();
         let store = redis.store(Duration::ZERO).await;
         Api {
-            app: faas::gateway::router(store, max_body),
+            app: faas::gateway::router(
+                store,
+                &faas::config::GatewayConfig {
+                    max_body_bytes: max_body,
+                    ..Default::default()
+                },
+            ),
             redis,
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use faas::config::{GatewayConfig, HttpLimits};
+use faas::config::{GatewayConfig, GatewayLimits};
 use faas::gateway::auth::Auth;
 use redis::Commands;
 use serde_json::Value;
@@ -35,11 +35,11 @@ impl Gateway {
     async fn start(cfg: GatewayConfig, auth: Option<Arc<Auth>>) -> Gateway {
         let redis = RedisServer::start();
         let store = redis.store(Duration::ZERO).await;
-        let limits = cfg.http_limits();
+        let limits = cfg.limits();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (trigger, shutdown) = faas::shutdown::channel();
-        let app = faas::gateway::app(store, &limits, auth);
+        let app = faas::gateway::app(store, &cfg, auth);
         let handle = tokio::spawn(faas::gateway::server::serve(
             listener, app, limits, shutdown,
         ));
@@ -274,7 +274,7 @@ async fn long_function_names_are_refused() {
     assert_eq!(gw.functions(), 1);
     gw.stop().await;
     // The default limit applies when nothing is configured, e.g. a 9 MB name.
-    assert_eq!(HttpLimits::default().max_name_bytes.get(), 256);
+    assert_eq!(GatewayLimits::default().max_name_bytes.get(), 256);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,7 @@ fn info(id: &str, slots: u32, protocol: u32) -> WorkerInfo {
         pid: std::process::id(),
         version: "test".into(),
         protocol,
+        runtime: Default::default(),
     }
 }
 

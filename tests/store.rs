@@ -98,6 +98,7 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
         attempt,
         function_id,
         args,
+        timeout: None,
     } = s.claim(&t, "w1").await.expect("claim")
     else {
         panic!("expected RUNNING");

@@ -92,6 +92,7 @@ impl Task {
                     attempt: 1,
                 },
                 function_id: uuid::Uuid::new_v4(),
+                timeout_ms: None,
             },
             blobs: [f.clone(), args.clone()],
         }

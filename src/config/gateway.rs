@@ -16,6 +16,20 @@ pub struct GatewayConfig {
     pub redis: String,
     /// Largest accepted request body in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Log level when RUST_LOG is unset: error, warn, info, debug, trace.
+    pub log_level: String,
+    /// Longest wait of one long-poll in seconds (`GET /result/{id}?wait=`, `POST /wait`); longer
+    /// requested waits are shortened to it.
+    pub max_wait_secs: f64,
+    /// Most task ids waited on at once over all long-polls; a request beyond gets 503.
+    pub max_waiters: usize,
+    /// Most tasks in one batch request (`POST /execute_batch`, `POST /wait`).
+    pub max_batch: usize,
+    /// Largest per-task `timeout` (seconds) a client may ask for; larger ones get 422.
+    pub max_task_timeout_secs: f64,
+    /// Seconds the records of tasks settled by the gateway itself (cancelled, function deleted)
+    /// are kept; 0 keeps them. The dispatcher's `result_ttl_secs` covers all others.
+    pub result_ttl_secs: u64,
     /// Bearer tokens, one per line; when set, every route but /healthz needs one (401 without).
     pub auth_token_file: Option<PathBuf>,
     /// Seconds a client may take to send a request's headers (also the keep-alive idle time).
@@ -26,8 +40,6 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Longest function `name` accepted by /register_function, in bytes (400 beyond).
     pub max_name_bytes: usize,
-    /// Log level when RUST_LOG is unset: error, warn, info, debug, trace.
-    pub log_level: String,
 }
 
 impl Default for GatewayConfig {
@@ -36,52 +48,59 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:8000".into(),
             redis: super::DEFAULT_REDIS.into(),
             max_body_bytes: 10 * 1024 * 1024,
+            log_level: "info".into(),
+            max_wait_secs: 60.0,
+            max_waiters: 100_000,
+            max_batch: 1000,
+            max_task_timeout_secs: 86_400.0,
+            result_ttl_secs: 7 * 24 * 3600,
             auth_token_file: None,
             header_read_timeout_secs: 10.0,
             body_read_timeout_secs: 60.0,
-            max_connections: 1024,
+            max_connections: 4096,
             max_name_bytes: 256,
-            log_level: "info".into(),
         }
     }
 }
 
-/// The HTTP limits of a validated [`GatewayConfig`], as typed values.
+/// The gateway's limits as typed values (from a validated [`GatewayConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
+pub struct GatewayLimits {
     pub max_body_bytes: NonZeroUsize,
+    pub max_wait: Duration,
+    pub max_waiters: NonZeroUsize,
+    pub max_batch: NonZeroUsize,
+    pub max_task_timeout: Duration,
+    /// Zero: kept forever.
+    pub result_ttl: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections: NonZeroUsize,
     pub max_name_bytes: NonZeroUsize,
 }
 
-impl Default for HttpLimits {
-    fn default() -> Self {
-        GatewayConfig::default().http_limits()
+impl GatewayConfig {
+    /// The limits, typed. Call on a validated config (invalid values fall back to 1 / zero).
+    pub fn limits(&self) -> GatewayLimits {
+        let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO);
+        GatewayLimits {
+            max_body_bytes: nz(self.max_body_bytes),
+            max_wait: secs(self.max_wait_secs),
+            max_waiters: nz(self.max_waiters),
+            max_batch: nz(self.max_batch),
+            max_task_timeout: secs(self.max_task_timeout_secs),
+            result_ttl: Duration::from_secs(self.result_ttl_secs),
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            body_read_timeout: secs(self.body_read_timeout_secs),
+            max_connections: nz(self.max_connections),
+            max_name_bytes: nz(self.max_name_bytes),
+        }
     }
 }
 
-impl GatewayConfig {
-    /// The HTTP limits (call on a validated config; invalid values fall back to the defaults).
-    pub fn http_limits(&self) -> HttpLimits {
-        let secs = |v: f64, default: u64| {
-            Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .unwrap_or(Duration::from_secs(default))
-        };
-        let count = |v: usize, default: usize| {
-            NonZeroUsize::new(v)
-                .or(NonZeroUsize::new(default))
-                .unwrap_or(NonZeroUsize::MIN)
-        };
-        HttpLimits {
-            max_body_bytes: count(self.max_body_bytes, 10 * 1024 * 1024),
-            header_read_timeout: secs(self.header_read_timeout_secs, 10),
-            body_read_timeout: secs(self.body_read_timeout_secs, 60),
-            max_connections: count(self.max_connections, 1024),
-            max_name_bytes: count(self.max_name_bytes, 256),
-        }
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        GatewayConfig::default().limits()
     }
 }

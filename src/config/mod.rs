@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use dispatcher::{DispatcherConfig, LocalConfig, Mode};
 pub use error::{ConfigError, Origin, EX_CONFIG};
 pub use executor::{ExecutorConfig, Isolation, Network};
-pub use gateway::{GatewayConfig, HttpLimits};
+pub use gateway::{GatewayConfig, GatewayLimits};
 pub use load::{load, Sources, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR};
 pub use worker::{WorkerConfig, WorkerMode};
 

@@ -20,6 +20,8 @@ impl Settings for GatewayConfig {
         redis_url("redis", &self.redis)?;
         for (key, value) in [
             ("max_body_bytes", self.max_body_bytes),
+            ("max_waiters", self.max_waiters),
+            ("max_batch", self.max_batch),
             ("max_connections", self.max_connections),
             ("max_name_bytes", self.max_name_bytes),
         ] {
@@ -47,6 +49,15 @@ impl Settings for GatewayConfig {
                 ));
             }
         }
+        seconds("max_wait_secs", self.max_wait_secs)?;
+        seconds("max_task_timeout_secs", self.max_task_timeout_secs)?;
+        if self.max_task_timeout_secs == 0.0 {
+            return Err(ConfigError::invalid(
+                "max_task_timeout_secs",
+                "must be more than 0",
+            ));
+        }
+        seconds("result_ttl_secs", self.result_ttl_secs as f64)?;
         log_level("log_level", &self.log_level)
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::executor::{Outcome, TaskSpec};
 use crate::pickle::{platform_exception, PlatformError};
+use crate::runtime::Runtime;
 use crate::store::{Claim, Finish, QueueEntry, Store, StoreError, TaskStatus};
 
 /// Function payloads kept in memory (functions are immutable once registered).
@@ -79,6 +80,9 @@ pub struct Core {
     pub max_retries: u32,
     pub counters: Counters,
     fn_cache: Mutex<HashMap<Uuid, Bytes>>,
+    /// Python/dill versions of each executor host (this dispatcher, or a worker), recorded on
+    /// the tasks claimed for it.
+    runtimes: Mutex<HashMap<String, Runtime>>,
 }
 
 impl Core {
@@ -89,7 +93,22 @@ impl Core {
             max_retries,
             counters: Counters::default(),
             fn_cache: Mutex::new(HashMap::new()),
+            runtimes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records the runtime of `worker` (this dispatcher's name in local mode), or forgets it.
+    pub fn set_runtime(&self, worker: &str, runtime: Option<Runtime>) {
+        let mut m = self.runtimes.lock().unwrap_or_else(|p| p.into_inner());
+        match runtime {
+            Some(r) => m.insert(worker.to_string(), r),
+            None => m.remove(worker),
+        };
+    }
+
+    fn runtime_of(&self, worker: &str) -> Runtime {
+        let m = self.runtimes.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(worker).cloned().unwrap_or_default()
     }
 
     /// Turns a delivered queue entry into a RUNNING task, or settles it when there is nothing
@@ -106,11 +125,13 @@ impl Core {
             self.store.ack(&entry.entry_id).await?;
             return Ok(Prepared::Settled);
         };
-        match self.store.claim(&task_id, worker).await? {
+        let runtime = self.runtime_of(worker);
+        match self.store.claim_for(&task_id, worker, &runtime).await? {
             Claim::Running {
                 attempt,
                 function_id,
                 args,
+                timeout,
             } => {
                 let Some(fn_payload) = self.function(&function_id).await? else {
                     self.fail(
@@ -138,7 +159,7 @@ impl Core {
                         function_id: function_id.to_string(),
                         fn_payload,
                         args_payload: args,
-                        timeout: None,
+                        timeout,
                     },
                 }))
             }

@@ -11,10 +11,12 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::core::{Core, Owned, Prepared, Running};
+use super::presence::Presence;
 use super::DispatchError;
 use crate::executor::{ExecutorPool, Slot};
 use crate::notify::{StatusLine, Watchdog};
 use crate::shutdown::Shutdown;
+use crate::store::presence::WorkerPresence;
 use crate::store::{QueueEntry, QueueReader};
 
 /// How long one blocking queue read waits before the loop looks around (shutdown, orphans).
@@ -67,6 +69,12 @@ pub async fn run(
         ))
     });
     crate::notify::ready();
+    let _presence = Presence::polling(
+        l.core.store.clone(),
+        l.core.name.clone(),
+        "local",
+        l.presence(),
+    );
     let mut last_adopt: Option<tokio::time::Instant> = None;
     loop {
         wd.poll();
@@ -124,6 +132,26 @@ pub async fn run(
 }
 
 impl Local {
+    /// This dispatcher's executor pool as one worker, for `GET /info` and `/metrics`: slots
+    /// minus the runs in flight are free.
+    fn presence(&self) -> impl Fn() -> Vec<WorkerPresence> + Send + 'static {
+        let (name, pool, in_flight) = (
+            self.core.name.clone(),
+            self.pool.clone(),
+            self.in_flight.clone(),
+        );
+        move || {
+            let busy = lock(&in_flight).len();
+            vec![WorkerPresence {
+                id: name.clone(),
+                host: crate::host::hostname(),
+                slots: u32::try_from(pool.slots()).unwrap_or(u32::MAX),
+                free: u32::try_from(pool.slots().saturating_sub(busy)).unwrap_or(u32::MAX),
+                runtime: pool.runtime().unwrap_or_default(),
+            }]
+        }
+    }
+
     /// Adopts entries of dead dispatchers and runs every entry pending for this consumer
     /// that is not already running here.
     async fn recover(

@@ -10,6 +10,7 @@
 pub mod core;
 pub mod lease;
 pub mod local;
+pub mod presence;
 pub mod remote;
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
         Mode::Local => {
             let processes = cfg.local_processes();
             let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), processes).await?);
+            core.set_runtime(&name, pool.runtime());
             tracing::info!(name, processes, isolation = ?cfg.executor.isolation, "dispatcher ready (local mode)");
             let r = local::run(core.clone(), pool.clone(), reader, shutdown, drain).await;
             pool.shutdown().await;

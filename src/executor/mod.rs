@@ -165,6 +165,11 @@ impl ExecutorPool {
         self.reserve().await.run(task).await
     }
 
+    /// Python and dill versions the executors reported at start-up.
+    pub fn runtime(&self) -> Option<crate::runtime::Runtime> {
+        process::runtime_of(&self.shared.cfg.python)
+    }
+
     /// Pool state for status lines.
     pub async fn stats(&self) -> PoolStats {
         let (pids, restarts) = match &self.shared.backend {

@@ -11,10 +11,12 @@
 //! tasks (tokio worker threads live as long as the runtime), never from `spawn_blocking`; the
 //! executor also exits when its control socket reaches EOF, which covers every other case.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg};
@@ -30,6 +32,7 @@ use super::protocol::{parse_event, ControlEvent};
 use super::sandbox::Sandbox;
 use super::script::{self, Mode, Options};
 use super::{ExecutorConfig, ExecutorError};
+use crate::runtime::Runtime;
 
 /// A running, warm executor process.
 #[derive(Debug)]
@@ -117,8 +120,9 @@ impl Launcher {
             handshake(&mut ctrl).await
         };
         match tokio::time::timeout(cfg.start_timeout(), start).await {
-            Ok(Ok((python, workdir))) => {
-                tracing::debug!(pid, mode = mode.as_str(), python, "executor ready");
+            Ok(Ok((runtime, workdir))) => {
+                tracing::debug!(pid, mode = mode.as_str(), python = %runtime.python, dill = %runtime.dill, "executor ready");
+                record_runtime(&cfg.python, runtime);
                 Ok(Executor {
                     child,
                     pid,
@@ -143,6 +147,21 @@ impl Launcher {
             }
         }
     }
+}
+
+/// Runtime last reported by an executor of each interpreter (`executor.python`).
+static RUNTIMES: Mutex<BTreeMap<String, Runtime>> = Mutex::new(BTreeMap::new());
+
+fn record_runtime(python: &str, runtime: Runtime) {
+    let mut m = RUNTIMES.lock().unwrap_or_else(|p| p.into_inner());
+    m.insert(python.to_string(), runtime);
+}
+
+/// The Python and dill versions the executors of interpreter `python` reported when they last
+/// started, if any did.
+pub fn runtime_of(python: &str) -> Option<Runtime> {
+    let m = RUNTIMES.lock().unwrap_or_else(|p| p.into_inner());
+    m.get(python).cloned()
 }
 
 /// How long [`kill_and_reap`] waits for a killed executor to be reaped.
@@ -185,8 +204,8 @@ async fn reap_after_failure(child: &mut Child, pid: u32) -> String {
     }
 }
 
-/// Waits for `ready`: the interpreter's version and (reuse mode) the private directory.
-async fn handshake(ctrl: &mut UnixStream) -> Result<(String, Option<PathBuf>), String> {
+/// Waits for `ready`: the Python and dill versions and (reuse mode) the private directory.
+async fn handshake(ctrl: &mut UnixStream) -> Result<(Runtime, Option<PathBuf>), String> {
     let frame = match frame::read_frame(ctrl).await {
         Ok(Some(frame)) => frame,
         Ok(None) => return Err("exited before becoming ready (see its stderr in the logs)".into()),
@@ -194,8 +213,11 @@ async fn handshake(ctrl: &mut UnixStream) -> Result<(String, Option<PathBuf>), S
     };
     match parse_event(&frame) {
         Ok(ControlEvent::Ready {
-            python, workdir, ..
-        }) => Ok((python, workdir.map(PathBuf::from))),
+            python,
+            dill,
+            workdir,
+            ..
+        }) => Ok((Runtime { python, dill }, workdir.map(PathBuf::from))),
         Ok(ControlEvent::Fatal { error }) => Err(format!("failed to start: {error}")),
         Ok(other) => Err(format!("sent {other:?} instead of ready")),
         Err(e) => Err(format!("broke the protocol: {e}")),

@@ -14,11 +14,13 @@ use super::TaskSpec;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlEvent {
-    /// Start-up finished (dill and the preload modules are imported); a reuse process names
-    /// its private working directory.
+    /// Start-up finished (dill and the preload modules are imported); reports the versions, and
+    /// a reuse process names its private working directory.
     Ready {
         pid: u32,
         python: String,
+        #[serde(default)]
+        dill: String,
         #[serde(default)]
         workdir: Option<String>,
     },
@@ -140,6 +142,7 @@ mod tests {
             ControlEvent::Ready {
                 pid: 1,
                 python: "3.11".into(),
+                dill: String::new(),
                 workdir: None
             }
         );

@@ -1,4 +1,4 @@
-//! The embedded Python side (`python/faas_executor.py`), how it reaches the interpreter, and the
+//! The embedded Python side (`faas_executor.py` here), how it reaches the interpreter, and the
 //! options it is started with.
 //!
 //! The script is compiled into the binary with `include_str!`, so deployments need no extra file
@@ -18,10 +18,10 @@ use serde::Serialize;
 use super::ExecutorConfig;
 
 /// Source of the executor script.
-pub const SCRIPT: &str = include_str!("../../python/faas_executor.py");
+pub const SCRIPT: &str = include_str!("faas_executor.py");
 
 /// The `-c` program: loads [`SCRIPT`] from the control socket.
-pub const LOADER: &str = include_str!("../../python/faas_executor_loader.py");
+pub const LOADER: &str = include_str!("faas_executor_loader.py");
 
 /// What an executor process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

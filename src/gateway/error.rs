@@ -1,5 +1,6 @@
 //! API errors rendered as FastAPI-compatible JSON bodies (`{"detail": ...}`).
 
+use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,12 +15,16 @@ pub enum ApiError {
     BadPayload(String),
     /// 404: unknown function or task id.
     NotFound(&'static str),
+    /// 409: the request conflicts with the task's state (e.g. cancelling a finished task).
+    Conflict(String),
     /// 413: the body exceeds the configured limit.
     TooLarge(usize),
     /// 422: schema errors, as a list of FastAPI-style error objects.
     Validation(Vec<Value>),
     /// 503: Redis is unreachable or failing.
     Unavailable(String),
+    /// 503 with `Retry-After`: the gateway is at a configured limit (e.g. `max_waiters`).
+    Busy(String),
 }
 
 impl ApiError {
@@ -51,7 +56,25 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, Value::Array(errors))
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, Value::String(m)),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, Value::String(m)),
+            ApiError::Busy(m) => {
+                let body = Json(json!({ "detail": m }));
+                return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "1")], body)
+                    .into_response();
+            }
         };
         (code, Json(json!({ "detail": detail }))).into_response()
+    }
+}
+
+impl From<super::waiters::WaitError> for ApiError {
+    fn from(e: super::waiters::WaitError) -> Self {
+        match e {
+            super::waiters::WaitError::Full(f) => ApiError::Busy(format!(
+                "too many waiting requests: {} task ids are waited on (max_waiters); retry shortly",
+                f.max
+            )),
+            super::waiters::WaitError::Store(e) => e.into(),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Request parsing with FastAPI-style 422 errors: JSON bodies with typed fields, UUID path params.
+//! Request parsing with FastAPI-style errors: JSON object bodies (413/422), UUID path params.
+//! Typed bodies are read by `api::Valid` on top of [`JsonObject`].
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -53,78 +54,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 /// The configured body limit, stored as a request extension for error messages.
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub usize);
-
-/// Collects field errors while reading a body, so all of them are reported at once.
-#[derive(Default)]
-pub struct Fields {
-    errors: Vec<Value>,
-}
-
-impl Fields {
-    /// A required string field.
-    pub fn string<'a>(&mut self, body: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-        match body.get(name) {
-            Some(Value::String(s)) => Some(s),
-            Some(other) => {
-                self.errors.push(ApiError::field(
-                    "string_type",
-                    &["body", name],
-                    "Input should be a valid string",
-                    other.clone(),
-                ));
-                None
-            }
-            None => {
-                self.missing(name, body);
-                None
-            }
-        }
-    }
-
-    /// A required UUID field (given as a string).
-    pub fn uuid(&mut self, body: &Map<String, Value>, name: &str) -> Option<Uuid> {
-        match body.get(name) {
-            Some(Value::String(s)) => match Uuid::parse_str(s) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    self.errors.push(uuid_error(&["body", name], s, &e));
-                    None
-                }
-            },
-            Some(other) => {
-                self.errors.push(ApiError::field(
-                    "uuid_type",
-                    &["body", name],
-                    "UUID input should be a string, bytes or UUID object",
-                    other.clone(),
-                ));
-                None
-            }
-            None => {
-                self.missing(name, body);
-                None
-            }
-        }
-    }
-
-    fn missing(&mut self, name: &str, body: &Map<String, Value>) {
-        self.errors.push(ApiError::field(
-            "missing",
-            &["body", name],
-            "Field required",
-            Value::Object(body.clone()),
-        ));
-    }
-
-    /// Ok when every field was valid, else the 422 with all collected errors.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self.errors))
-        }
-    }
-}
 
 fn uuid_error(loc: &[&str], input: &str, e: &uuid::Error) -> Value {
     ApiError::field(

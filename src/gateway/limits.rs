@@ -1,7 +1,7 @@
 //! HTTP hardening applied as layers over the whole router (so routes added later are covered):
-//! bearer tokens ([`super::auth`]), JSON-only request bodies (415), a deadline for reading a
-//! request body (408), and the function-name limit that `/register_function` reads from a
-//! request extension. Header read timeouts and the connection cap live in [`super::server`].
+//! bearer tokens ([`super::auth`]), JSON-only request bodies (415) and a deadline for reading a
+//! request body (408). Header read timeouts and the connection cap live in [`super::server`];
+//! the function-name limit is checked by `/register_function` itself.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -15,23 +15,18 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use http_body::{Frame, SizeHint};
 use serde_json::json;
 use tokio::time::{Instant, Sleep};
 
 use super::auth::{self, Auth};
-use crate::config::HttpLimits;
-
-/// The longest function name `/register_function` accepts, as a request extension.
-#[derive(Debug, Clone, Copy)]
-pub struct NameLimit(pub usize);
+use crate::config::GatewayLimits;
 
 /// Wraps `router` in the hardening layers (outermost first: auth, JSON bodies, body deadline).
-pub fn harden(router: Router, limits: &HttpLimits, auth: Option<Arc<Auth>>) -> Router {
+pub fn harden(router: Router, limits: &GatewayLimits, auth: Option<Arc<Auth>>) -> Router {
     let deadline = limits.body_read_timeout;
     let router = router
-        .layer(Extension(NameLimit(limits.max_name_bytes.get())))
         .layer(middleware::from_fn_with_state(deadline, body_deadline))
         .layer(middleware::from_fn(require_json));
     match auth {

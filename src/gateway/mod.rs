@@ -1,27 +1,38 @@
-//! HTTP gateway: the four API routes, OpenAPI document and health check.
+//! HTTP gateway: the API routes, the OpenAPI document and its `/docs` page, health, metrics.
 //!
-//! [`router`] builds the axum app, [`app`] wraps it in the hardening layers ([`auth`],
-//! [`limits`]); [`serve`] runs it on an already bound listener until the shutdown handle fires
-//! (tests bind port 0), draining in-flight requests ([`server`]: header timeout, connection
-//! cap). [`notify_ready`] tells systemd the gateway serves and starts its watchdog ([`liveness`]).
+//! [`router`] builds the axum app and starts the one subscription to the done channel that wakes
+//! long-polls ([`waiters`]); [`app`] wraps it in the hardening layers ([`auth`], [`limits`]).
+//! [`serve`] runs it on an already bound listener until the shutdown handle fires (tests bind
+//! port 0), draining in-flight requests ([`server`]: header timeout, connection cap).
+//! [`notify_ready`] tells systemd the gateway serves and starts its watchdog ([`liveness`]).
 
+mod api;
 pub mod auth;
+mod docs;
 mod error;
 mod extract;
+mod functions;
+mod info;
 pub mod limits;
 pub mod liveness;
+mod metrics;
 mod openapi;
 mod routes;
 pub mod server;
+mod tasks;
+pub mod waiters;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::config::{GatewayConfig, HttpLimits};
+use crate::config::{GatewayConfig, GatewayLimits};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -30,27 +41,63 @@ pub use error::ApiError;
 /// Shared state of the request handlers.
 pub struct AppState {
     pub store: Store,
+    pub limits: GatewayLimits,
+    /// Long-polls waiting for tasks to settle.
+    pub waiters: Arc<waiters::Waiters>,
+    http: metrics::HttpMetrics,
 }
 
-/// The application with all routes; `max_body` bytes per request body (413 beyond).
-pub fn router(store: Store, max_body: usize) -> Router {
-    let state = Arc::new(AppState { store });
-    Router::new()
-        .route("/register_function", post(routes::register_function))
-        .route("/execute_function", post(routes::execute_function))
-        .route("/status/{task_id}", get(routes::status))
-        .route("/result/{task_id}", get(routes::result))
-        .route("/healthz", get(routes::healthz))
-        .route("/openapi.json", get(openapi::document))
+/// The API routes and their OpenAPI document, both from the handlers' annotations.
+fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::register_function))
+        .routes(routes!(routes::execute_function))
+        .routes(routes!(tasks::execute_batch))
+        .routes(routes!(routes::status))
+        .routes(routes!(routes::result))
+        .routes(routes!(tasks::wait))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(functions::list))
+        .routes(routes!(functions::get, functions::delete))
+        .routes(routes!(info::info))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(routes::healthz))
+}
+
+/// The application with all routes, and the subscription that wakes its long-polls (it ends
+/// when the application is dropped). Must be called within a tokio runtime.
+pub fn router(store: Store, cfg: &GatewayConfig) -> Router {
+    let limits = cfg.limits();
+    let waiters = waiters::Waiters::new(limits.max_waiters.get());
+    tokio::spawn(crate::store::done::follow(
+        store.client().clone(),
+        Arc::downgrade(&waiters),
+    ));
+    let state = Arc::new(AppState {
+        store,
+        limits,
+        waiters,
+        http: metrics::HttpMetrics::default(),
+    });
+    let (api, doc) = api().split_for_parts();
+    let doc = openapi::Document(Arc::new(openapi::with_limits(&doc, &limits)));
+    let max_body = limits.max_body_bytes.get();
+    api.route("/docs", get(docs::page))
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(extract::BodyLimit(max_body)))
         .with_state(state)
+        .merge(Router::new().route("/openapi.json", get(openapi::document).with_state(doc)))
 }
 
-/// [`router`] behind the hardening layers of `limits` and, when given, bearer tokens.
-pub fn app(store: Store, limits: &HttpLimits, auth: Option<Arc<auth::Auth>>) -> Router {
-    limits::harden(router(store, limits.max_body_bytes.get()), limits, auth)
+/// [`router`] behind the hardening layers of `cfg` and, when given, bearer tokens: they wrap
+/// every route, including those added later.
+pub fn app(store: Store, cfg: &GatewayConfig, auth: Option<Arc<auth::Auth>>) -> Router {
+    limits::harden(router(store, cfg), &cfg.limits(), auth)
 }
 
 /// Tells systemd `READY=1` (call once Redis answered and `listener` is bound) and starts the
@@ -72,7 +119,7 @@ pub fn notify_ready(
 /// Serves `app` on `listener` with the default connection limits until `shutdown` fires, then
 /// lets in-flight requests finish.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    server::serve(listener, app, HttpLimits::default(), shutdown).await
+    server::serve(listener, app, GatewayLimits::default(), shutdown).await
 }
 
 /// Why the gateway stopped with an error.
@@ -128,9 +175,8 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
     tracing::info!(listen = %cfg.listen, redis = %cfg.redis, "gateway ready");
     let probe = auth.as_ref().map(|a| a.probe_header());
     notify_ready(&listener, store.clone(), probe, shutdown.clone()).map_err(GatewayError::Serve)?;
-    let limits = cfg.http_limits();
-    let app = app(store, &limits, auth);
-    server::serve(listener, app, limits, shutdown)
+    let app = app(store, &cfg, auth);
+    server::serve(listener, app, cfg.limits(), shutdown)
         .await
         .map_err(GatewayError::Serve)?;
     tracing::info!("gateway stopped");

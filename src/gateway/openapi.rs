@@ -1,96 +1,67 @@
-//! The OpenAPI 3.1 document served at `/openapi.json` (written by hand; mirrors the spec's models).
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the code: every route is
+//! registered through [`utoipa_axum`] from its handler's `#[utoipa::path]` attribute, and every
+//! schema is derived from the request and response types the handlers use (`api.rs`), so the
+//! document cannot drift from what is served. The JSON is rendered once at start-up.
 
-use axum::Json;
-use serde_json::{json, Value};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
 
-fn uuid_prop(title: &str) -> Value {
-    json!({"type": "string", "format": "uuid", "title": title})
+use serde_json::json;
+
+use super::api;
+use crate::config::GatewayLimits;
+
+/// The document's fixed parts; the router adds the paths.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "faas",
+        description = "Function-as-a-Service for Python: register dill-pickled functions, run them, \
+                       fetch results. Payloads are base64 (Python's codecs) of dill pickles.",
+    ),
+    components(schemas(api::HTTPError, api::HTTPValidationError, api::ValidationError)),
+    tags(
+        (name = "functions", description = "Register, list and delete functions"),
+        (name = "tasks", description = "Run functions and follow their tasks"),
+        (name = "service", description = "Health, versions and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document with the limits this gateway enforces (from its configuration) written into the
+/// schemas they apply to, so that clients and fuzzers see exactly what is accepted.
+pub fn with_limits(doc: &utoipa::openapi::OpenApi, limits: &GatewayLimits) -> String {
+    let mut v = match serde_json::to_value(doc) {
+        Ok(v) => v,
+        Err(e) => return format!("{{\"error\": \"{e}\"}}"),
+    };
+    let max_batch = limits.max_batch.get();
+    let max_timeout = limits.max_task_timeout.as_secs_f64();
+    let schemas = &mut v["components"]["schemas"];
+    for (schema, field, key, value) in [
+        ("ExecuteFnReq", "timeout", "maximum", json!(max_timeout)),
+        ("ExecuteBatchReq", "timeout", "maximum", json!(max_timeout)),
+        ("ExecuteBatchReq", "payloads", "maxItems", json!(max_batch)),
+        ("WaitReq", "task_ids", "maxItems", json!(max_batch)),
+    ] {
+        if let Some(prop) = schemas[schema]["properties"][field].as_object_mut() {
+            prop.insert(key.into(), value);
+        }
+    }
+    v.to_string()
 }
 
-fn error_responses(codes: &[(&str, &str)]) -> Value {
-    let mut m = serde_json::Map::new();
-    for (code, why) in codes {
-        let schema = if *code == "422" {
-            json!({"$ref": "#/components/schemas/HTTPValidationError"})
-        } else {
-            json!({"$ref": "#/components/schemas/HTTPError"})
-        };
-        m.insert(
-            (*code).into(),
-            json!({"description": why, "content": {"application/json": {"schema": schema}}}),
-        );
-    }
-    Value::Object(m)
-}
-
-fn op(
-    summary: &str,
-    body: Option<&str>,
-    ok: &str,
-    errors: &[(&str, &str)],
-    path_param: bool,
-) -> Value {
-    let mut responses = error_responses(errors);
-    if let Value::Object(m) = &mut responses {
-        m.insert(
-            "200".into(),
-            json!({"description": "Successful Response", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ok}")}}}}),
-        );
-    }
-    let mut o = json!({"summary": summary, "responses": responses});
-    if let Some(b) = body {
-        o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
-    }
-    if path_param {
-        o["parameters"] = json!([{"name": "task_id", "in": "path", "required": true, "schema": uuid_prop("Task Id")}]);
-    }
-    o
-}
-
-/// Builds the document.
-pub fn spec() -> Value {
-    let bad = ("400", "Payload is not base64 or not a pickle");
-    let nf = ("404", "Unknown id");
-    let big = ("413", "Request body too large");
-    let val = ("422", "Validation Error");
-    let down = ("503", "Redis unavailable");
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "faas", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Function-as-a-Service for Python: register dill-pickled functions, run them, fetch results."},
-        "paths": {
-            "/register_function": {"post": op("Register Function", Some("RegisterFn"), "RegisterFnRep", &[bad, big, val, down], false)},
-            "/execute_function": {"post": op("Execute Function", Some("ExecuteFnReq"), "ExecuteFnRep", &[bad, nf, big, val, down], false)},
-            "/status/{task_id}": {"get": op("Task Status", None, "TaskStatusRep", &[nf, val, down], true)},
-            "/result/{task_id}": {"get": op("Task Result", None, "TaskResultRep", &[nf, val, down], true)},
-            "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "Redis reachable"}, "503": {"description": "Redis unreachable"}}}}
-        },
-        "components": {"schemas": {
-            "RegisterFn": {"type": "object", "title": "RegisterFn", "required": ["name", "payload"],
-                "properties": {"name": {"type": "string", "title": "Name"},
-                               "payload": {"type": "string", "title": "Payload", "description": "base64 of a dill pickle of the function"}}},
-            "RegisterFnRep": {"type": "object", "title": "RegisterFnRep", "required": ["function_id"],
-                "properties": {"function_id": uuid_prop("Function Id")}},
-            "ExecuteFnReq": {"type": "object", "title": "ExecuteFnReq", "required": ["function_id", "payload"],
-                "properties": {"function_id": uuid_prop("Function Id"),
-                               "payload": {"type": "string", "title": "Payload", "description": "base64 of a dill pickle of (args_tuple, kwargs_dict)"}}},
-            "ExecuteFnRep": {"type": "object", "title": "ExecuteFnRep", "required": ["task_id"],
-                "properties": {"task_id": uuid_prop("Task Id")}},
-            "TaskStatusRep": {"type": "object", "title": "TaskStatusRep", "required": ["task_id", "status"],
-                "properties": {"task_id": uuid_prop("Task Id"),
-                               "status": {"type": "string", "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED"], "title": "Status"}}},
-            "TaskResultRep": {"type": "object", "title": "TaskResultRep", "required": ["task_id", "status", "result"],
-                "properties": {"task_id": uuid_prop("Task Id"),
-                               "status": {"type": "string", "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED"], "title": "Status"},
-                               "result": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Result",
-                                          "description": "base64 dill pickle of the return value or exception; null until the task ends"}}},
-            "HTTPError": {"type": "object", "properties": {"detail": {"type": "string"}}},
-            "HTTPValidationError": {"type": "object", "properties": {"detail": {"type": "array", "items": {"type": "object"}}}}
-        }}
-    })
-}
+/// The rendered document.
+#[derive(Clone)]
+pub struct Document(pub std::sync::Arc<String>);
 
 /// `GET /openapi.json`.
-pub async fn document() -> Json<Value> {
-    Json(spec())
+pub async fn document(
+    axum::extract::State(doc): axum::extract::State<Document>,
+) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        doc.0.as_str().to_owned(),
+    )
 }

@@ -19,7 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-use crate::config::HttpLimits;
+use crate::config::GatewayLimits;
 use crate::shutdown::Shutdown;
 
 /// Pause after a failed `accept` (e.g. EMFILE), so the loop does not spin.
@@ -29,7 +29,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: HttpLimits,
+    limits: GatewayLimits,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.get()));

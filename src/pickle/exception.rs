@@ -21,11 +21,15 @@ pub enum PlatformError {
     SerializationError,
     /// The arguments payload was not an `(args, kwargs)` pair, or the function record was missing.
     InvalidTask,
+    /// A user cancelled the task (`POST /cancel/{task_id}`) before it ran.
+    TaskCancelled,
+    /// The task's function was deleted (`DELETE /functions/{id}`) before the task ran.
+    FunctionDeleted,
 }
 
 impl PlatformError {
     /// Every platform failure, for lookups by name.
-    pub const ALL: [PlatformError; 7] = [
+    pub const ALL: [PlatformError; 9] = [
         PlatformError::WorkerFailure,
         PlatformError::TaskTimeout,
         PlatformError::ExecutorCrashed,
@@ -33,6 +37,8 @@ impl PlatformError {
         PlatformError::DeserializationError,
         PlatformError::SerializationError,
         PlatformError::InvalidTask,
+        PlatformError::TaskCancelled,
+        PlatformError::FunctionDeleted,
     ];
 
     /// The Python class name of this failure, also the first word of its message.
@@ -45,6 +51,17 @@ impl PlatformError {
             PlatformError::DeserializationError => "DeserializationError",
             PlatformError::SerializationError => "SerializationError",
             PlatformError::InvalidTask => "InvalidTask",
+            PlatformError::TaskCancelled => "TaskCancelled",
+            PlatformError::FunctionDeleted => "FunctionDeleted",
+        }
+    }
+
+    /// The built-in Python class the exception derives from: `TimeoutError` for a timeout (so
+    /// `except TimeoutError` catches it), `Exception` otherwise.
+    pub fn base_class(self) -> &'static str {
+        match self {
+            PlatformError::TaskTimeout => "TimeoutError",
+            _ => "Exception",
         }
     }
 
@@ -93,20 +110,25 @@ fn push_global(out: &mut Vec<u8>, module: &str, name: &str) {
     out.push(STACK_GLOBAL);
 }
 
-/// Pickles `type(class_name, (Exception,), {"__module__": "builtins"})(message)` where
-/// `message` is `"<class_name>: <detail>"`.
+/// Pickles `type(class_name, (base,), {"__module__": "builtins"})(message)` where `base` is
+/// [`PlatformError::base_class`] and `message` is `"<class_name>: <detail>"`.
 pub fn platform_exception(kind: PlatformError, detail: &str) -> Vec<u8> {
-    exception_pickle(kind.class_name(), &kind.message(detail))
+    subclass_pickle(kind.class_name(), kind.base_class(), &kind.message(detail))
 }
 
 /// Pickles an instance of a fresh `Exception` subclass named `class_name` carrying `message`.
 pub fn exception_pickle(class_name: &str, message: &str) -> Vec<u8> {
+    subclass_pickle(class_name, "Exception", message)
+}
+
+/// Pickles an instance of a fresh subclass of the built-in exception `base`.
+fn subclass_pickle(class_name: &str, base: &str, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + class_name.len() + message.len());
     out.extend_from_slice(&[PROTO, 4]);
-    // type(name, (Exception,), {"__module__": "builtins"})
+    // type(name, (base,), {"__module__": "builtins"})
     push_global(&mut out, "builtins", "type");
     push_str(&mut out, class_name);
-    push_global(&mut out, "builtins", "Exception");
+    push_global(&mut out, "builtins", base);
     out.push(TUPLE1);
     out.push(EMPTY_DICT);
     push_str(&mut out, "__module__");

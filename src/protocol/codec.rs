@@ -89,6 +89,7 @@ mod tests {
             tasks: vec![TaskMeta {
                 task: t,
                 function_id: Uuid::new_v4(),
+                timeout_ms: Some(1500),
             }],
             acks: vec![task()],
         };

@@ -9,6 +9,8 @@ mod codec;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::runtime::Runtime;
+
 pub use codec::{decode, encode, Decoded, ProtocolError};
 
 /// Protocol version spoken by this build; a worker with another version is refused.
@@ -27,6 +29,9 @@ pub struct WorkerInfo {
     pub version: String,
     /// Protocol version; must equal [`VERSION`].
     pub protocol: u32,
+    /// Python and dill versions of its executors (absent from older workers).
+    #[serde(default)]
+    pub runtime: Runtime,
 }
 
 /// One run of a task: the id plus the attempt number that fences its result.
@@ -42,6 +47,10 @@ pub struct TaskMeta {
     #[serde(flatten)]
     pub task: TaskRef,
     pub function_id: Uuid,
+    /// The task's own time limit in milliseconds, when it was submitted with one (older
+    /// dispatchers never send it; older workers ignore it and apply their configured limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// How a task ended on a worker; followed by one blob frame (the result pickle).

@@ -16,10 +16,23 @@ pub fn function(id: &Uuid) -> String {
 
 /// Hash of a task: see docs/redis-schema.md for its fields.
 pub fn task(id: &Uuid) -> String {
-    format!("faas:task:{id}")
+    format!("{TASK_PREFIX}{id}")
 }
 
 /// Lease key proving that the dispatcher consumer `name` is alive.
 pub fn dispatcher_lease(name: &str) -> String {
     format!("faas:dispatcher:{name}")
 }
+
+/// Prefix of [`task`] keys, for Lua scripts that find tasks through the queue.
+pub const TASK_PREFIX: &str = "faas:task:";
+/// Pub/sub channel on which the id of every task that reaches COMPLETED or FAILED is published
+/// (by the script that settles it); the gateway's long-polls wait on it.
+pub const DONE_CHANNEL: &str = "faas:done";
+/// Sorted set of registered function ids, scored by registration time (ms).
+pub const FUNCTIONS: &str = "faas:functions";
+/// Hash of cluster-wide counters (tasks created, settled by outcome, latency buckets).
+pub const STATS: &str = "faas:stats";
+/// Hash of dispatcher name → JSON snapshot (workers, slots, executor versions), refreshed by
+/// every live dispatcher; entries carry their own expiry time.
+pub const PRESENCE: &str = "faas:presence";

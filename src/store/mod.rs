@@ -4,10 +4,16 @@
 //! task's state is one Lua script (see [`scripts`]), so a task is never half-created and a terminal
 //! state is never overwritten by a late or duplicate report.
 
+pub mod batch;
+pub mod cancel;
+pub mod done;
+pub mod functions;
 pub mod keys;
 pub mod lease;
+pub mod presence;
 pub mod queue;
 pub mod scripts;
+pub mod stats;
 pub mod status;
 
 use std::time::Duration;
@@ -21,6 +27,7 @@ use uuid::Uuid;
 pub use queue::{QueueEntry, QueueReader};
 pub use status::TaskStatus;
 
+use crate::runtime::Runtime;
 use crate::time::now_ms;
 
 /// Errors of the store layer.
@@ -46,6 +53,8 @@ pub enum Claim {
         attempt: u32,
         function_id: Uuid,
         args: Bytes,
+        /// The task's own time limit, if it was submitted with one.
+        timeout: Option<Duration>,
     },
     /// The task was not QUEUED; it is in this state.
     NotQueued(TaskStatus),
@@ -75,6 +84,8 @@ pub struct Finish<'a> {
 pub struct TaskView {
     pub status: TaskStatus,
     pub result: Option<Vec<u8>>,
+    /// Python and dill versions of the executor that ran (or runs) the task, when known.
+    pub runtime: Option<Runtime>,
 }
 
 /// Handle on the faas data in one Redis database. Cheap to clone.
@@ -128,16 +139,22 @@ impl Store {
     /// Stores a function and returns its new id.
     pub async fn register_function(&self, name: &str, payload: &[u8]) -> Result<Uuid, StoreError> {
         let id = Uuid::new_v4();
+        let now = now_ms();
         let mut c = self.conn.clone();
-        let _: () = c
+        let _: () = redis::pipe()
+            .atomic()
             .hset_multiple(
                 keys::function(&id),
                 &[
                     ("name", name.as_bytes()),
                     ("payload", payload),
-                    ("created_ms", now_ms().to_string().as_bytes()),
+                    ("created_ms", now.to_string().as_bytes()),
                 ],
             )
+            .ignore()
+            .zadd(keys::FUNCTIONS, id.to_string(), now)
+            .ignore()
+            .query_async(&mut c)
             .await?;
         Ok(id)
     }
@@ -149,27 +166,15 @@ impl Store {
         Ok(v.map(Bytes::from))
     }
 
-    /// Creates a QUEUED task, enqueues it and publishes its id, atomically.
-    /// Returns `None` (and writes nothing) when the function does not exist.
+    /// Creates a QUEUED task, enqueues it and publishes its id, atomically (a batch of one, see
+    /// [`Store::create_tasks`]). Returns `None` (and writes nothing) when the function does not exist.
     pub async fn create_task(
         &self,
         function_id: &Uuid,
         args: &[u8],
     ) -> Result<Option<Uuid>, StoreError> {
-        let id = Uuid::new_v4();
-        let mut c = self.conn.clone();
-        let created: i64 = scripts::CREATE_TASK
-            .key(keys::function(function_id))
-            .key(keys::task(&id))
-            .key(keys::QUEUE)
-            .arg(id.to_string())
-            .arg(function_id.to_string())
-            .arg(args)
-            .arg(now_ms())
-            .arg(keys::CHANNEL)
-            .invoke_async(&mut c)
-            .await?;
-        Ok((created == 1).then_some(id))
+        let ids = self.create_tasks(function_id, &[args], None).await?;
+        Ok(ids.and_then(|v| v.into_iter().next()))
     }
 
     /// The task's status, or `None` for an unknown id.
@@ -180,32 +185,31 @@ impl Store {
             .transpose()
     }
 
-    /// The task's status and result (if any), or `None` for an unknown id.
+    /// The task's status, result (if any) and runtime, or `None` for an unknown id.
     pub async fn task_view(&self, id: &Uuid) -> Result<Option<TaskView>, StoreError> {
-        let mut c = self.conn.clone();
-        let (status, result): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(keys::task(id))
-            .arg("status")
-            .arg("result")
-            .query_async(&mut c)
-            .await?;
-        let Some(status) = status else {
-            return Ok(None);
-        };
-        let status: TaskStatus = status.parse().map_err(StoreError::Corrupt)?;
-        Ok(Some(TaskView {
-            status,
-            result: result.filter(|_| status.is_terminal()),
-        }))
+        let mut views = self.task_views(std::slice::from_ref(id)).await?;
+        Ok(views.pop().flatten())
     }
 
-    /// Moves a task from QUEUED to RUNNING on `worker`.
+    /// Moves a task from QUEUED to RUNNING on `worker`, without recording a runtime.
     pub async fn claim(&self, task_id: &Uuid, worker: &str) -> Result<Claim, StoreError> {
+        self.claim_for(task_id, worker, &Runtime::default()).await
+    }
+
+    /// Moves a task from QUEUED to RUNNING on `worker`, whose executors run `runtime`.
+    pub async fn claim_for(
+        &self,
+        task_id: &Uuid,
+        worker: &str,
+        runtime: &Runtime,
+    ) -> Result<Claim, StoreError> {
         let mut c = self.conn.clone();
         let reply: Vec<Value> = scripts::CLAIM
             .key(keys::task(task_id))
             .arg(worker)
             .arg(now_ms())
+            .arg(&runtime.python)
+            .arg(&runtime.dill)
             .invoke_async(&mut c)
             .await?;
         let text = |i: usize| -> Result<String, StoreError> {
@@ -219,7 +223,7 @@ impl Store {
         let state = text(0)?;
         match state.as_str() {
             "MISSING" => Ok(Claim::Missing),
-            "RUNNING" if reply.len() == 4 => {
+            "RUNNING" if reply.len() == 5 => {
                 let attempt = text(1)?
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("attempt of {task_id}: {e}")))?;
@@ -229,10 +233,16 @@ impl Store {
                     Some(Value::BulkString(b)) => Bytes::from(b.clone()),
                     _ => Bytes::new(),
                 };
+                let timeout = text(4)?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis);
                 Ok(Claim::Running {
                     attempt,
                     function_id,
                     args,
+                    timeout,
                 })
             }
             other => Ok(Claim::NotQueued(
@@ -247,6 +257,7 @@ impl Store {
         let applied: i64 = scripts::FINISH
             .key(keys::task(&f.task_id))
             .key(keys::QUEUE)
+            .key(keys::STATS)
             .arg(f.from.as_str())
             .arg(f.attempt.map(|a| a.to_string()).unwrap_or_default())
             .arg(f.status.as_str())
@@ -256,6 +267,8 @@ impl Store {
             .arg(self.result_ttl.as_secs())
             .arg(f.entry_id.unwrap_or(""))
             .arg(keys::GROUP)
+            .arg(keys::DONE_CHANNEL)
+            .arg(f.task_id.to_string())
             .invoke_async(&mut c)
             .await?;
         Ok(applied == 1)

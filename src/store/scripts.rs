@@ -4,25 +4,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Creates a task for an existing function, enqueues it and publishes its id.
-/// KEYS: fn hash, task hash, queue stream. ARGV: task_id, fn_id, args, now_ms, channel.
-/// Returns 1, or 0 when the function does not exist (nothing is written then).
-pub static CREATE_TASK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local name = redis.call('HGET', KEYS[1], 'name')
-if not name then return 0 end
-redis.call('HSET', KEYS[2], 'function_id', ARGV[2], 'function_name', name, 'args', ARGV[3],
-           'status', 'QUEUED', 'created_ms', ARGV[4], 'attempts', 0)
-redis.call('XADD', KEYS[3], '*', 'task_id', ARGV[1])
-redis.call('PUBLISH', ARGV[5], ARGV[1])
-return 1
-"#,
-    )
-});
-
-/// QUEUED → RUNNING. KEYS: task hash. ARGV: worker, now_ms.
-/// Returns {"RUNNING", attempt, function_id, args} on success, else {current status} or {"MISSING"}.
+/// QUEUED → RUNNING. KEYS: task hash. ARGV: worker, now_ms, python, dill (both optional).
+/// Returns {"RUNNING", attempt, function_id, args, timeout_ms or ""} on success, else {current
+/// status} or {"MISSING"}.
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -31,24 +15,27 @@ if not st then return {'MISSING'} end
 if st ~= 'QUEUED' then return {st} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'started_ms', ARGV[2], 'worker', ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'function_id', 'args')
-return {'RUNNING', tostring(attempt), f[1], f[2]}
+if ARGV[3] then redis.call('HSET', KEYS[1], 'python', ARGV[3], 'dill', ARGV[4] or '') end
+local f = redis.call('HMGET', KEYS[1], 'function_id', 'args', 'timeout_ms')
+return {'RUNNING', tostring(attempt), f[1], f[2], f[3] or ''}
 "#,
     )
 });
 
 /// FROM → COMPLETED|FAILED, fenced by the attempt number; also acks and deletes the queue entry.
-/// KEYS: task hash, queue stream. ARGV: from_status, attempt ('' = any), status, result, error,
-/// now_ms, ttl_secs, entry_id ('' = none), group.
+/// KEYS: task hash, queue stream, stats hash. ARGV: from_status, attempt ('' = any), status,
+/// result, error, now_ms, ttl_secs, entry_id ('' = none), group, done channel, task_id.
 /// Returns 1 when the transition was applied, 0 when the task was not in `from` (or another attempt).
+/// An applied transition is counted (see [`super::stats`]) and the id published on the done channel.
 pub static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    let body = r#"
 local applied = 0
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == ARGV[1] and (ARGV[2] == '' or redis.call('HGET', KEYS[1], 'attempts') == ARGV[2]) then
   redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'error', ARGV[5], 'finished_ms', ARGV[6])
   if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
+  faas_settled(KEYS[3], KEYS[1], ARGV[3], ARGV[5], ARGV[6])
+  redis.call('PUBLISH', ARGV[10], ARGV[11])
   applied = 1
 end
 if ARGV[8] ~= '' then
@@ -56,8 +43,8 @@ if ARGV[8] ~= '' then
   redis.call('XDEL', KEYS[2], ARGV[8])
 end
 return applied
-"#,
-    )
+"#;
+    Script::new(&format!("{}{body}", *super::stats::SETTLED_LUA))
 });
 
 /// Acknowledges and deletes a queue entry. KEYS: queue stream. ARGV: group, entry_id.

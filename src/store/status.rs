@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Lifecycle of a task: QUEUED → RUNNING → COMPLETED | FAILED.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum TaskStatus {
     Queued,
     Running,

@@ -13,7 +13,7 @@ pub(crate) fn task_spec(meta: &TaskMeta, fn_payload: Bytes, args_payload: Bytes)
         function_id: meta.function_id.to_string(),
         fn_payload,
         args_payload,
-        timeout: None,
+        timeout: meta.timeout_ms.map(std::time::Duration::from_millis),
     }
 }
 
@@ -57,9 +57,10 @@ mod tests {
 
     #[test]
     fn spec_carries_ids_and_payloads() {
-        let meta = TaskMeta {
+        let mut meta = TaskMeta {
             task: task(),
             function_id: Uuid::new_v4(),
+            timeout_ms: None,
         };
         let s = task_spec(&meta, Bytes::from_static(b"f"), Bytes::from_static(b"a"));
         assert_eq!(s.task_id, meta.task.task_id.to_string());
@@ -69,6 +70,9 @@ mod tests {
             (&b"f"[..], &b"a"[..])
         );
         assert!(s.timeout.is_none());
+        meta.timeout_ms = Some(2500);
+        let s = task_spec(&meta, Bytes::new(), Bytes::new());
+        assert_eq!(s.timeout, Some(std::time::Duration::from_millis(2500)));
     }
 
     #[test]

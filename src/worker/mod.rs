@@ -103,6 +103,7 @@ pub async fn run_with_status(
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: VERSION,
+        runtime: pool.runtime().unwrap_or_default(),
     };
     let (done_tx, done) = mpsc::unbounded_channel();
     let mut ctx = Ctx {

@@ -50,7 +50,7 @@ class Hostile:
 
     def __init__(self, stack: Stack, etc: Path, lib: Path) -> None:
         self.stack = stack
-        self.client = Client(stack.url)
+        self.client = Client(stack.url, check_versions=False)  # executors: Debian's dill
         self.etc = etc
         self.lib = lib
         self.secret_file = etc / "dispatcher.d" / "10-secret.toml"

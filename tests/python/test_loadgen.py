@@ -1,5 +1,5 @@
 """faas-loadgen against real deployments: every mode runs briefly and reports sane numbers, so the
-load generator and its harness (python/faas_serverbench.py) cannot rot."""
+load generator and its harness (bench/faas_serverbench.py) cannot rot."""
 
 from __future__ import annotations
 

@@ -26,23 +26,7 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&bin)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot start redis-server (is it installed?)");
+            let mut child = spawn(&bin, port, dir.path());
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -65,6 +49,30 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a new, empty server on the same port after [`Self::kill`] (a Redis restart
+    /// without persistence).
+    pub fn restart(&mut self) {
+        let bin = std::env::var("FAAS_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(&bin, self.port, self._dir.path());
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break; // the port is not free again yet
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on {}",
+                self.port
+            );
+        }
     }
 
     /// Kills the server (to test behaviour while Redis is down).
@@ -92,4 +100,16 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn spawn(bin: &str, port: u16, dir: &std::path::Path) -> Child {
+    Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start redis-server (is it installed?)")
 }

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use zeromq::{RouterSocket, Socket, SocketRecv};
 
 use super::core::{Core, Prepared};
+use super::presence::Presence;
 use super::DispatchError;
 use crate::config::DispatcherConfig;
 use crate::notify::{StatusLine, Watchdog};
@@ -98,6 +99,7 @@ pub async fn run(
         deadline: (cfg.task_deadline_secs > 0.0)
             .then(|| Duration::from_secs_f64(cfg.task_deadline_secs)),
     };
+    let mut presence = Presence::offered(core.store.clone(), core.name.clone(), cfg.mode.as_str());
     let mut state = state::Remote::new(
         core,
         cfg.mode,
@@ -117,6 +119,7 @@ pub async fn run(
     loop {
         wd.poll();
         status.set_with(|| format!("{mode}: {}", state.summary()));
+        presence.offer(|| state.presence());
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(ev) = rx.recv() => state.handle(ev),

@@ -107,6 +107,7 @@ mod tests {
                 pid: 1,
                 version: "v".into(),
                 protocol: 1,
+                runtime: Default::default(),
             },
             vec![],
             Instant::now(),

@@ -17,6 +17,7 @@ use super::Event;
 use crate::config::Mode;
 use crate::dispatcher::core::{Core, Owned, Prepared, Running};
 use crate::protocol::{Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo, VERSION};
+use crate::store::presence::WorkerPresence;
 use crate::store::QueueEntry;
 
 /// A RUNNING task recovered from a dispatcher that is gone, waiting for its worker to return.
@@ -110,6 +111,20 @@ impl Remote {
             self.workers.len(),
             self.backlog.len()
         )
+    }
+
+    /// The workers as published for `GET /info` and `/metrics` (see store::presence).
+    pub fn presence(&self) -> Vec<WorkerPresence> {
+        self.workers
+            .values()
+            .map(|w| WorkerPresence {
+                id: w.info.id.clone(),
+                host: w.info.host.clone(),
+                slots: w.info.slots,
+                free: u32::try_from(w.free()).unwrap_or(u32::MAX),
+                runtime: w.info.runtime.clone(),
+            })
+            .collect()
     }
 
     pub fn handle(&mut self, ev: Event) {
@@ -262,6 +277,7 @@ impl Remote {
         }
         let now = Instant::now();
         let id = info.id.clone();
+        self.core.set_runtime(&id, Some(info.runtime.clone()));
         let restarted = self
             .workers
             .get(&id)
@@ -630,6 +646,9 @@ impl Remote {
             tasks.push(TaskMeta {
                 task: effects::task_ref(&owned),
                 function_id,
+                timeout_ms: spec
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             });
             blobs.push(spec.fn_payload);
             blobs.push(spec.args_payload);
@@ -784,6 +803,7 @@ impl Remote {
         let Some(w) = self.workers.remove(id) else {
             return;
         };
+        self.core.set_runtime(id, None);
         let who = w.describe();
         if w.running.is_empty() {
             tracing::info!(worker = %id, reason, "worker left");

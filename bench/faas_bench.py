@@ -1,10 +1,12 @@
-"""faas benchmark client: latency, throughput and weak scaling of local, pull and push modes.
+"""faas benchmark client: latency, throughput and weak scaling of local, pull and push modes,
+and the Python SDK's targets (FaasExecutor.map throughput, submit().result() latency).
 
-Starts real deployments (python/faas_stack.py) from release binaries and drives them over HTTP
-the way users do. Writes ``results.json`` and PNG plots to ``--out``.
+Starts real deployments (tests/python/faas_stack.py) from release binaries and drives them over
+HTTP the way users do. Writes ``results.json`` (or ``sdk.json``) and PNG plots to ``--out``.
 
-    python python/faas_bench.py --out docs/bench            # full run (~5 min on 2 cores)
-    python python/faas_bench.py --quick --out /tmp/bench    # smoke run
+    python bench/faas_bench.py --out docs/bench            # full run (~5 min on 2 cores)
+    python bench/faas_bench.py --quick --out /tmp/bench    # smoke run
+    python bench/faas_bench.py --sdk --out docs/bench      # the SDK targets, 3 runs each
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List
 
-from faas_client import Client
-from faas_stack import ROOT, Stack, children
+from faas_client import Client, FaasExecutor
+
+# The deployment helper is the tests' (tests/python/faas_stack.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+from faas_stack import ROOT, Stack, children  # noqa: E402
 
 CLK_TCK = __import__("os").sysconf("SC_CLK_TCK")
 
@@ -36,6 +41,15 @@ def cpu_seconds(pid: int) -> float:
     return total + sum(cpu_seconds(c) for c in children(pid))
 
 
+def own_cpu(pid: int) -> float:
+    """CPU time of `pid` itself (threads included, children not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:13]) / CLK_TCK  # utime stime
+    except (OSError, ValueError):
+        return 0.0
+
+
 def component_cpu(s: Stack) -> Dict[str, float]:
     """CPU seconds per daemon of the deployment (executors count with their daemon)."""
     out: Dict[str, float] = {}
@@ -44,7 +58,7 @@ def component_cpu(s: Stack) -> Dict[str, float]:
     return out
 
 
-def noop() -> None:
+def noop(*_: Any) -> None:
     return None
 
 
@@ -91,18 +105,18 @@ def redis_hmget(port: int, key: str, *fields: str) -> List[str]:
 
 
 def latency(s: Stack, n: int) -> Dict[str, float]:
-    """Sequential no-op tasks. Client view: submit → result visible, polling every 0.2 ms.
+    """Sequential no-op tasks. Client view: submit → result seen (Client.wait: a long-poll).
     Server view: the task's created_ms → finished_ms in Redis (ms resolution, so the mean)."""
     c = Client(s.url)
     fid = c.register(noop)
     for _ in range(10):
-        c.wait(c.execute(fid), poll=0.0002)
+        c.wait(c.execute(fid))
     samples = []
     server = []
     for _ in range(n):
         t0 = time.perf_counter()
         tid = c.execute(fid)
-        status, _ = c.wait(tid, poll=0.0002)
+        status, _ = c.wait(tid)
         samples.append((time.perf_counter() - t0) * 1000)
         assert status == "COMPLETED"
         created, finished = redis_hmget(s.redis_port, f"faas:task:{tid}", "created_ms", "finished_ms")
@@ -156,6 +170,81 @@ def weak_scaling(url: str, processes: int, per_process: int, seconds: float) -> 
     took = time.perf_counter() - t0
     ideal = per_process * seconds
     return {"processes": processes, "tasks": n, "seconds": took, "efficiency": ideal / took}
+
+
+def sdk_map(s: Stack, n: int) -> Dict[str, Any]:
+    """One Python process maps a no-op over ``n`` inputs with FaasExecutor (batched submission,
+    one background waiter on batch long-polls); end-to-end tasks/s and CPU per component."""
+    dispatcher = s.dispatcher.pid if s.dispatcher is not None else 0
+    with FaasExecutor(s.url) as ex:
+        list(ex.map(noop, range(100)))  # warm-up: registration, connections, executors
+        cpu0 = component_cpu(s)
+        own0 = own_cpu(dispatcher)
+        client0 = sum(__import__("os").times()[:2])
+        t0 = time.perf_counter()
+        results = list(ex.map(noop, range(n)))
+        took = time.perf_counter() - t0
+        cpu1 = component_cpu(s)
+        own1 = own_cpu(dispatcher)
+    assert len(results) == n
+    cpu = {k: round(cpu1.get(k, 0.0) - v, 2) for k, v in cpu0.items()}
+    # The dispatcher's figure includes its executors: split them.
+    cpu["executors"] = round(cpu.get("dispatcher", 0.0) - (own1 - own0), 2)
+    cpu["dispatcher"] = round(own1 - own0, 2)
+    cpu["client"] = round(sum(__import__("os").times()[:2]) - client0, 2)
+    return {"tasks": n, "seconds": took, "tasks_per_s": n / took, "cpu_seconds": cpu,
+            "cpu_ms_per_task": {k: round(v * 1000 / n, 3) for k, v in cpu.items()}}
+
+
+def sdk_latency(s: Stack, n: int) -> Dict[str, Any]:
+    """Sequential ``submit(noop).result()`` with FaasExecutor; also the server-side share."""
+    with FaasExecutor(s.url) as ex:
+        for _ in range(20):
+            ex.submit(noop).result()
+        samples, server = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f = ex.submit(noop)
+            f.result()
+            samples.append((time.perf_counter() - t0) * 1000)
+            created, finished = redis_hmget(s.redis_port, f"faas:task:{f.task_id}", "created_ms", "finished_ms")
+            server.append(int(finished) - int(created))
+    return {"n": n, "median_ms": statistics.median(samples), "p95_ms": percentile(samples, 0.95),
+            "server_mean_ms": statistics.mean(server)}
+
+
+def run_sdk(args: argparse.Namespace) -> Dict[str, Any]:
+    """The SDK targets on local mode, reuse isolation, with 2, 4 and 8 executor processes: 3
+    runs each, each on a fresh deployment."""
+    tmp = Path(tempfile.mkdtemp(prefix="faas-bench-"))
+    n_map = 2000 if args.quick else 20_000
+    n_lat = 100 if args.quick else 1000
+    out: Dict[str, Any] = {"runs": [], "summary": {}, "meta": {
+        "quick": args.quick, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": __import__("os").cpu_count(), "probe_before_s": machine_probe()}}
+    for processes in (2, 4, 8):
+        runs = []
+        for run_no in range(3):
+            s = deploy(tmp, shape("local", processes), "reuse")
+            try:
+                m = sdk_map(s, n_map)
+                lat = sdk_latency(s, n_lat)
+            finally:
+                s.stop()
+            runs.append({"processes": processes, "map": m, "latency": lat})
+            print(f"{processes} processes, run {run_no + 1}: map {m['tasks_per_s']:.0f} tasks/s "
+                  f"(cpu ms/task {m['cpu_ms_per_task']}); submit().result() median "
+                  f"{lat['median_ms']:.3f} ms p95 {lat['p95_ms']:.3f} ms server mean "
+                  f"{lat['server_mean_ms']:.2f} ms", flush=True)
+        out["runs"] += runs
+        out["summary"][f"{processes}_processes"] = {
+            "map_tasks_per_s_median": statistics.median(r["map"]["tasks_per_s"] for r in runs),
+            "latency_median_ms_median": statistics.median(r["latency"]["median_ms"] for r in runs),
+            "latency_p95_ms_median": statistics.median(r["latency"]["p95_ms"] for r in runs),
+        }
+    out["meta"]["probe_after_s"] = machine_probe()
+    print(f"medians of 3 runs: {out['summary']}")
+    return out
 
 
 def machine_probe() -> float:
@@ -251,8 +340,14 @@ def main(argv: List[str]) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     p.add_argument("--quick", action="store_true", help="small run for a smoke test")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--sdk", action="store_true", help="only the SDK targets (writes sdk.json)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.sdk:
+        sdk = run_sdk(args)
+        (args.out / "sdk.json").write_text(json.dumps(sdk, indent=2) + "\n")
+        print(f"results in {args.out / 'sdk.json'}")
+        return 0
     results = run(args)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if not args.no_plots:

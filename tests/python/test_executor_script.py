@@ -19,8 +19,10 @@ import pytest
 
 import faas_executor as fe
 
-SCRIPT = Path(__file__).with_name("faas_executor.py")
-LOADER = Path(__file__).with_name("faas_executor_loader.py")
+SCRIPT = Path(__file__).resolve().parents[2] / "src" / "executor" / "faas_executor.py"
+LOADER = SCRIPT.with_name("faas_executor_loader.py")
+# The tasks below are pickled by reference to this module: executors must import it.
+HERE = str(Path(__file__).parent)
 
 
 def args_payload(*args: Any, **kwargs: Any) -> bytes:
@@ -317,7 +319,7 @@ def cmdline(pid: int) -> str:
 
 
 def test_zygote_runs_tasks_reports_exits_and_stops_on_eof() -> None:
-    proc, ctrl = start_executor({"mode": "zygote", "pythonpath": [str(SCRIPT.parent)]})
+    proc, ctrl = start_executor({"mode": "zygote", "pythonpath": [HERE]})
     events = ctrl.makefile("rb")
     try:
         ready = read_json(events)
@@ -370,7 +372,7 @@ def test_executor_reports_fatal_start_errors() -> None:
 
 
 def test_reuse_process_keeps_forked_copies_off_the_socket() -> None:
-    proc, ctrl = start_executor({"mode": "reuse", "pythonpath": [str(SCRIPT.parent)]})
+    proc, ctrl = start_executor({"mode": "reuse", "pythonpath": [HERE]})
     stream = ctrl.makefile("rb")
     try:
         ready = read_json(stream)

@@ -1,6 +1,6 @@
 """Server throughput with the Rust load generator (faas-loadgen): the stages of issue #10.
 
-Starts real deployments (python/faas_stack.py) from release binaries, drives them with
+Starts real deployments (tests/python/faas_stack.py) from release binaries, drives them with
 ``faas-loadgen`` and writes every run's JSON report, the machine yardstick and the medians to
 ``--out`` (``server.json``). Stages, each ``--runs`` times on a fresh deployment (no-op function,
 2 executor processes; pull/push: one worker with 2):
@@ -13,7 +13,7 @@ Starts real deployments (python/faas_stack.py) from release binaries, drives the
 - ``closed-local-reuse``: closed loop, submit + collect with ``--outstanding`` tasks in flight.
 
     scripts/bench-server.sh                       # full run, results in docs/bench/server.json
-    cd python && FAAS_BIN_DIR=../target/release ../.venv/bin/python faas_serverbench.py --quick --out /tmp/sb
+    cd bench && FAAS_BIN_DIR=../target/release ../.venv/bin/python faas_serverbench.py --quick --out /tmp/sb
 """
 
 from __future__ import annotations

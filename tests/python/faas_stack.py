@@ -14,13 +14,13 @@ from typing import IO, List, Optional
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("FAAS_BIN_DIR", ROOT / "target" / "debug"))
 PYTHON = os.environ.get("FAAS_TEST_PYTHON", sys.executable)
 TESTS = ROOT / "tests" / "python"
 # Executors can import these, like a deployment where users' modules are installed: functions
 # defined in test modules are pickled by reference to their module.
-IMPORTABLE = [TESTS / "importable", TESTS, ROOT / "python"]
+IMPORTABLE = [TESTS / "importable", TESTS, ROOT / "bench"]
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """faas executor: runs dill-pickled Python functions on behalf of the Rust executor pool.
 
-The Rust side (src/executor/) embeds this file. It starts the interpreter isolated, as
+The Rust side (this directory) embeds this file. It starts the interpreter isolated, as
 ``python -I -c LOADER FD`` (``faas_executor_loader.py``): the loader receives this script and then
 an options frame (JSON) on the control socket (fd ``FD``), executes the script as module
 ``faas_executor`` (so ``__main__`` stays empty for users' functions) and calls :func:`main`, which
@@ -600,6 +600,11 @@ def import_runtime(preload: list[str]) -> tuple[Callable[[Any], bytes], Callable
     return dill.dumps, dill.loads
 
 
+def dill_version() -> str:
+    """The version of the dill that :func:`import_runtime` imported (reported in ``ready``)."""
+    return str(getattr(sys.modules.get("dill"), "__version__", ""))
+
+
 class Zygote:
     """Forks one child per task; never runs user code itself."""
 
@@ -628,7 +633,7 @@ class Zygote:
 
         signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)
         signal.set_wakeup_fd(self.wake_w)
-        send_json(self.ctrl, {"op": "ready", "pid": self.pid, "python": sys.version.split()[0]})
+        send_json(self.ctrl, {"op": "ready", "pid": self.pid, "python": sys.version.split()[0], "dill": dill_version()})
         gc.freeze()
         while True:
             readable, _, _ = select.select([self.ctrl.fileno(), self.wake_r], [], [])
@@ -774,7 +779,8 @@ def serve_reuse(ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes]
         apply_limits(limits)
         if limits.process_limit > 0:
             guard_process_creation()
-        send_json(ctrl, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "workdir": workdir})
+        ready = {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "dill": dill_version()}
+        send_json(ctrl, {**ready, "workdir": workdir})
         stream = ctrl.makefile("rb")
         while True:
             task = read_task(stream)
