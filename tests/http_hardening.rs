@@ -158,8 +158,14 @@ async fn bearer_tokens_guard_every_route_but_healthz() {
 
     let health = request(gw.port, "GET", "/healthz", &[], None).await;
     assert_eq!(health.status, 200, "{health:?}");
+    // Every route, those added with the long-polls and batches included, and unknown ones.
     for path in [
         task,
+        "/result/00000000-0000-0000-0000-000000000000?wait=1",
+        "/functions",
+        "/info",
+        "/metrics",
+        "/docs",
         "/openapi.json",
         "/no/such/route",
         "/register_function",
@@ -239,6 +245,17 @@ async fn request_bodies_must_be_json() {
     // Bodiless requests need no content type.
     let r = request(gw.port, "GET", "/openapi.json", &[], None).await;
     assert_eq!(r.status, 200);
+    // The document says so for every operation with a body.
+    let doc = r.json();
+    for path in ["/register_function", "/execute_batch", "/wait"] {
+        let answers = &doc["paths"][path]["post"]["responses"];
+        assert!(
+            answers["415"].is_object() && answers["408"].is_object(),
+            "{path}: {answers}"
+        );
+    }
+    let name = &doc["components"]["schemas"]["RegisterFn"]["properties"]["name"];
+    assert_eq!(name["maxLength"], 256);
     gw.stop().await;
 }
 
