@@ -50,6 +50,8 @@ done
 for b in faas-gateway faas-dispatcher faas-worker; do
     printf '%s\n' "$listing" | grep -qE "^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/$b$" || bad "/usr/bin/$b is not -rwxr-xr-x root/root"
 done
+# Secrets may live in /etc/default/faas: only root reads it (systemd does, for the units).
+printf '%s\n' "$listing" | grep -qE "^-rw------- (root/root|0/0) .* \./etc/default/faas$" || bad "/etc/default/faas is not -rw------- root/root"
 # Nothing outside the places a Debian package may write to.
 unexpected=$(grep -vE '^\./(usr/bin|usr/lib/systemd/system|usr/lib/sysusers\.d|usr/lib/tmpfiles\.d|etc/faas|etc/default|usr/share/(man|doc)/)' <<<"$files" || true)
 [ -z "$unexpected" ] || bad "unexpected files: $unexpected"
@@ -81,6 +83,8 @@ for s in postinst prerm postrm; do
     ! grep -q '#DEBHELPER#' "$tmp/control/$s" || bad "$s still contains the #DEBHELPER# token"
 done
 grep -q 'systemd-sysusers .*faas\.conf' "$tmp/control/postinst" || bad "postinst does not run systemd-sysusers faas.conf"
+grep -q 'chown root:faas /etc/faas' "$tmp/control/postinst" && grep -q 'chmod 0750 /etc/faas' "$tmp/control/postinst" ||
+    bad "postinst does not close /etc/faas to users other than root and faas"
 for u in faas-gateway.service faas.target; do
     # The "don't enable" fragment: re-creates links only for units the admin had enabled.
     grep -q "deb-systemd-helper debian-installed $u" "$tmp/control/postinst" || bad "postinst does not record $u (without enabling it)"

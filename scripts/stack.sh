@@ -53,7 +53,11 @@ fi
 
 "$bindir/faas-gateway" --listen "$listen" --redis "$redis" &
 pids+=($!)
-"$bindir/faas-dispatcher" -m local -w "$workers" --redis "$redis" --python "$root/.venv/bin/python" &
+# Executors run as your own user here (the project's .venv need not be readable by another
+# user); an installed faas runs them as the faas-exec user (see "Security model" in
+# docs/operations.md).
+FAAS_DISPATCHER_EXECUTOR__USER="" \
+    "$bindir/faas-dispatcher" -m local -w "$workers" --redis "$redis" --python "$root/.venv/bin/python" &
 pids+=($!)
 
 host=${listen%:*}; port=${listen##*:}

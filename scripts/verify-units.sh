@@ -6,8 +6,8 @@
 #     on most of these.
 #   - Documentation=man: pages are looked up in man/ when the generated pages are there
 #     (otherwise --man=no and a note).
-#   - `systemd-sysusers --root=TMP` creates the faas user from packaging/sysusers.d/faas.conf in a
-#     throwaway root.
+#   - `systemd-sysusers --root=TMP` creates the faas and faas-exec users from
+#     packaging/sysusers.d/faas.conf in a throwaway root.
 #   - `systemd-analyze security --offline=yes` prints each unit's exposure score (informational).
 # Usage: scripts/verify-units.sh [BIN_DIR]   (default target/debug; build first: cargo build --bins)
 set -euo pipefail
@@ -63,7 +63,11 @@ sysout=$(systemd-sysusers --root="$tmp/root" "$root/packaging/sysusers.d/faas.co
 grep -q '^faas:x:[0-9]*:[0-9]*:[^:]*:/var/lib/faas:/usr/sbin/nologin$' "$tmp/root/etc/passwd" ||
     { echo "verify-units: sysusers did not create the faas user as expected:" >&2; cat "$tmp/root/etc/passwd" >&2; exit 1; }
 grep -q '^faas:' "$tmp/root/etc/group" || { echo "verify-units: no faas group" >&2; exit 1; }
-echo "verify-units: systemd-sysusers: faas user and group created in a throwaway root"
+grep -q '^faas-exec:x:[0-9]*:[0-9]*:[^:]*:/nonexistent:/usr/sbin/nologin$' "$tmp/root/etc/passwd" ||
+    { echo "verify-units: sysusers did not create the faas-exec user as expected:" >&2; cat "$tmp/root/etc/passwd" >&2; exit 1; }
+# The executor user must not be in the daemons' group (it would read /etc/faas).
+! grep -qE '^faas:[^:]*:[0-9]*:.*faas-exec' "$tmp/root/etc/group" || { echo "verify-units: faas-exec is in group faas" >&2; exit 1; }
+echo "verify-units: systemd-sysusers: faas and faas-exec users and groups created in a throwaway root"
 
 # Exposure scores (lower is better; informational, never fails).
 if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then

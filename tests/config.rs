@@ -323,6 +323,12 @@ fn env_scheme_nested_keys_and_toml_values() {
             "[\"json\", \"os.path\"]",
         ),
         ("FAAS_DISPATCHER_EXECUTOR__ISOLATION", "reuse"),
+        // A table is given whole; names keep their case.
+        (
+            "FAAS_DISPATCHER_EXECUTOR__ENV",
+            "{HTTP_PROXY = \"http://p:3128\"}",
+        ),
+        ("FAAS_DISPATCHER_EXECUTOR__USER", ""),
         ("FAAS_DISPATCHER_LOCAL__PROCESSES", "3"),
         ("FAAS_DISPATCHER_DRAIN_TIMEOUT_SECS", "5"),
         ("FAAS_DISPATCHER_MAX_RETRIES", "2"),
@@ -333,6 +339,8 @@ fn env_scheme_nested_keys_and_toml_values() {
     let exec = cfg["executor"].as_table().expect("executor");
     assert_eq!(exec["python"].as_str(), Some("/usr/bin/python3"));
     assert_eq!(exec["isolation"].as_str(), Some("reuse"));
+    assert_eq!(exec["env"]["HTTP_PROXY"].as_str(), Some("http://p:3128"));
+    assert_eq!(exec["user"].as_str(), Some(""));
     assert_eq!(
         exec["preload"],
         Value::Array(vec!["json".into(), "os.path".into()])
@@ -385,7 +393,8 @@ fn check_config_prints_effective_settings() {
          wait_replicas = 0\nwait_timeout_ms = 1000\n\
          max_body_bytes = 1234\nlog_level = \"debug\"\nmax_wait_secs = 60.0\n\
          max_waiters = 100000\nmax_batch = 1000\nmax_task_timeout_secs = 86400.0\n\
-         result_ttl_secs = 604800\n",
+         result_ttl_secs = 604800\nheader_read_timeout_secs = 10.0\n\
+         body_read_timeout_secs = 60.0\nmax_connections = 4096\nmax_name_bytes = 256\n",
     )
     .expect("toml");
     assert_eq!(cfg, want);

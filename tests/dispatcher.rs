@@ -32,6 +32,7 @@ impl Env {
         };
         cfg.local.processes = processes;
         cfg.executor.python = python::python();
+        cfg.executor.user = String::new();
         cfg
     }
 

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use faas::executor::{ExecutorConfig, ExecutorError, ExecutorPool, Isolation, Outcome, TaskSpec};
 
+/// Executors as the test's own user (the test interpreter may not be readable by another).
 fn config(isolation: Isolation) -> ExecutorConfig {
     ExecutorConfig {
         python: python::python(),
         isolation,
+        user: String::new(),
         ..ExecutorConfig::default()
     }
 }
@@ -517,9 +519,8 @@ async fn dropping_the_pool_stops_the_executors() {
 async fn zygote_exits_when_its_control_socket_closes() {
     use faas::executor::process;
     use faas::executor::script::Mode;
-    let mut exe = process::spawn(&config(Isolation::Fork), Mode::Zygote)
-        .await
-        .unwrap();
+    let launcher = process::Launcher::new(config(Isolation::Fork)).unwrap();
+    let mut exe = launcher.spawn(Mode::Zygote, &[]).await.unwrap();
     drop(exe.ctrl);
     let status = tokio::time::timeout(Duration::from_secs(5), exe.child.wait())
         .await
@@ -550,7 +551,7 @@ async fn lost_zygote_is_restarted() {
 async fn start_failures_are_reported() {
     let cfg = ExecutorConfig {
         python: "/nonexistent/python".into(),
-        ..ExecutorConfig::default()
+        ..config(Isolation::Fork)
     };
     assert!(matches!(
         ExecutorPool::start(cfg, 1).await,
@@ -651,27 +652,362 @@ async fn idle_pool_uses_no_cpu() {
     }
 }
 
+/// The JSON text a task returned (`json.dumps(...)`), parsed.
+fn json_value(pickle: &[u8]) -> serde_json::Value {
+    let code = "import dill, sys\nsys.stdout.write(dill.loads(sys.stdin.buffer.read()))";
+    let text = python::run_python(code, pickle, None);
+    serde_json::from_slice(&text).expect("the task returned JSON")
+}
+
+/// Returns what a task sees of its surroundings, as JSON.
+const SURROUNDINGS: &str = "import json, os, stat, sys, tempfile
+def f():
+    cwd = os.getcwd()
+    return json.dumps({
+        'cwd': cwd, 'mode': stat.S_IMODE(os.stat(cwd).st_mode),
+        'home': os.environ.get('HOME'), 'tmpdir': tempfile.gettempdir(),
+        'isolated': sys.flags.isolated, 'path': sys.path, 'env': dict(os.environ),
+        'pid': os.getpid(), 'uid': os.getuid(),
+    })";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn executors_run_in_the_configured_workdir() {
+async fn tasks_run_isolated_in_private_directories() {
     let dir = tempfile::tempdir().unwrap();
-    let workdir = dir.path().canonicalize().unwrap();
+    let base = dir.path().canonicalize().unwrap();
     for isolation in [Isolation::Fork, Isolation::Reuse] {
         let cfg = ExecutorConfig {
-            workdir: Some(workdir.clone()),
+            workdir: Some(base.clone()),
             ..config(isolation)
         };
         let pool = ExecutorPool::start(cfg, 1).await.unwrap();
-        let r = completed(
-            pool.run(task(
-                "import os\ndef f():\n    return os.getcwd()",
-                "((), {})",
-            ))
-            .await,
-        );
-        assert_eq!(
-            python::eval(&r, "v"),
-            format!("{:?}", workdir.display().to_string()).replace('"', "'")
-        );
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let v = json_value(&completed(pool.run(task(SURROUNDINGS, "((), {})")).await));
+            let cwd = PathBuf::from(v["cwd"].as_str().unwrap());
+            assert_eq!(cwd.parent(), Some(base.as_path()), "{isolation:?}: {v}");
+            let prefix = match isolation {
+                Isolation::Fork => "faas-task-",
+                Isolation::Reuse => "faas-reuse-",
+            };
+            let name = cwd.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(prefix), "{name}");
+            assert_eq!(v["mode"], 0o700, "private to the executor user");
+            assert_eq!(v["home"], v["cwd"]);
+            assert_eq!(v["tmpdir"], v["cwd"]);
+            // python -I: neither the working directory nor '' is importable.
+            assert_eq!(v["isolated"], 1);
+            let path: Vec<&str> = v["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p.as_str())
+                .collect();
+            assert!(
+                !path.contains(&"") && !path.contains(&cwd.to_str().unwrap()),
+                "{path:?}"
+            );
+            seen.push(cwd);
+        }
+        match isolation {
+            Isolation::Fork => {
+                assert_ne!(seen[0], seen[1], "every task gets its own directory");
+                for d in &seen {
+                    wait_until(&format!("{} is removed", d.display()), || !d.exists()).await;
+                }
+            }
+            Isolation::Reuse => {
+                assert_eq!(seen[0], seen[1], "one directory per reuse process");
+                pool.shutdown().await;
+                assert!(!seen[0].exists(), "removed when the process stops");
+            }
+        }
         pool.shutdown().await;
     }
+    assert_eq!(
+        std::fs::read_dir(&base).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_is_an_allowlist_plus_executor_env() {
+    // A secret in the daemon's environment (like FAAS_DISPATCHER_REDIS with a password).
+    std::env::set_var("FAAS_TEST_SECRET_TOKEN", "hunter2");
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let cfg = ExecutorConfig {
+            env: [("HTTP_PROXY".to_string(), "http://proxy:3128".to_string())].into(),
+            ..config(isolation)
+        };
+        let pool = ExecutorPool::start(cfg, 1).await.unwrap();
+        let setup = "import json, os\ndef f():\n    return json.dumps([dict(os.environ), open('/proc/self/environ', 'rb').read().decode(errors='replace')])";
+        let v = json_value(&completed(pool.run(task(setup, "((), {})")).await));
+        let env = v[0].as_object().unwrap();
+        assert_eq!(env["HTTP_PROXY"], "http://proxy:3128");
+        assert!(env.contains_key("PATH"));
+        for (k, _) in env {
+            assert!(
+                [
+                    "PATH",
+                    "HOME",
+                    "TMPDIR",
+                    "HTTP_PROXY",
+                    "LANG",
+                    "LANGUAGE",
+                    "TZ",
+                    "USER",
+                    "LOGNAME",
+                    "PYTHONPATH"
+                ]
+                .contains(&k.as_str())
+                    || k.starts_with("LC_"),
+                "{isolation:?}: {k} is not on the allowlist"
+            );
+        }
+        let raw = v[1].as_str().unwrap();
+        assert!(!raw.contains("hunter2") && !raw.contains("FAAS_"), "{raw}");
+        pool.shutdown().await;
+    }
+}
+
+/// `/proc/PID/cmdline` as text (NULs shown as spaces).
+fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .replace('\0', " ")
+        .trim_end()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_titles_are_short_and_readable() {
+    // Regression (issue 12): `ps` showed the whole embedded executor script for every zygote.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let sleeper = "import os, time\ndef f(path):\n    open(path + '.tmp', 'w').write(str(os.getpid()))\n    os.rename(path + '.tmp', path)\n    time.sleep(30)";
+    for (isolation, title) in [
+        (Isolation::Fork, "faas-executor: zygote"),
+        (Isolation::Reuse, "faas-executor: reuse"),
+    ] {
+        let pool = std::sync::Arc::new(pool(isolation, 1).await);
+        let pids = pool.stats().await.pids;
+        for &pid in &pids {
+            assert_eq!(cmdline(pid), title);
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+            assert_eq!(comm.trim(), "faas-executor");
+        }
+        let _ = std::fs::remove_file(&pidfile);
+        let t = task(
+            sleeper,
+            &format!("(({:?},), {{}})", pidfile.display().to_string()),
+        );
+        let task_id = t.task_id.clone();
+        let running = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(t).await })
+        };
+        wait_until("the task started", || pidfile.exists()).await;
+        let task_pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+        let want = match isolation {
+            Isolation::Fork => format!("faas-executor: task {task_id}"),
+            Isolation::Reuse => title.to_string(),
+        };
+        assert_eq!(cmdline(task_pid), want);
+        pool.shutdown().await;
+        let _ = running.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_end_tasks_with_a_named_cause() {
+    let cases = [
+        (
+            "def f():\n    return [open('/dev/null') for _ in range(100)]",
+            "ResourceLimitExceeded: task exceeded the open files limit of 32 (OSError: [Errno 24] Too many open files",
+        ),
+        (
+            "def f():\n    with open('big', 'wb') as out:\n        for _ in range(8):\n            out.write(b'x' * (1 << 20))",
+            "ResourceLimitExceeded: task exceeded the file size limit of 1 MiB (OSError: [Errno 27] File too large",
+        ),
+        (
+            "def f():\n    return len(bytearray(1 << 31))",
+            "ResourceLimitExceeded: task exceeded the memory limit of 512 MiB (MemoryError)",
+        ),
+        (
+            "import time\ndef f():\n    time.sleep(30)",
+            "TaskTimeout: task exceeded its timeout of 1 s",
+        ),
+    ];
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let cfg = ExecutorConfig {
+            open_files_limit: 32,
+            file_size_limit_mb: 1,
+            memory_limit_mb: 512,
+            task_timeout_secs: 1.0,
+            ..config(isolation)
+        };
+        let pool = ExecutorPool::start(cfg, 1).await.unwrap();
+        for (setup, cause) in cases {
+            platform_failure(pool.run(task(setup, "((), {})")).await, cause);
+            assert_next_task_ok(&pool).await;
+        }
+        pool.shutdown().await;
+    }
+}
+
+/// A Python that another user can run, with dill (Debian's python3-dill), for the tests that
+/// switch users; `None` (with the reason printed) when they cannot run here.
+fn sandbox_python() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return None;
+    }
+    let py =
+        std::env::var("FAAS_TEST_SANDBOX_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let ok = std::process::Command::new(&py)
+        .args(["-I", "-c", "import dill"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: {py} cannot import dill (apt-get install python3-dill)");
+        return None;
+    }
+    Some(py)
+}
+
+fn sandboxed(isolation: Isolation, python: &str) -> ExecutorConfig {
+    ExecutorConfig {
+        python: python.into(),
+        isolation,
+        user: "nobody".into(),
+        ..ExecutorConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_run_as_the_executor_user_without_privileges() {
+    let Some(py) = sandbox_python() else { return };
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let me = std::process::id();
+    let probe = format!(
+        "import json, os, signal
+def f():
+    status = dict(l.split(':', 1) for l in open('/proc/self/status'))
+    out = {{'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(), 'groups': os.getgroups(),
+           'caps': [status[k].strip() for k in ('CapPrm', 'CapEff', 'CapInh', 'CapAmb')],
+           'nnp': status['NoNewPrivs'].strip()}}
+    for what, act in [('kill', lambda: os.kill({me}, signal.SIGTERM)),
+                      ('environ', lambda: open('/proc/{me}/environ', 'rb').read())]:
+        try:
+            act()
+            out[what] = 'allowed'
+        except PermissionError as e:
+            out[what] = 'denied'
+    return json.dumps(out)"
+    );
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let pool = ExecutorPool::start(sandboxed(isolation, &py), 1)
+            .await
+            .unwrap();
+        let v = json_value(&completed(pool.run(task(&probe, "((), {})")).await));
+        assert_eq!(v["uid"], nobody.uid.as_raw(), "{isolation:?}: {v}");
+        assert_eq!(v["euid"], nobody.uid.as_raw());
+        assert_eq!(v["gid"], nobody.gid.as_raw());
+        assert_eq!(
+            v["groups"],
+            serde_json::json!([nobody.gid.as_raw()]),
+            "no supplementary groups of the daemon"
+        );
+        for cap in v["caps"].as_array().unwrap() {
+            assert_eq!(cap, "0000000000000000", "{v}");
+        }
+        assert_eq!(v["nnp"], "1");
+        assert_eq!(v["kill"], "denied", "user code cannot signal the daemon");
+        assert_eq!(v["environ"], "denied", "nor read its environment");
+        // The zygote and the task are the executor user's; timeouts still kill them.
+        for pid in pool.stats().await.pids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let uid_line = status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .unwrap()
+                .to_string();
+            assert!(
+                uid_line
+                    .split_whitespace()
+                    .skip(1)
+                    .all(|u| u == nobody.uid.to_string()),
+                "{uid_line}"
+            );
+        }
+        let mut t = task("import time\ndef f():\n    time.sleep(30)", "((), {})");
+        t.timeout = Some(Duration::from_millis(500));
+        platform_failure(pool.run(t).await, "TaskTimeout: ");
+        assert_next_task_ok(&pool).await;
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_limit_contains_a_fork_bomb() {
+    let Some(py) = sandbox_python() else { return };
+    let bomb = "import os\ndef f():\n    while True:\n        os.fork()";
+    let threads = "import threading, time\ndef f():\n    for _ in range(10000):\n        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()";
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let cfg = ExecutorConfig {
+            process_limit: 64,
+            ..sandboxed(isolation, &py)
+        };
+        let pool = ExecutorPool::start(cfg, 1).await.unwrap();
+        for setup in [bomb, threads] {
+            let started = Instant::now();
+            platform_failure(
+                pool.run(task(setup, "((), {})")).await,
+                "ResourceLimitExceeded: task exceeded the process limit of 64",
+            );
+            println!("{isolation:?}: contained in {:?}", started.elapsed());
+            // Whatever the bomb left is killed with the task's process group.
+            assert_next_task_ok(&pool).await;
+        }
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_none_leaves_only_loopback() {
+    let Some(py) = sandbox_python() else { return };
+    // Something listening on the host's loopback (like Redis): unreachable from the namespace.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        "import json, socket
+def f():
+    out = {{'interfaces': [n for _, n in socket.if_nameindex()]}}
+    try:
+        socket.create_connection(('127.0.0.1', {port}), timeout=2).close()
+        out['host_port'] = 'connected'
+    except OSError as e:
+        out['host_port'] = type(e).__name__
+    srv = socket.create_server(('127.0.0.1', 0))
+    socket.create_connection(srv.getsockname(), timeout=2).close()
+    out['own_loopback'] = 'works'
+    return json.dumps(out)"
+    );
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let cfg = ExecutorConfig {
+            network: faas::executor::Network::None,
+            ..sandboxed(isolation, &py)
+        };
+        let pool = ExecutorPool::start(cfg, 1).await.unwrap();
+        let v = json_value(&completed(pool.run(task(&probe, "((), {})")).await));
+        assert_eq!(
+            v["interfaces"],
+            serde_json::json!(["lo"]),
+            "{isolation:?}: {v}"
+        );
+        assert_eq!(v["host_port"], "ConnectionRefusedError");
+        assert_eq!(v["own_loopback"], "works");
+        pool.shutdown().await;
+    }
+    drop(listener);
 }

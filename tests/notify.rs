@@ -148,6 +148,9 @@ impl Daemon {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("RUST_LOG", "info")
+            // Executors as the test's own user (the test interpreter may not be readable by another).
+            .env("FAAS_DISPATCHER_EXECUTOR__USER", "")
+            .env("FAAS_WORKER_EXECUTOR__USER", "")
             .env("WATCHDOG_USEC", WATCHDOG_USEC.to_string())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_PID")

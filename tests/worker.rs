@@ -137,6 +137,7 @@ fn start(mode: WorkerMode, slots: usize, endpoint: String) -> Worker {
         drain_timeout_secs: 5.0,
         executor: ExecutorConfig {
             python: python::python(),
+            user: String::new(),
             ..ExecutorConfig::default()
         },
         ..WorkerConfig::default()

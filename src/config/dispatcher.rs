@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::executor::ExecutorConfig;
+use super::ExecutorConfig;
 
 /// Where the dispatcher runs tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]

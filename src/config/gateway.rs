@@ -1,6 +1,7 @@
 //! Settings of faas-gateway (`gateway.toml`).
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,16 @@ pub struct GatewayConfig {
     /// Seconds the records of tasks settled by the gateway itself (cancelled, function deleted)
     /// are kept; 0 keeps them. The dispatcher's `result_ttl_secs` covers all others.
     pub result_ttl_secs: u64,
+    /// Bearer tokens, one per line; when set, every route but /healthz needs one (401 without).
+    pub auth_token_file: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers (also the keep-alive idle time).
+    pub header_read_timeout_secs: f64,
+    /// Seconds a client may take to send a request's body (408 beyond).
+    pub body_read_timeout_secs: f64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest function `name` accepted by /register_function, in bytes (400 beyond).
+    pub max_name_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +61,11 @@ impl Default for GatewayConfig {
             max_batch: 1000,
             max_task_timeout_secs: 86_400.0,
             result_ttl_secs: 7 * 24 * 3600,
+            auth_token_file: None,
+            header_read_timeout_secs: 10.0,
+            body_read_timeout_secs: 60.0,
+            max_connections: 4096,
+            max_name_bytes: 256,
         }
     }
 }
@@ -64,6 +80,10 @@ pub struct GatewayLimits {
     pub max_task_timeout: Duration,
     /// Zero: kept forever.
     pub result_ttl: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: NonZeroUsize,
+    pub max_name_bytes: NonZeroUsize,
 }
 
 impl GatewayConfig {
@@ -83,6 +103,10 @@ impl GatewayConfig {
             max_batch: nz(self.max_batch),
             max_task_timeout: secs(self.max_task_timeout_secs),
             result_ttl: Duration::from_secs(self.result_ttl_secs),
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            body_read_timeout: secs(self.body_read_timeout_secs),
+            max_connections: nz(self.max_connections),
+            max_name_bytes: nz(self.max_name_bytes),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod dispatcher;
 pub mod doc;
 pub mod env;
 pub mod error;
+pub mod executor;
 pub mod gateway;
 pub mod layer;
 pub mod load;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 pub use dispatcher::{DispatcherConfig, LocalConfig, Mode};
 pub use error::{ConfigError, Origin, EX_CONFIG};
+pub use executor::{ExecutorConfig, Isolation, Network};
 pub use gateway::{GatewayConfig, GatewayLimits};
 pub use load::{load, Sources, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR};
 pub use worker::{WorkerConfig, WorkerMode};

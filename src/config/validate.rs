@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 
 use super::error::ConfigError;
 use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig};
-use crate::executor::{ExecutorConfig, ExecutorError};
 
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_MS: u64 = 10;
@@ -28,16 +27,38 @@ impl Settings for GatewayConfig {
                 ),
             ));
         }
-        if self.max_body_bytes == 0 {
-            return Err(ConfigError::invalid("max_body_bytes", "must be at least 1"));
+        for (key, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_waiters", self.max_waiters),
+            ("max_batch", self.max_batch),
+            ("max_connections", self.max_connections),
+            ("max_name_bytes", self.max_name_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+        ] {
+            seconds(key, value)?;
+            if value < 0.001 {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be > 0, got {value}"),
+                ));
+            }
+        }
+        if let Some(path) = &self.auth_token_file {
+            if !path.is_absolute() {
+                return Err(ConfigError::invalid(
+                    "auth_token_file",
+                    format!("{} is not an absolute path", path.display()),
+                ));
+            }
         }
         seconds("max_wait_secs", self.max_wait_secs)?;
-        if self.max_waiters == 0 {
-            return Err(ConfigError::invalid("max_waiters", "must be at least 1"));
-        }
-        if self.max_batch == 0 {
-            return Err(ConfigError::invalid("max_batch", "must be at least 1"));
-        }
         seconds("max_task_timeout_secs", self.max_task_timeout_secs)?;
         if self.max_task_timeout_secs == 0.0 {
             return Err(ConfigError::invalid(
@@ -72,7 +93,7 @@ impl Settings for DispatcherConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("task_deadline_secs", self.task_deadline_secs)?;
-        executor(&self.executor)
+        self.executor.validate()
     }
 }
 
@@ -96,7 +117,7 @@ impl Settings for WorkerConfig {
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("drain_timeout_secs", self.drain_timeout_secs)?;
         log_level("log_level", &self.log_level)?;
-        executor(&self.executor)
+        self.executor.validate()
     }
 }
 
@@ -184,19 +205,6 @@ fn is_host(host: &str) -> bool {
                 && !label.starts_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-}
-
-fn executor(cfg: &ExecutorConfig) -> Check {
-    cfg.validate().map_err(|e| match e {
-        // Messages read "executor.KEY must ..." or "executor.KEY: ...".
-        ExecutorError::Config(msg) => match msg.split_once(' ') {
-            Some((key, rest)) if key.starts_with("executor.") => {
-                ConfigError::invalid(key.trim_end_matches(':'), rest)
-            }
-            _ => ConfigError::invalid("executor", msg),
-        },
-        other => ConfigError::invalid("executor", other.to_string()),
-    })
 }
 
 #[cfg(test)]

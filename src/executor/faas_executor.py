@@ -1,23 +1,31 @@
 """faas executor: runs dill-pickled Python functions on behalf of the Rust executor pool.
 
-The Rust side (src/executor/) embeds this file and starts it with a bootstrap,
-``python -c BOOTSTRAP MODE OPTIONS_JSON``, that executes it as module ``faas_executor`` (so
-``__main__`` stays empty for users' functions) and calls :func:`main`. The control socket's fd
-number is in the environment variable ``FAAS_EXECUTOR_FD``. stdout/stderr are never used for the protocol, so a
-user's ``print()`` cannot corrupt it.
+The Rust side (this directory) embeds this file. It starts the interpreter isolated, as
+``python -I -c LOADER FD`` (``faas_executor_loader.py``): the loader receives this script and then
+an options frame (JSON) on the control socket (fd ``FD``), executes the script as module
+``faas_executor`` (so ``__main__`` stays empty for users' functions) and calls :func:`main`, which
+renames the process (``faas-executor: zygote`` / ``reuse``, children ``faas-executor: task ID``).
+stdout/stderr are never used for the protocol, so a user's ``print()`` cannot corrupt it.
+
+The process already runs as the executor user with the allowlisted environment (set up by Rust
+between fork and exec). This side adds what differs per task: a private working directory
+(``HOME`` and ``TMPDIR`` too), removed afterwards, and the resource limits. A limit that ends a
+task ends it with ``ResourceLimitExceeded`` naming the limit.
 
 Modes:
 
 ``zygote``
     A warm, single-threaded process with dill (and the ``preload`` modules) imported. It never
-    runs user code: for every ``run`` control message it receives a task socket (SCM_RIGHTS) and
-    forks a child that reads the task from that socket, runs it, writes the result back on it and
-    exits. The zygote reaps its children and reports ``started``/``exited`` (with the raw wait
-    status) on the control socket. When the control socket reaches EOF, it kills every child's
-    process group and exits.
+    runs user code: for every ``run`` control message it receives a task socket (SCM_RIGHTS),
+    creates the task's private directory and forks a child that reads the task from that
+    socket, runs it, writes the result back on it and exits. The zygote reaps its children,
+    removes their directories and reports ``started``/``exited`` (with the raw wait status) on
+    the control socket. When the control socket reaches EOF, it kills every child's process
+    group and exits.
 ``reuse``
-    Runs tasks one after another in this process, reading tasks from and writing results to the
-    control socket. Deserialized functions are cached by function id (LRU).
+    Runs tasks one after another in this process (in one private directory), reading tasks from
+    and writing results to the control socket. Deserialized functions are cached by function id
+    (LRU).
 
 Wire format: every message is a sequence of frames, each a 4-byte big-endian length followed by
 that many bytes. Control messages are one JSON frame. A task is three frames (JSON header,
@@ -26,6 +34,7 @@ function pickle, arguments pickle); a result is two frames (JSON header, pickle 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -34,13 +43,18 @@ import struct
 import sys
 import traceback
 from collections import OrderedDict, deque
-from typing import Any, BinaryIO, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 FRAME_HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
-FD_ENV = "FAAS_EXECUTOR_FD"
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 EXIT_PROTOCOL = 70
+TITLE = "faas-executor"
+# Set on the exception when creating a process or thread failed (see guard_process_creation).
+PROCESS_LIMIT_MARK = "_faas_process_limit"
 
 Header = dict[str, Any]
 Result = tuple[Header, bytes]
@@ -275,13 +289,55 @@ def load_arguments(args_payload: bytes, loads: Callable[[bytes], Any]) -> tuple[
     return tuple(args), kwargs
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-task resource limits (0 = none); see ``executor.*_limit*`` in the configuration."""
+
+    memory_limit_mb: int = 0
+    process_limit: int = 0
+    open_files_limit: int = 0
+    file_size_limit_mb: int = 0
+
+    @classmethod
+    def from_options(cls, opts: Header) -> "Limits":
+        return cls(**{name: int(opts.get(name, 0) or 0) for name in cls.__dataclass_fields__})
+
+
+def exception_chain(exc: BaseException, depth: int = 8) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (bounded, cycle-safe)."""
+    seen: set[int] = set()
+    cur: Optional[BaseException] = exc
+    while cur is not None and id(cur) not in seen and len(seen) < depth:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def limit_exceeded(exc: BaseException, limits: Limits) -> Optional[str]:
+    """The ``ResourceLimitExceeded`` detail when ``exc`` comes from one of the task's limits."""
+    for e in exception_chain(exc):
+        what = describe_exception(e)
+        if isinstance(e, MemoryError) and limits.memory_limit_mb > 0:
+            return f"task exceeded the memory limit of {limits.memory_limit_mb} MiB (MemoryError)"
+        if isinstance(e, OSError) and e.errno == errno.EFBIG and limits.file_size_limit_mb > 0:
+            return f"task exceeded the file size limit of {limits.file_size_limit_mb} MiB ({one_line(what)})"
+        if isinstance(e, OSError) and e.errno == errno.EMFILE and limits.open_files_limit > 0:
+            return f"task exceeded the open files limit of {limits.open_files_limit} ({one_line(what)})"
+        if getattr(e, PROCESS_LIMIT_MARK, False) and limits.process_limit > 0:
+            return (
+                f"task exceeded the process limit of {limits.process_limit} processes and threads of the "
+                f"executor user ({one_line(what)})"
+            )
+    return None
+
+
 def run_task(
     fn_payload: bytes,
     args_payload: bytes,
     function_id: str,
     dumps: Callable[[Any], bytes],
     loads: Callable[[bytes], Any],
-    memory_limit_mb: int = 0,
+    limits: Limits = Limits(),
     cache: Optional[FunctionCache] = None,
 ) -> Result:
     """Deserializes and calls the function; returns the result header and pickle."""
@@ -293,6 +349,9 @@ def run_task(
         except MemoryError:
             raise
         except BaseException as e:  # noqa: BLE001 - user code may raise anything, even SystemExit
+            detail = limit_exceeded(e, limits)
+            if detail is not None:
+                return platform_result("ResourceLimitExceeded", detail)
             return package_exception(e, dumps, loads, skip_frames=1)
         try:
             payload = dumps(value)
@@ -311,10 +370,9 @@ def run_task(
     except TaskFailure as f:
         return platform_result(f.kind, f.detail)
     except MemoryError as e:
-        if memory_limit_mb > 0:
-            return platform_result(
-                "ResourceLimitExceeded", f"task exceeded the memory limit of {memory_limit_mb} MiB (MemoryError)"
-            )
+        detail = limit_exceeded(e, limits)
+        if detail is not None:
+            return platform_result("ResourceLimitExceeded", detail)
         return package_exception(e, dumps, loads)
 
 
@@ -339,12 +397,138 @@ def set_pdeathsig(sig: int, prctl: Optional[Callable[..., int]] = None) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def set_memory_limit(memory_limit_mb: int) -> None:
-    if memory_limit_mb > 0:
-        import resource  # imported by the zygote already when a limit is configured
+def set_title(title: str, prctl: Optional[Callable[..., int]] = None) -> None:
+    """Shows ``title`` as this process's command line (``ps``, ``systemctl status``) and
+    ``faas-executor`` as its name.
 
-        limit = memory_limit_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    The command line is the memory between ``arg_start`` and ``arg_end`` (/proc/self/stat). The
+    title and a NUL are written there and the rest is filled with spaces: when the last byte of
+    that area is not NUL, the kernel shows it up to the first NUL, i.e. exactly the title.
+    Best effort: a failure leaves the old command line.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        start, end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return
+    size = end - start
+    if size < 2:
+        return
+    text = title.encode("utf-8", "replace")[: size - 2] + b"\0"
+    ctypes.memmove(start, text + b" " * (size - len(text)), size)
+    (prctl or load_prctl())(PR_SET_NAME, ctypes.c_char_p(TITLE.encode()), 0, 0, 0)
+
+
+def set_not_dumpable(prctl: Optional[Callable[..., int]] = None) -> None:
+    """No core dumps, and no ptrace or /proc/PID/{mem,environ,fd} access by other processes of
+    the executor user (e.g. another task)."""
+    (prctl or load_prctl())(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def prefer_oom_kill() -> None:
+    """Makes the kernel's OOM killer pick executors before the daemon (raising is unprivileged)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")
+    except OSError:
+        pass
+
+
+def apply_limits(limits: Limits) -> None:
+    """Sets this process's resource limits (never raising a hard limit); no core dumps."""
+    import resource  # imported by the zygote already, so children find it in sys.modules
+
+    def lower(which: int, value: int) -> None:
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+
+    mib = 1024 * 1024
+    if limits.memory_limit_mb > 0:
+        lower(resource.RLIMIT_AS, limits.memory_limit_mb * mib)
+    if limits.process_limit > 0:
+        lower(resource.RLIMIT_NPROC, limits.process_limit)
+    if limits.open_files_limit > 0:
+        lower(resource.RLIMIT_NOFILE, limits.open_files_limit)
+    if limits.file_size_limit_mb > 0:
+        lower(resource.RLIMIT_FSIZE, limits.file_size_limit_mb * mib)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def guard_process_creation() -> None:
+    """Marks the exceptions of failed process and thread creation (EAGAIN at RLIMIT_NPROC), so a
+    task that ran into the process limit is reported as such rather than as a random
+    ``BlockingIOError``. Wraps ``os.fork``, subprocess's ``fork_exec`` and thread start-up."""
+    import _posixsubprocess
+    import _thread
+    import functools
+    import threading
+
+    def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (BlockingIOError, RuntimeError) as e:
+                if isinstance(e, BlockingIOError) or "thread" in str(e):
+                    try:
+                        setattr(e, PROCESS_LIMIT_MARK, True)
+                    except AttributeError:
+                        pass
+                raise
+
+        return call
+
+    os.fork = guarded(os.fork)
+    _posixsubprocess.fork_exec = guarded(_posixsubprocess.fork_exec)  # type: ignore[attr-defined]
+    _thread.start_new_thread = guarded(_thread.start_new_thread)
+    threading._start_new_thread = guarded(threading._start_new_thread)  # type: ignore[attr-defined]
+
+
+def make_private_dir(base: str, prefix: str) -> str:
+    """A new directory only this user can enter, below ``base``."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def enter_private_dir(path: str) -> None:
+    """Makes ``path`` the working directory, ``HOME`` and ``TMPDIR``."""
+    os.chdir(path)
+    os.environ["HOME"] = path
+    os.environ["TMPDIR"] = path
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None  # forget a temp dir chosen before
+
+
+def remove_tree(path: str) -> None:
+    """Removes a private directory, whatever permissions a task left inside it."""
+    try:
+        os.rmdir(path)  # most tasks leave it empty
+        return
+    except OSError:
+        pass
+    import shutil
+    import stat
+
+    def retry(func: Callable[..., Any], p: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p) or p, stat.S_IRWXU)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+            func(p)
+        except OSError:
+            pass
+
+    try:
+        shutil.rmtree(path, onerror=retry)
+    except OSError:
+        pass
 
 
 def flush_std_streams() -> None:
@@ -353,6 +537,24 @@ def flush_std_streams() -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed or broken stream must not stop the exit
             pass
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise FrameError(f"stream ended after {len(data)} of {n} bytes")
+        data += chunk
+    return bytes(data)
+
+
+def recv_frame(sock: socket.socket) -> bytes:
+    """Reads one frame straight from the socket (nothing buffered beyond it)."""
+    (length,) = FRAME_HEADER.unpack(recv_exact(sock, FRAME_HEADER.size))
+    if length > MAX_FRAME:
+        raise FrameError(f"frame of {length} bytes exceeds the limit of {MAX_FRAME}")
+    return recv_exact(sock, length)
 
 
 def read_task(stream: BinaryIO) -> Optional[tuple[Header, bytes, bytes]]:
@@ -372,7 +574,7 @@ def write_result(sock: socket.socket, result: Result) -> None:
 
 
 def clean_main_namespace() -> None:
-    """Leaves ``__main__`` as empty as in a fresh interpreter (the bootstrap defined names there)."""
+    """Leaves ``__main__`` as empty as in a fresh interpreter (the loader defined names there)."""
     import __main__
 
     if vars(__main__) is globals():
@@ -408,16 +610,18 @@ class Zygote:
 
     def __init__(self, ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
         self.ctrl = ctrl
-        self.opts = opts
         self.dumps = dumps
         self.loads = loads
-        self.children: dict[int, int] = {}
+        self.limits = Limits.from_options(opts)
+        self.workdir = str(opts.get("workdir") or "/tmp")
+        self.children: dict[int, tuple[int, str]] = {}
         self.decoder = FrameDecoder()
         self.fds: deque[int] = deque()
         self.pid = os.getpid()
         self.prctl = load_prctl()
-        if int(opts.get("memory_limit_mb", 0)) > 0:
-            import resource  # noqa: F401 - warm the import for the children
+        import resource  # noqa: F401 - warm the imports for the children
+        import shutil  # noqa: F401
+        import tempfile  # noqa: F401
 
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -461,24 +665,31 @@ class Zygote:
             send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": "run message without a task socket"})
             return
         task_fd = self.fds.popleft()
+        try:
+            workdir = make_private_dir(self.workdir, "faas-task-")
+        except OSError as e:
+            os.close(task_fd)
+            send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": f"cannot create the task's directory: {e}"})
+            return
         flush_std_streams()
         try:
             pid = os.fork()
         except OSError as e:
             os.close(task_fd)
+            remove_tree(workdir)
             send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": f"fork failed: {e}"})
             return
         if pid == 0:
-            self.child(task_fd)  # never returns
+            self.child(task_fd, workdir, str(msg.get("task_id", "")))  # never returns
         try:
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child already did it (or is gone; reaping will tell)
         os.close(task_fd)
-        self.children[pid] = seq
+        self.children[pid] = (seq, workdir)
         send_json(self.ctrl, {"op": "started", "seq": seq, "pid": pid})
 
-    def child(self, task_fd: int) -> None:
+    def child(self, task_fd: int, workdir: str, task_id: str) -> None:
         code = 0
         try:
             signal.set_wakeup_fd(-1)
@@ -490,16 +701,22 @@ class Zygote:
             set_pdeathsig(signal.SIGKILL, self.prctl)
             if os.getppid() != self.pid:
                 os._exit(EXIT_PROTOCOL)
-            memory_limit_mb = int(self.opts.get("memory_limit_mb", 0))
-            set_memory_limit(memory_limit_mb)
+            set_title(f"{TITLE}: task {task_id}", self.prctl)
+            enter_private_dir(workdir)
+            apply_limits(self.limits)
+            if self.limits.process_limit > 0:
+                guard_process_creation()
             sock = socket.socket(fileno=task_fd)
             task = read_task(sock.makefile("rb"))
             if task is None:
                 code = EXIT_PROTOCOL
             else:
                 header, fn_payload, args_payload = task
-                result = run_task(fn_payload, args_payload, str(header.get("function_id", "")), self.dumps, self.loads, memory_limit_mb)
-                write_result(sock, result)
+                function_id = str(header.get("function_id", ""))
+                me = os.getpid()
+                result = run_task(fn_payload, args_payload, function_id, self.dumps, self.loads, self.limits)
+                if os.getpid() == me:  # not a process the user's code forked and let return
+                    write_result(sock, result)
         except BaseException:  # noqa: BLE001 - report and exit, never return into the zygote loop
             code = EXIT_PROTOCOL
             try:
@@ -525,8 +742,10 @@ class Zygote:
             except OSError:
                 pass
             _, status = os.waitpid(pid, 0)
-            seq = self.children.pop(pid, None)
-            if seq is not None:
+            entry = self.children.pop(pid, None)
+            if entry is not None:
+                seq, workdir = entry
+                remove_tree(workdir)
                 send_json(self.ctrl, {"op": "exited", "seq": seq, "pid": pid, "status": status})
 
     def stop(self) -> None:
@@ -535,48 +754,77 @@ class Zygote:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
-        for pid in list(self.children):
+        for pid, (_, workdir) in list(self.children.items()):
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+            remove_tree(workdir)
         self.children.clear()
 
 
 def serve_reuse(ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
     cache = FunctionCache(int(opts.get("function_cache_size", 256)))
-    memory_limit_mb = int(opts.get("memory_limit_mb", 0))
-    send_json(ctrl, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "dill": dill_version()})
-    stream = ctrl.makefile("rb")
-    while True:
-        task = read_task(stream)
-        if task is None:
-            return
-        header, fn_payload, args_payload = task
-        result = run_task(fn_payload, args_payload, str(header.get("function_id", "")), dumps, loads, memory_limit_mb, cache)
-        flush_std_streams()
-        write_result(ctrl, result)
+    limits = Limits.from_options(opts)
+    base = str(opts.get("workdir") or "/tmp")
+    for stale in opts.get("cleanup", []):
+        # Directories of lost predecessors (same user), but nothing outside the working area.
+        if os.path.dirname(os.path.normpath(str(stale))) == os.path.normpath(base):
+            remove_tree(str(stale))
+    me = os.getpid()
+    workdir = make_private_dir(base, "faas-reuse-")
+    try:
+        enter_private_dir(workdir)
+        set_not_dumpable()
+        apply_limits(limits)
+        if limits.process_limit > 0:
+            guard_process_creation()
+        ready = {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "dill": dill_version()}
+        send_json(ctrl, {**ready, "workdir": workdir})
+        stream = ctrl.makefile("rb")
+        while True:
+            task = read_task(stream)
+            if task is None:
+                return
+            header, fn_payload, args_payload = task
+            function_id = str(header.get("function_id", ""))
+            result = run_task(fn_payload, args_payload, function_id, dumps, loads, limits, cache)
+            flush_std_streams()
+            if os.getpid() != me:
+                os._exit(0)  # a process the user's code forked and let return: never serve
+            write_result(ctrl, result)
+    finally:
+        if os.getpid() == me:
+            os.chdir("/")
+            remove_tree(workdir)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] not in ("zygote", "reuse"):
-        sys.stderr.write("usage: faas_executor.py zygote|reuse [OPTIONS_JSON]  (fd in $FAAS_EXECUTOR_FD)\n")
-        return 64
-    opts: Header = json.loads(argv[2]) if len(argv) > 2 else {}
+def main(ctrl: socket.socket) -> int:
+    """Entry point (called by the loader with the control socket, after the script frame)."""
     clean_main_namespace()
-    ctrl = socket.socket(fileno=int(os.environ[FD_ENV]))
-    os.environ.pop(FD_ENV, None)
+    try:
+        opts: Header = json.loads(recv_frame(ctrl))
+    except (OSError, FrameError, ValueError) as e:
+        sys.stderr.write(f"faas executor: no options received: {e}\n")
+        return EXIT_PROTOCOL
+    mode = str(opts.get("mode", ""))
+    if mode not in ("zygote", "reuse"):
+        send_json(ctrl, {"op": "fatal", "error": f"unknown mode {mode!r}"})
+        return 64
+    set_title(f"{TITLE}: {mode}")
+    prefer_oom_kill()
+    sys.path[0:0] = [str(p) for p in opts.get("pythonpath", [])]
     try:
         dumps, loads = import_runtime([str(m) for m in opts.get("preload", [])])
+        workdir = str(opts.get("workdir") or "/tmp")
+        if not os.access(workdir, os.W_OK | os.X_OK):
+            raise PermissionError(f"the working area {workdir} is not writable by uid {os.getuid()}")
     except BaseException as e:  # noqa: BLE001 - report why start-up failed, then exit
         send_json(ctrl, {"op": "fatal", "error": one_line(describe_exception(e))})
         return 1
-    if argv[1] == "zygote":
+    if mode == "zygote":
+        set_not_dumpable()  # inherited by every forked task
         Zygote(ctrl, opts, dumps, loads).serve()
     else:
         serve_reuse(ctrl, opts, dumps, loads)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -6,16 +6,18 @@
 //!   `started`/`exited` (wait status) for it; this side enforces timeouts with `killpg`.
 //! - `reuse` ([`reuse`]): one long-lived process per slot runs tasks back to back.
 //!
-//! Processes are spawned by [`process`] (process group, parent-death signal, rlimits set between
-//! fork and exec) and every way a task can end is mapped to an [`Outcome`] by [`classify`].
+//! Processes are spawned by [`process`] into the [`sandbox`] resolved once per pool (executor
+//! user, environment allowlist, network namespace, no capabilities, set between fork and exec;
+//! per-task limits are set by the Python side) and every way a task can end is mapped to an
+//! [`Outcome`] by [`classify`].
 
 pub mod classify;
-pub mod config;
 pub mod frame;
 mod output;
 pub mod process;
 pub mod protocol;
 pub mod reuse;
+pub mod sandbox;
 pub mod script;
 pub mod zygote;
 
@@ -27,7 +29,7 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-pub use config::{ExecutorConfig, Isolation};
+pub use crate::config::{ExecutorConfig, Isolation, Network};
 
 use crate::pickle::PlatformError;
 
@@ -118,19 +120,18 @@ pub struct Slot {
 impl ExecutorPool {
     /// Starts the executor processes and waits until they are warm.
     pub async fn start(cfg: ExecutorConfig, slots: usize) -> Result<Self, ExecutorError> {
-        cfg.validate()?;
+        cfg.validate()
+            .map_err(|e| ExecutorError::Config(e.to_string()))?;
         if slots == 0 || slots > Semaphore::MAX_PERMITS {
             return Err(ExecutorError::Config(format!(
                 "slots must be between 1 and {}, got {slots}",
                 Semaphore::MAX_PERMITS
             )));
         }
-        let shared_cfg = Arc::new(cfg.clone());
+        let launcher = Arc::new(process::Launcher::new(cfg.clone())?);
         let backend = match cfg.isolation {
-            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(shared_cfg).await?),
-            Isolation::Reuse => {
-                Backend::Reuse(reuse::ReuseBackend::start(shared_cfg, slots).await?)
-            }
+            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(launcher).await?),
+            Isolation::Reuse => Backend::Reuse(reuse::ReuseBackend::start(launcher, slots).await?),
         };
         tracing::info!(isolation = ?cfg.isolation, slots, python = %cfg.python, "executor pool started");
         Ok(ExecutorPool {

@@ -14,12 +14,15 @@ use super::TaskSpec;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlEvent {
-    /// Start-up finished (dill and the preload modules are imported); reports the versions.
+    /// Start-up finished (dill and the preload modules are imported); reports the versions, and
+    /// a reuse process names its private working directory.
     Ready {
         pid: u32,
         python: String,
         #[serde(default)]
         dill: String,
+        #[serde(default)]
+        workdir: Option<String>,
     },
     /// Start-up failed, e.g. dill is not importable.
     Fatal { error: String },
@@ -31,10 +34,12 @@ pub enum ControlEvent {
     SpawnFailed { seq: u64, error: String },
 }
 
-/// The control message asking the zygote to fork a child for task `seq`; the task socket travels
-/// with it as SCM_RIGHTS ancillary data.
-pub fn run_message(seq: u64) -> Vec<u8> {
-    format!("{{\"op\":\"run\",\"seq\":{seq}}}").into_bytes()
+/// The control message asking the zygote to fork a child for task `seq` (`task_id` becomes the
+/// child's process title); the task socket travels with it as SCM_RIGHTS ancillary data.
+pub fn run_message(seq: u64, task_id: &str) -> Vec<u8> {
+    serde_json::json!({"op": "run", "seq": seq, "task_id": task_id})
+        .to_string()
+        .into_bytes()
 }
 
 /// The first frame of a task message.
@@ -69,6 +74,13 @@ pub enum ResultHeader {
 pub struct TaskResult {
     pub header: ResultHeader,
     pub payload: Vec<u8>,
+}
+
+impl TaskResult {
+    /// The task ran into one of its resource limits (`ResourceLimitExceeded`).
+    pub fn hit_a_limit(&self) -> bool {
+        matches!(&self.header, ResultHeader::Platform { kind, .. } if kind == "ResourceLimitExceeded")
+    }
 }
 
 /// The executor sent something that is not a valid message.
@@ -121,7 +133,19 @@ mod tests {
             }
         );
         assert!(parse_event(br#"{"op":"bogus"}"#).is_err());
-        assert_eq!(run_message(7), br#"{"op":"run","seq":7}"#);
+        assert_eq!(
+            run_message(7, "t\"1"),
+            br#"{"op":"run","seq":7,"task_id":"t\"1"}"#
+        );
+        assert_eq!(
+            parse_event(br#"{"op":"ready","pid":1,"python":"3.11"}"#).unwrap(),
+            ControlEvent::Ready {
+                pid: 1,
+                python: "3.11".into(),
+                dill: String::new(),
+                workdir: None
+            }
+        );
     }
 
     #[tokio::test]

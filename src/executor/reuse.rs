@@ -1,8 +1,11 @@
 //! Reuse isolation: long-lived executor processes (at most one per slot) run tasks one after
 //! another over their control socket. A process that crashes, times out or breaks the protocol
-//! is killed, reaped and replaced in the background.
+//! is killed, reaped and replaced in the background, and so is one whose task hit a resource
+//! limit (with whatever it forked); the replacement removes the private working directory the
+//! old process left behind (only a process of the executor user may).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::Duration;
@@ -10,8 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::classify::{self, TaskEnd};
-use super::config::ExecutorConfig;
-use super::process::{self, kill_group, Executor};
+use super::process::{self, kill_group, Executor, Launcher};
 use super::protocol;
 use super::script::Mode;
 use super::{ExecutorError, Outcome, TaskSpec};
@@ -19,6 +21,8 @@ use crate::pickle::PlatformError;
 
 /// How long shutdown waits for busy processes to be reaped by their tasks.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// How long an idle process may take to exit (removing its directory) once its socket closed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct State {
@@ -27,11 +31,13 @@ struct State {
     total: usize,
     busy: HashSet<u32>,
     closed: bool,
+    /// Private directories of processes that died, for the next process started to remove.
+    orphaned: Vec<PathBuf>,
 }
 
 /// The reuse-mode backend of the pool.
 pub struct ReuseBackend {
-    cfg: Arc<ExecutorConfig>,
+    launcher: Arc<Launcher>,
     slots: usize,
     state: StdMutex<State>,
     available: Notify,
@@ -40,11 +46,11 @@ pub struct ReuseBackend {
 
 impl ReuseBackend {
     /// Starts one warm process per slot.
-    pub async fn start(cfg: Arc<ExecutorConfig>, slots: usize) -> Result<Arc<Self>, ExecutorError> {
+    pub async fn start(launcher: Arc<Launcher>, slots: usize) -> Result<Arc<Self>, ExecutorError> {
         let mut starting = tokio::task::JoinSet::new();
         for _ in 0..slots {
-            let cfg = cfg.clone();
-            starting.spawn(async move { process::spawn(&cfg, Mode::Reuse).await });
+            let launcher = launcher.clone();
+            starting.spawn(async move { launcher.spawn(Mode::Reuse, &[]).await });
         }
         let mut idle = Vec::with_capacity(slots);
         while let Some(joined) = starting.join_next().await {
@@ -54,7 +60,7 @@ impl ReuseBackend {
         }
         tracing::info!(processes = idle.len(), "reuse executors started");
         Ok(Arc::new(ReuseBackend {
-            cfg,
+            launcher,
             slots,
             state: StdMutex::new(State {
                 total: idle.len(),
@@ -107,10 +113,18 @@ impl ReuseBackend {
             Some(t) => tokio::time::timeout(t, io).await.ok(),
             None => Some(io.await),
         };
-        let mut end = TaskEnd::new("executor process", self.cfg.memory_limit_mb);
+        let mut end = TaskEnd::new("executor process", self.launcher.cfg.memory_limit_mb);
         match read {
-            Some(Ok(Some(result))) => {
+            Some(Ok(Some(result))) if !result.hit_a_limit() => {
                 self.checkin(exe);
+                return classify::from_result(result);
+            }
+            Some(Ok(Some(result))) => {
+                // Whatever ran into the limit (a fork bomb's processes, a fragmented heap) goes
+                // with the process; the task's own result stands.
+                tracing::info!(task_id = %task.task_id, pid = exe.pid, "task hit a resource limit; replacing its executor");
+                process::kill_and_reap(&mut exe.child, exe.pid).await;
+                self.discard(exe);
                 return classify::from_result(result);
             }
             Some(other) => end.result = other,
@@ -120,7 +134,7 @@ impl ReuseBackend {
             }
         }
         end.exit = process::kill_and_reap(&mut exe.child, exe.pid).await;
-        end.pool_closed = self.discard(exe.pid);
+        end.pool_closed = self.discard(exe);
         end.outcome()
     }
 
@@ -134,8 +148,21 @@ impl ReuseBackend {
             }
             std::mem::take(&mut st.idle)
         };
-        for mut exe in idle {
-            process::kill_and_reap(&mut exe.child, exe.pid).await;
+        for exe in idle {
+            // Closing the socket lets it exit by itself and remove its private directory.
+            let Executor {
+                mut child,
+                pid,
+                ctrl,
+                ..
+            } = exe;
+            drop(ctrl);
+            if tokio::time::timeout(EXIT_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                process::kill_and_reap(&mut child, pid).await;
+            }
             self.lock().total -= 1;
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
@@ -178,7 +205,7 @@ impl ReuseBackend {
     }
 
     async fn spawn_busy(&self) -> Result<Executor, ExecutorError> {
-        match process::spawn(&self.cfg, Mode::Reuse).await {
+        match self.spawn_with_cleanup().await {
             Ok(exe) => {
                 self.lock().busy.insert(exe.pid);
                 Ok(exe)
@@ -189,6 +216,16 @@ impl ReuseBackend {
                 Err(e)
             }
         }
+    }
+
+    /// Starts a process that first removes the directories of dead ones.
+    async fn spawn_with_cleanup(&self) -> Result<Executor, ExecutorError> {
+        let orphaned = std::mem::take(&mut self.lock().orphaned);
+        let spawned = self.launcher.spawn(Mode::Reuse, &orphaned).await;
+        if spawned.is_err() {
+            self.lock().orphaned.extend(orphaned);
+        }
+        spawned
     }
 
     fn checkin(&self, exe: Executor) {
@@ -206,11 +243,12 @@ impl ReuseBackend {
     }
 
     /// Forgets a dead process and starts its replacement; returns whether the pool is closed.
-    fn discard(self: &Arc<Self>, pid: u32) -> bool {
+    fn discard(self: &Arc<Self>, exe: Executor) -> bool {
         let closed = {
             let mut st = self.lock();
-            st.busy.remove(&pid);
+            st.busy.remove(&exe.pid);
             st.total -= 1;
+            st.orphaned.extend(exe.workdir);
             st.closed
         };
         if !closed {
@@ -228,7 +266,7 @@ impl ReuseBackend {
             }
             st.total += 1;
         }
-        match process::spawn(&self.cfg, Mode::Reuse).await {
+        match self.spawn_with_cleanup().await {
             Ok(exe) => {
                 self.replaced.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(pid = exe.pid, "replacement executor started");

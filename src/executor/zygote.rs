@@ -28,9 +28,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::classify::{self, describe_exit, TaskEnd};
-use super::config::ExecutorConfig;
 use super::frame;
-use super::process::{self, kill_group};
+use super::process::{self, kill_group, Launcher};
 use super::protocol::{self, parse_event, ControlEvent};
 use super::script::Mode;
 use super::{ExecutorError, Outcome, TaskSpec};
@@ -71,7 +70,7 @@ struct Submitted {
 
 /// The fork-mode backend of the pool.
 pub struct ForkBackend {
-    cfg: Arc<ExecutorConfig>,
+    launcher: Arc<Launcher>,
     zygote: Mutex<Option<Arc<Zygote>>>,
     next_seq: AtomicU64,
     closed: AtomicBool,
@@ -80,10 +79,10 @@ pub struct ForkBackend {
 
 impl ForkBackend {
     /// Starts the zygote.
-    pub async fn start(cfg: Arc<ExecutorConfig>) -> Result<Self, ExecutorError> {
-        let zygote = Zygote::start(&cfg).await?;
+    pub async fn start(launcher: Arc<Launcher>) -> Result<Self, ExecutorError> {
+        let zygote = Zygote::start(&launcher).await?;
         Ok(ForkBackend {
-            cfg,
+            launcher,
             zygote: Mutex::new(Some(zygote)),
             next_seq: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -111,7 +110,7 @@ impl ForkBackend {
         let mut attempts = 0;
         let submitted = loop {
             attempts += 1;
-            match self.submit().await {
+            match self.submit(&task.task_id).await {
                 Ok(submitted) => break submitted,
                 Err(e) if attempts < 2 && !self.is_closed() => {
                     tracing::warn!(task_id = %task.task_id, error = %e, "handing task to zygote failed, retrying");
@@ -156,18 +155,18 @@ impl ForkBackend {
             old.stop().await;
         }
         tracing::warn!("executor zygote was lost; starting a new one");
-        let z = Zygote::start(&self.cfg).await?;
+        let z = Zygote::start(&self.launcher).await?;
         self.restarts.fetch_add(1, Ordering::Relaxed);
         *guard = Some(z.clone());
         Ok(z)
     }
 
-    async fn submit(&self) -> Result<Submitted, ExecutorError> {
+    async fn submit(&self, task_id: &str) -> Result<Submitted, ExecutorError> {
         let zygote = self.current().await?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (ours, theirs) = StdUnixStream::pair().map_err(io_err)?;
         let events = zygote.register(seq)?;
-        if let Err(e) = zygote.send_run(seq, &theirs).await {
+        if let Err(e) = zygote.send_run(seq, task_id, &theirs).await {
             zygote.unregister(seq);
             return Err(e);
         }
@@ -190,7 +189,7 @@ impl ForkBackend {
         mut events: mpsc::UnboundedReceiver<ChildEvent>,
         mut stream: UnixStream,
     ) -> TaskEnd {
-        let mut end = TaskEnd::new("task process", self.cfg.memory_limit_mb);
+        let mut end = TaskEnd::new("task process", self.launcher.cfg.memory_limit_mb);
         let (mut rd, mut wr) = stream.split();
         let io = async {
             let write = async {
@@ -270,8 +269,8 @@ impl ForkBackend {
 }
 
 impl Zygote {
-    async fn start(cfg: &ExecutorConfig) -> Result<Arc<Zygote>, ExecutorError> {
-        let exe = process::spawn(cfg, Mode::Zygote).await?;
+    async fn start(launcher: &Launcher) -> Result<Arc<Zygote>, ExecutorError> {
+        let exe = launcher.spawn(Mode::Zygote, &[]).await?;
         let (read, write) = exe.ctrl.into_split();
         let pending: Arc<Pending> = Arc::new(StdMutex::new(Some(HashMap::new())));
         let reader = tokio::spawn(read_events(read, exe.child, exe.pid, pending.clone()));
@@ -303,9 +302,14 @@ impl Zygote {
         }
     }
 
-    /// Sends `run{seq}` with `task_end` attached as SCM_RIGHTS.
-    async fn send_run(&self, seq: u64, task_end: &StdUnixStream) -> Result<(), ExecutorError> {
-        let msg = frame::encode(&[&protocol::run_message(seq)]).map_err(io_err)?;
+    /// Sends `run{seq, task_id}` with `task_end` attached as SCM_RIGHTS.
+    async fn send_run(
+        &self,
+        seq: u64,
+        task_id: &str,
+        task_end: &StdUnixStream,
+    ) -> Result<(), ExecutorError> {
+        let msg = frame::encode(&[&protocol::run_message(seq, task_id)]).map_err(io_err)?;
         let mut guard = self.writer.lock().await;
         let writer = guard.as_mut().ok_or_else(gone)?;
         let fds = [task_end.as_raw_fd()];

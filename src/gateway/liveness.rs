@@ -23,8 +23,15 @@ use crate::store::Store;
 const STATUS_PERIOD: Duration = Duration::from_secs(5);
 /// Longest wait for Redis' PONG.
 const REDIS_WAIT: Duration = Duration::from_secs(2);
-/// The request: answered by the router from memory, without a body.
-const PROBE: &[u8] = b"HEAD /openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+/// The request: answered by the router from memory, without a body (plus, when tokens are
+/// required, the probe's own `Authorization` header).
+fn probe_request(authorization: Option<&str>) -> Vec<u8> {
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!("HEAD /openapi.json HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+        .into_bytes()
+}
 
 /// Where to connect to reach a listener bound to `addr` (a wildcard address means loopback).
 fn probe_addr(addr: SocketAddr) -> SocketAddr {
@@ -37,10 +44,10 @@ fn probe_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 /// One request to our own listener; true when a `200` response arrived.
-async fn probe(addr: SocketAddr) -> bool {
+async fn probe(addr: SocketAddr, request: &[u8]) -> bool {
     let exchange = async {
         let mut s = TcpStream::connect(addr).await?;
-        s.write_all(PROBE).await?;
+        s.write_all(request).await?;
         let mut head = Vec::with_capacity(256);
         s.take(4096).read_to_end(&mut head).await?;
         Ok::<_, std::io::Error>(head)
@@ -56,7 +63,12 @@ async fn probe(addr: SocketAddr) -> bool {
 
 /// Runs until `shutdown`: probes the listener at `addr` and Redis, pings the watchdog and keeps
 /// the status line up to date. Returns at once when systemd is not listening.
-pub async fn run(addr: SocketAddr, store: Store, mut shutdown: Shutdown) {
+pub async fn run(
+    addr: SocketAddr,
+    store: Store,
+    authorization: Option<String>,
+    mut shutdown: Shutdown,
+) {
     let mut wd = Watchdog::from_env();
     let status = StatusLine::spawn();
     if !status.is_enabled() {
@@ -64,6 +76,7 @@ pub async fn run(addr: SocketAddr, store: Store, mut shutdown: Shutdown) {
     }
     let period = wd.interval().unwrap_or(STATUS_PERIOD);
     let target = probe_addr(addr);
+    let request = probe_request(authorization.as_deref());
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -71,7 +84,7 @@ pub async fn run(addr: SocketAddr, store: Store, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        match tokio::time::timeout(period, probe(target)).await {
+        match tokio::time::timeout(period, probe(target, &request)).await {
             Ok(true) => wd.ping(),
             Ok(false) => {}
             Err(_) => tracing::warn!(%addr, "gateway did not answer its liveness probe in time"),

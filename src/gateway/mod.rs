@@ -1,20 +1,24 @@
 //! HTTP gateway: the API routes, the OpenAPI document and its `/docs` page, health, metrics.
 //!
 //! [`router`] builds the axum app and starts the one subscription to the done channel that wakes
-//! long-polls ([`waiters`]); [`serve`] runs it on an already bound listener until the shutdown
-//! handle fires (tests bind port 0), draining in-flight requests. [`notify_ready`] tells systemd
-//! the gateway serves and starts its watchdog ([`liveness`]).
+//! long-polls ([`waiters`]); [`app`] wraps it in the hardening layers ([`auth`], [`limits`]).
+//! [`serve`] runs it on an already bound listener until the shutdown handle fires (tests bind
+//! port 0), draining in-flight requests ([`server`]: header timeout, connection cap).
+//! [`notify_ready`] tells systemd the gateway serves and starts its watchdog ([`liveness`]).
 
 mod api;
+pub mod auth;
 mod docs;
 mod error;
 mod extract;
 mod functions;
 mod info;
+pub mod limits;
 pub mod liveness;
 mod metrics;
 mod openapi;
 mod routes;
+pub mod server;
 mod tasks;
 pub mod waiters;
 
@@ -90,29 +94,32 @@ pub fn router(store: Store, cfg: &GatewayConfig) -> Router {
         .merge(Router::new().route("/openapi.json", get(openapi::document).with_state(doc)))
 }
 
+/// [`router`] behind the hardening layers of `cfg` and, when given, bearer tokens: they wrap
+/// every route, including those added later.
+pub fn app(store: Store, cfg: &GatewayConfig, auth: Option<Arc<auth::Auth>>) -> Router {
+    limits::harden(router(store, cfg), &cfg.limits(), auth)
+}
+
 /// Tells systemd `READY=1` (call once Redis answered and `listener` is bound) and starts the
-/// liveness task that pings the watchdog and keeps `STATUS=` current.
+/// liveness task that pings the watchdog and keeps `STATUS=` current (its probe carries
+/// `authorization` when tokens are required).
 pub fn notify_ready(
     listener: &TcpListener,
     store: Store,
+    authorization: Option<String>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tokio::spawn(liveness::run(addr, store, shutdown));
+    tokio::spawn(liveness::run(addr, store, authorization, shutdown));
     crate::notify::status_now(&format!("listening on {addr}, redis ok"));
     crate::notify::ready();
     Ok(())
 }
 
-/// Serves `app` on `listener` until `shutdown` fires, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    mut shutdown: Shutdown,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+/// Serves `app` on `listener` with the default connection limits until `shutdown` fires, then
+/// lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    server::serve(listener, app, GatewayLimits::default(), shutdown).await
 }
 
 /// Why the gateway stopped with an error.
@@ -132,15 +139,14 @@ pub enum GatewayError {
     },
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Runs a gateway with `cfg` until `shutdown` fires: connects to Redis, binds, reports READY,
 /// serves, then drains in-flight requests. Redis connections recover by themselves
 /// ([`crate::store::conn`]); while Redis is unreachable requests get a quick 503.
-pub async fn run(
-    cfg: crate::config::GatewayConfig,
-    shutdown: Shutdown,
-) -> Result<(), GatewayError> {
+pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
     let redis = |source| GatewayError::Redis {
         url: crate::store::endpoint::redact(&cfg.redis),
         source,
@@ -154,6 +160,14 @@ pub async fn run(
     .await
     .map_err(redis)?
     .with_replicas(cfg.wait_replicas, cfg.wait_timeout());
+    let auth = match &cfg.auth_token_file {
+        Some(path) => {
+            let auth = Arc::new(auth::Auth::load(path)?);
+            auth::reload_on_sighup(auth.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
+            Some(auth)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|source| GatewayError::Bind {
@@ -161,9 +175,10 @@ pub async fn run(
             source,
         })?;
     tracing::info!(listen = %cfg.listen, redis = %store.endpoint(), wait_replicas = cfg.wait_replicas, "gateway ready");
-    notify_ready(&listener, store.clone(), shutdown.clone()).map_err(GatewayError::Serve)?;
-    let app = router(store, &cfg);
-    serve(listener, app, shutdown)
+    let probe = auth.as_ref().map(|a| a.probe_header());
+    notify_ready(&listener, store.clone(), probe, shutdown.clone()).map_err(GatewayError::Serve)?;
+    let app = app(store, &cfg, auth);
+    server::serve(listener, app, cfg.limits(), shutdown)
         .await
         .map_err(GatewayError::Serve)?;
     tracing::info!("gateway stopped");

@@ -44,12 +44,50 @@ pub fn with_limits(doc: &utoipa::openapi::OpenApi, limits: &GatewayLimits) -> St
         ("ExecuteBatchReq", "timeout", "maximum", json!(max_timeout)),
         ("ExecuteBatchReq", "payloads", "maxItems", json!(max_batch)),
         ("WaitReq", "task_ids", "maxItems", json!(max_batch)),
+        // Bytes; a name of that many characters is 400 when they are not all ASCII.
+        (
+            "RegisterFn",
+            "name",
+            "maxLength",
+            json!(limits.max_name_bytes.get()),
+        ),
     ] {
         if let Some(prop) = schemas[schema]["properties"][field].as_object_mut() {
             prop.insert(key.into(), value);
         }
     }
+    with_body_answers(&mut v);
     v.to_string()
+}
+
+/// The answers of the hardening layers (`super::limits`) to every operation with a body.
+fn with_body_answers(doc: &mut serde_json::Value) {
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}});
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
+    {
+        if op.get("requestBody").is_none() {
+            continue;
+        }
+        if let Some(responses) = op["responses"].as_object_mut() {
+            for (code, what) in [
+                (
+                    "408",
+                    "The request body did not arrive within body_read_timeout_secs",
+                ),
+                ("415", "The request body is not application/json"),
+            ] {
+                let mut answer = error.clone();
+                answer["description"] = json!(what);
+                responses.entry(code).or_insert(answer);
+            }
+        }
+    }
 }
 
 /// The rendered document.

@@ -28,7 +28,7 @@ use crate::store::TaskView;
     request_body = RegisterFn,
     responses(
         (status = 200, description = "Registered", body = RegisterFnRep),
-        (status = 400, description = "Payload is not base64 or not a pickle", body = api::HTTPError),
+        (status = 400, description = "Payload is not base64 or not a pickle, or the name is longer than max_name_bytes", body = api::HTTPError),
         (status = 413, description = "Request body too large", body = api::HTTPError),
         (status = 422, description = "Validation error", body = api::HTTPValidationError),
         (status = 503, description = "Redis unavailable", body = api::HTTPError),
@@ -37,6 +37,13 @@ pub async fn register_function(
     State(st): State<Arc<AppState>>,
     Valid(body): Valid<RegisterFn>,
 ) -> Result<Json<RegisterFnRep>, ApiError> {
+    let limit = st.limits.max_name_bytes.get();
+    if body.name.len() > limit {
+        return Err(ApiError::BadPayload(format!(
+            "function name too long: {} bytes, the limit is {limit}",
+            body.name.len()
+        )));
+    }
     let bytes = payload::decode_pickle(&body.payload)
         .map_err(|e| ApiError::BadPayload(format!("invalid function payload: {e}")))?;
     let id = st.store.register_function(&body.name, &bytes).await?;

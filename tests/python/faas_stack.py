@@ -75,9 +75,16 @@ class Stack:
     ``mode`` is local, pull or push. In local mode the dispatcher runs ``processes`` executors;
     in pull and push modes ``workers`` faas-worker daemons run ``processes`` executors each.
     ``executor`` is TOML for the ``[executor]`` table of both daemons; ``dispatcher`` is TOML for
-    the dispatcher's top level (e.g. ``max_retries = 1``), ``gateway`` for the gateway's.
-    ``redis_aof`` gives the private redis-server an append-only file (a restart keeps the data);
-    ``redis_url`` uses that Redis (e.g. a ``redis+sentinel://`` URL) instead of a private one.
+    the dispatcher's top level (e.g. ``max_retries = 1``), ``gateway`` for the gateway's (given
+    with ``--config``). ``redis_aof`` gives the private redis-server an append-only file (a
+    restart keeps the data); ``redis_url`` uses that Redis (e.g. a ``redis+sentinel://`` URL)
+    instead of a private one.
+
+    Executors run as the daemons' own user by default (``user=""``): the test interpreter need
+    not be readable by another user. The hostile-function suite passes ``user``, ``python``
+    (one that user can run), ``pythonpath``, ``config_dir`` (a stand-in for /etc/faas), ``env``
+    (added to the daemons' environment) and ``redis_password`` (the daemons then get their Redis
+    URL from ``FAAS_*_REDIS`` variables, as /etc/default/faas would give it).
     """
 
     def __init__(
@@ -89,6 +96,12 @@ class Stack:
         executor: str = "",
         dispatcher: str = "",
         preload: tuple[str, ...] = ("requests", "pytest"),
+        user: str = "",
+        python: str = PYTHON,
+        pythonpath: Optional[List[Path]] = None,
+        config_dir: Optional[Path] = None,
+        env: Optional[dict[str, str]] = None,
+        redis_password: str = "",
         gateway: str = "",
         redis_aof: bool = False,
         redis_url: Optional[str] = None,
@@ -104,19 +117,22 @@ class Stack:
         self.http_port = free_port()
         self.zmq_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
+        self.redis_password = redis_password
+        auth = f":{redis_password}@" if redis_password else ""
         self.own_redis = redis_url is None
         self.redis_aof = redis_aof
-        self.redis_url = redis_url or f"redis://127.0.0.1:{self.redis_port}"
+        self.redis_url = redis_url or f"redis://{auth}127.0.0.1:{self.redis_port}"
         self.redis: Optional[subprocess.Popen[bytes]] = None
-        paths = ", ".join(f'"{p}"' for p in IMPORTABLE)
+        self.extra_env = dict(env or {})
+        paths = ", ".join(f'"{p}"' for p in (IMPORTABLE if pythonpath is None else pythonpath))
         # Test modules import requests and pytest: preloading them in the zygote keeps forked
         # tasks from re-importing them (as an operator would preload users' heavy modules).
         modules = ", ".join(f'"{m}"' for m in preload)
         executor_table = (
-            f"[executor]\npython = \"{PYTHON}\"\npythonpath = [{paths}]\n"
+            f"[executor]\npython = \"{python}\"\nuser = \"{user}\"\npythonpath = [{paths}]\n"
             f"preload = [{modules}]\n{executor}\n"
         )
-        self.config_dir = workdir / "etc"
+        self.config_dir = config_dir or workdir / "etc"
         self.config_dir.mkdir(exist_ok=True)
         self.config = workdir / "dispatcher.toml"
         self.config.write_text(
@@ -125,8 +141,10 @@ class Stack:
         )
         self.worker_config = workdir / "worker.toml"
         self.worker_config.write_text(f"drain_timeout_secs = 5\n{executor_table}")
-        self.gateway_config = workdir / "gateway.toml"
-        self.gateway_config.write_text(gateway)
+        self.gateway_config: Optional[Path] = None
+        if gateway:
+            self.gateway_config = workdir / "gateway.toml"
+            self.gateway_config.write_text(gateway)
         self.dispatcher: Optional[subprocess.Popen[bytes]] = None
         self.workers: List[subprocess.Popen[bytes]] = []
 
@@ -144,7 +162,9 @@ class Stack:
         self.logs.append(log)
         # An empty config directory: a host's /etc/faas drop-ins must not leak into tests.
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
-                   FAAS_CONFIG_DIR=str(self.config_dir))
+                   FAAS_CONFIG_DIR=str(self.config_dir), **self.extra_env)
+        if self.redis_password:
+            env.update(FAAS_GATEWAY_REDIS=self.redis_url, FAAS_DISPATCHER_REDIS=self.redis_url)
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         self.names.append(name.rstrip("0123456789"))
@@ -154,13 +174,17 @@ class Stack:
         """(component, process) for every daemon still running: redis, gateway, dispatcher, worker."""
         return [(n, p) for n, p in zip(self.names, self.procs) if p.poll() is None]
 
+    def _redis_flag(self) -> List[str]:
+        """``--redis URL``, unless the URL (with its password) comes from the environment."""
+        return [] if self.redis_password else ["--redis", self.redis_url]
+
     def start(self) -> "Stack":
         if self.own_redis:
             self.start_redis()
         self._spawn(
             "gateway",
             [str(BIN_DIR / "faas-gateway"), "--listen", f"127.0.0.1:{self.http_port}",
-             "--redis", self.redis_url, "--config", str(self.gateway_config)],
+             *self._redis_flag(), *(["--config", str(self.gateway_config)] if self.gateway_config else [])],
         )
         self.start_dispatcher()
         for _ in range(self.worker_count):
@@ -173,10 +197,11 @@ class Stack:
         when it keeps an append-only file."""
         aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof else [
             "--appendonly", "no"]
+        password = ["--requirepass", self.redis_password] if self.redis_password else []
         self.redis = self._spawn(
             "redis",
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", *aof, "--dir", str(self.workdir)],
+             "--save", "", *aof, "--dir", str(self.workdir), *password],
         )
         wait_port(self.redis_port)
         return self.redis
@@ -190,14 +215,15 @@ class Stack:
 
     def redis_cli(self, *args: str, port: Optional[int] = None) -> str:
         """Runs a command with redis-cli against the private Redis (or ``port``)."""
+        auth = ["-a", self.redis_password, "--no-auth-warning"] if self.redis_password else []
         out = subprocess.run(
-            ["redis-cli", "-p", str(port or self.redis_port), *args],
+            ["redis-cli", "-p", str(port or self.redis_port), *auth, *args],
             capture_output=True, text=True, timeout=10, check=True,
         )
         return out.stdout.strip()
 
     def start_dispatcher(self) -> subprocess.Popen[bytes]:
-        args = [str(BIN_DIR / "faas-dispatcher"), "-m", self.mode, "--redis", self.redis_url,
+        args = [str(BIN_DIR / "faas-dispatcher"), "-m", self.mode, *self._redis_flag(),
                 "--config", str(self.config), "--name", f"test-{self.redis_port}"]
         if self.mode == "local":
             args += ["-w", str(self.processes)]
@@ -245,7 +271,6 @@ class Stack:
     def stop(self) -> None:
         """Stops the daemons in reverse start order (Redis last, so they can drain)."""
         stop_all(list(reversed(self.procs)), self.logs, timeout=60)
-
 
 class Sentinels:
     """A Redis primary, one replica and three Sentinels (redis-server --sentinel) on loopback

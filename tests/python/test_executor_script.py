@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import pytest
 import faas_executor as fe
 
 SCRIPT = Path(__file__).resolve().parents[2] / "src" / "executor" / "faas_executor.py"
+LOADER = SCRIPT.with_name("faas_executor_loader.py")
+# The tasks below are pickled by reference to this module: executors must import it.
+HERE = str(Path(__file__).parent)
 
 
 def args_payload(*args: Any, **kwargs: Any) -> bytes:
@@ -26,8 +30,8 @@ def args_payload(*args: Any, **kwargs: Any) -> bytes:
     return payload
 
 
-def run(fn: Any, *args: Any, memory_limit_mb: int = 0, cache: fe.FunctionCache | None = None, **kwargs: Any) -> fe.Result:
-    return fe.run_task(dill.dumps(fn), args_payload(*args, **kwargs), "fid", dill.dumps, dill.loads, memory_limit_mb, cache)
+def run(fn: Any, *args: Any, limits: fe.Limits = fe.Limits(), cache: fe.FunctionCache | None = None, **kwargs: Any) -> fe.Result:
+    return fe.run_task(dill.dumps(fn), args_payload(*args, **kwargs), "fid", dill.dumps, dill.loads, limits, cache)
 
 
 # --- framing ------------------------------------------------------------------------------
@@ -185,7 +189,7 @@ def test_memory_error_under_limit_is_a_resource_failure() -> None:
     def hog() -> None:
         raise MemoryError()
 
-    header, _ = run(hog, memory_limit_mb=64)
+    header, _ = run(hog, limits=fe.Limits(memory_limit_mb=64))
     assert header == {
         "status": "platform",
         "kind": "ResourceLimitExceeded",
@@ -212,17 +216,86 @@ def test_function_cache_is_lru_and_used_by_run_task() -> None:
     assert dill.loads(payload) == "first"
 
 
-# --- the zygote as a process ------------------------------------------------------------------
+def test_limit_failures_name_the_limit() -> None:
+    import errno
+
+    limits = fe.Limits(memory_limit_mb=8, process_limit=4, open_files_limit=32, file_size_limit_mb=2)
+    cases = [
+        (OSError(errno.EFBIG, "File too large"), "task exceeded the file size limit of 2 MiB (OSError: [Errno 27] File too large)"),
+        (OSError(errno.EMFILE, "Too many open files"), "task exceeded the open files limit of 32 (OSError: [Errno 24] Too many open files)"),
+    ]
+    for exc, detail in cases:
+        assert fe.limit_exceeded(exc, limits) == detail
+        assert fe.limit_exceeded(exc, fe.Limits()) is None  # no limit configured: the user's error
+
+    marked = BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    assert fe.limit_exceeded(marked, limits) is None  # EAGAIN alone may be non-blocking I/O
+    setattr(marked, fe.PROCESS_LIMIT_MARK, True)
+    assert "process limit of 4" in (fe.limit_exceeded(marked, limits) or "")
+
+    def wrapped() -> None:
+        try:
+            raise OSError(errno.EFBIG, "File too large")
+        except OSError as e:
+            raise RuntimeError("could not save") from e
+
+    header, _ = run(wrapped, limits=limits)
+    assert header["status"] == "platform" and header["kind"] == "ResourceLimitExceeded"
+    assert "file size limit of 2 MiB" in header["detail"]
 
 
-def start_zygote(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def test_guarded_fork_marks_eagain(monkeypatch: pytest.MonkeyPatch) -> None:
+    import _posixsubprocess
+    import _thread
+    import threading
+
+    def refuse(*_a: Any, **_k: Any) -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    for mod, name in [(os, "fork"), (_posixsubprocess, "fork_exec"), (_thread, "start_new_thread"), (threading, "_start_new_thread")]:
+        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+    monkeypatch.setattr(os, "fork", refuse)
+    fe.guard_process_creation()
+    with pytest.raises(BlockingIOError) as info:
+        os.fork()
+    assert getattr(info.value, fe.PROCESS_LIMIT_MARK) is True
+
+
+def test_set_title_replaces_the_command_line() -> None:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import faas_executor as fe; "
+        "fe.set_title('faas-executor: test ' + 'x' * 10); "
+        "print(open('/proc/self/cmdline', 'rb').read().decode().rstrip(chr(0)), open('/proc/self/comm').read().strip())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(SCRIPT.parent), "padding " * 20],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "faas-executor: test xxxxxxxxxx faas-executor"
+
+
+def test_private_dirs_are_created_and_removed(tmp_path: Path) -> None:
+    d = fe.make_private_dir(str(tmp_path), "faas-task-")
+    assert Path(d).parent == tmp_path and os.stat(d).st_mode & 0o777 == 0o700
+    locked = Path(d, "sub")
+    locked.mkdir()
+    Path(locked, "f").write_text("x")
+    locked.chmod(0)  # a task may leave directories it cannot enter itself
+    fe.remove_tree(d)
+    assert not Path(d).exists()
+
+
+# --- the executor as a process ----------------------------------------------------------------
+
+
+def start_executor(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """Starts the executor as Rust does: isolated, the loader in argv, script and options framed
+    on the control socket."""
     ours, theirs = socket.socketpair()
-    # The tasks below are pickled by reference to this module: the zygote must import it.
-    env = dict(os.environ, FAAS_EXECUTOR_FD=str(theirs.fileno()), PYTHONPATH=str(Path(__file__).parent))
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "zygote", json.dumps(opts)], env=env, pass_fds=[theirs.fileno()]
+        [sys.executable, "-I", "-c", LOADER.read_text(), str(theirs.fileno())],
+        pass_fds=[theirs.fileno()], cwd="/",
     )
     theirs.close()
+    fe.send_frames(ours, SCRIPT.read_bytes(), json.dumps({"workdir": tempfile.gettempdir(), **opts}).encode())
     return proc, ours
 
 
@@ -234,27 +307,35 @@ def read_json(stream: Any) -> dict[str, Any]:
 
 def submit(ctrl: socket.socket, seq: int, fn: Any, *args: Any) -> socket.socket:
     ours, theirs = socket.socketpair()
-    socket.send_fds(ctrl, [fe.encode_frame(json.dumps({"op": "run", "seq": seq}).encode())], [theirs.fileno()])
+    msg = {"op": "run", "seq": seq, "task_id": f"t{seq}"}
+    socket.send_fds(ctrl, [fe.encode_frame(json.dumps(msg).encode())], [theirs.fileno()])
     theirs.close()
     fe.send_frames(ours, b'{"task_id":"t","function_id":"f"}', dill.dumps(fn), args_payload(*args))
     return ours
 
 
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0")
+
+
 def test_zygote_runs_tasks_reports_exits_and_stops_on_eof() -> None:
-    proc, ctrl = start_zygote({})
+    proc, ctrl = start_executor({"mode": "zygote", "pythonpath": [HERE]})
     events = ctrl.makefile("rb")
     try:
         ready = read_json(events)
         assert ready["op"] == "ready" and ready["pid"] == proc.pid
+        assert cmdline(proc.pid) == "faas-executor: zygote"
 
-        task = submit(ctrl, 1, lambda x: x + 1, 41)
+        task = submit(ctrl, 1, lambda x: (x + 1, os.getcwd()), 41)
         started = read_json(events)
         assert started["op"] == "started" and started["seq"] == 1
         result = task.makefile("rb")
         assert json.loads(fe.read_frame(result) or b"") == {"status": "ok"}
-        assert dill.loads(fe.read_frame(result) or b"") == 42
+        value, cwd = dill.loads(fe.read_frame(result) or b"")
+        assert value == 42 and Path(cwd).name.startswith("faas-task-")
         exited = read_json(events)
         assert exited == {"op": "exited", "seq": 1, "pid": started["pid"], "status": 0}
+        assert not Path(cwd).exists(), "the task's directory is removed once it was reaped"
 
         crash = submit(ctrl, 2, lambda: os.kill(os.getpid(), signal.SIGKILL))
         assert read_json(events)["op"] == "started"
@@ -264,6 +345,10 @@ def test_zygote_runs_tasks_reports_exits_and_stops_on_eof() -> None:
 
         sleeper = submit(ctrl, 3, time.sleep, 60)
         child = read_json(events)["pid"]
+        deadline = time.monotonic() + 5
+        while cmdline(child) != "faas-executor: task t3" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cmdline(child) == "faas-executor: task t3"
     finally:
         events.close()  # the file object shares the socket: close both to send EOF
         ctrl.close()  # EOF: the zygote kills its children and exits
@@ -273,9 +358,34 @@ def test_zygote_runs_tasks_reports_exits_and_stops_on_eof() -> None:
     sleeper.close()
 
 
-def test_zygote_reports_fatal_start_errors() -> None:
-    proc, ctrl = start_zygote({"preload": ["no_such_module_xyz"]})
+def test_executor_reports_fatal_start_errors() -> None:
+    proc, ctrl = start_executor({"mode": "zygote", "preload": ["no_such_module_xyz"]})
     with ctrl:
         msg = read_json(ctrl.makefile("rb"))
     assert msg["op"] == "fatal" and "no_such_module_xyz" in msg["error"]
     assert proc.wait(timeout=10) == 1
+    proc, ctrl = start_executor({"mode": "reuse", "workdir": "/nonexistent/dir"})
+    with ctrl:
+        msg = read_json(ctrl.makefile("rb"))
+    assert msg["op"] == "fatal" and "not writable" in msg["error"]
+    assert proc.wait(timeout=10) == 1
+
+
+def test_reuse_process_keeps_forked_copies_off_the_socket() -> None:
+    proc, ctrl = start_executor({"mode": "reuse", "pythonpath": [HERE]})
+    stream = ctrl.makefile("rb")
+    try:
+        ready = read_json(stream)
+        assert Path(ready["workdir"]).name.startswith("faas-reuse-")
+        # The user's code forks and lets the child return: only the parent may answer.
+        fe.send_frames(ctrl, b'{"task_id":"t","function_id":""}', dill.dumps(lambda: os.fork() and "parent"), args_payload())
+        assert json.loads(fe.read_frame(stream) or b"") == {"status": "ok"}
+        assert dill.loads(fe.read_frame(stream) or b"") == "parent"
+        fe.send_frames(ctrl, b'{"task_id":"t2","function_id":""}', dill.dumps(lambda: "next"), args_payload())
+        assert json.loads(fe.read_frame(stream) or b"") == {"status": "ok"}
+        assert dill.loads(fe.read_frame(stream) or b"") == "next"
+    finally:
+        stream.close()
+        ctrl.close()
+    assert proc.wait(timeout=10) == 0
+    assert not Path(ready["workdir"]).exists(), "removed when the process stops"

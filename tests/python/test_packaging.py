@@ -56,7 +56,11 @@ def test_service_contract(name: str) -> None:
     assert one(unit, "Service", "RestartPreventExitStatus") == "78"  # EX_CONFIG of the binaries
     assert one(unit, "Service", "KillMode") == "mixed"
     assert one(unit, "Service", "User") == "faas"
-    assert svc["CapabilityBoundingSet"] == [""] and svc["AmbientCapabilities"] == [""]
+    # The gateway needs no capability; the executor units exactly those for switching to the
+    # executor user and stopping its processes (the executors themselves get none).
+    caps = [""] if name == "faas-gateway.service" else ["CAP_SETUID CAP_SETGID CAP_KILL"]
+    assert svc["CapabilityBoundingSet"] == caps and svc["AmbientCapabilities"] == caps
+    assert one(unit, "Service", "NoNewPrivileges") == "yes"
     assert one(unit, "Service", "EnvironmentFile") == "-/etc/default/faas"
     assert "AF_UNIX" in one(unit, "Service", "RestrictAddressFamilies").split()
     assert one(unit, "Service", "RuntimeDirectory") == "faas/%N"  # one per unit, see the comment
@@ -71,7 +75,11 @@ def test_executor_units_let_python_run(name: str) -> None:
     svc = unit["Service"]
     # ctypes callbacks / JITs need W+X memory; socketpairs need AF_UNIX; fork needs @process.
     assert "MemoryDenyWriteExecute" not in svc
-    assert svc["SystemCallFilter"] == ["@system-service"]
+    assert svc["SystemCallFilter"] == ["@system-service", "~@resources"]
+    # The whole service is capped, whatever its tasks do.
+    assert one(unit, "Service", "MemoryMax").endswith("%")
+    assert int(one(unit, "Service", "TasksMax")) > 1024  # above executor.process_limit's default
+    assert one(unit, "Service", "ProtectHome") == "yes"
     assert one(unit, "Service", "SystemCallErrorNumber") == "EPERM"
     assert one(unit, "Service", "WorkingDirectory") == "/var/lib/faas"
     assert one(unit, "Service", "StateDirectory") == "faas"
@@ -81,6 +89,8 @@ def test_executor_units_let_python_run(name: str) -> None:
 
 def test_exec_start_lines() -> None:
     assert one(parse_unit("faas-gateway.service"), "Service", "ExecStart") == "/usr/bin/faas-gateway"
+    # systemctl reload re-reads the token file.
+    assert one(parse_unit("faas-gateway.service"), "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(parse_unit("faas-dispatcher@.service"), "Service", "ExecStart") == "/usr/bin/faas-dispatcher -m %i"
     assert one(parse_unit("faas-worker@.service"), "Service", "ExecStart") == "/usr/bin/faas-worker %i"
     # Workers stop before a dispatcher on the same host, so their drain can report results.
@@ -107,8 +117,25 @@ def test_deb_assets_exist() -> None:
             continue
         matches = list(ROOT.glob(source))
         assert matches, f"asset {source} → {dest} does not exist"
-        assert mode in ("644", "755")
+        assert mode in ("644", "755") or (dest == "etc/default/faas" and mode == "600"), (source, mode)
     units = {Path(s).name for s, d, _ in meta["assets"] if d == "usr/lib/systemd/system/"}
     assert units == {p.name for p in UNITS.iterdir()}, "every unit in packaging/systemd is packaged"
     if missing_other:
         pytest.skip(f"not in this tree yet: {missing_other}")
+
+
+def test_sysusers_creates_the_executor_user_apart_from_the_daemons() -> None:
+    lines = [l.split() for l in (ROOT / "packaging/sysusers.d/faas.conf").read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    users = {fields[1]: fields for fields in lines if fields[0] == "u"}
+    assert set(users) == {"faas", "faas-exec"}
+    # No membership line puts faas-exec in faas's group (it would read /etc/faas).
+    assert not [f for f in lines if f[0] == "m"]
+    dropped = tomllib.loads((ROOT / "etc/faas/worker.toml").read_text())["executor"]["user"]
+    assert dropped == "faas-exec"
+
+
+def test_etc_default_is_not_world_readable() -> None:
+    meta = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["metadata"]["deb"]
+    modes = {dest: mode for _, dest, mode in meta["assets"]}
+    assert modes["etc/default/faas"] == "600"
