@@ -69,15 +69,15 @@ impl Store {
     ) -> Result<Cancel, StoreError> {
         let kind = PlatformError::TaskCancelled;
         let queued = "cancelled by request before it ran";
-        let running = "cancelled by request while running (its executor was stopped)";
+        let stopped = "cancelled by request while running (its executor was stopped)";
         let mut c = self.conn();
         let answer: String = CANCEL
             .key(keys::task(task_id))
             .key(keys::STATS)
             .arg(platform_exception(kind, queued))
             .arg(kind.message(queued))
-            .arg(platform_exception(kind, running))
-            .arg(kind.message(running))
+            .arg(platform_exception(kind, stopped))
+            .arg(kind.message(stopped))
             .arg(now_ms())
             .arg(ttl.as_secs())
             .arg(keys::DONE_CHANNEL)
