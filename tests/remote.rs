@@ -319,6 +319,7 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     // No work: the fetch is answered with `nothing` after about one interval, not at once.
     let started = Instant::now();
     req.send(ask(Header::Fetch {
+        running: vec![],
         worker_id: "p1".into(),
         free: 1,
         results: vec![],
@@ -330,6 +331,7 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     assert!(started.elapsed() >= Duration::from_millis(50));
     // Work arriving while parked is handed over in the parked answer.
     req.send(ask(Header::Fetch {
+        running: vec![],
         worker_id: "p1".into(),
         free: 1,
         results: vec![],
@@ -344,6 +346,7 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     assert_eq!(tasks[0].task.task_id, t);
     // The result rides on the next fetch and is acknowledged later.
     let result = Header::Fetch {
+        running: vec![],
         worker_id: "p1".into(),
         free: 1,
         results: vec![ResultMeta {

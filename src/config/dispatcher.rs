@@ -64,6 +64,9 @@ pub struct DispatcherConfig {
     pub heartbeat_misses: u32,
     /// Seconds a worker may take to report a task's result; 0 means no deadline.
     pub task_deadline_secs: f64,
+    /// Seconds a task found RUNNING at start-up (its dispatcher is gone) waits for its worker to
+    /// come back and list or report it before it is re-run or FAILED.
+    pub orphan_grace_secs: f64,
     pub local: LocalConfig,
     pub executor: ExecutorConfig,
 }
@@ -83,6 +86,7 @@ impl Default for DispatcherConfig {
             heartbeat_interval_ms: 250,
             heartbeat_misses: 4,
             task_deadline_secs: 0.0,
+            orphan_grace_secs: 60.0,
             local: LocalConfig::default(),
             executor: ExecutorConfig::default(),
         }

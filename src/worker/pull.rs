@@ -182,6 +182,7 @@ impl Pull {
                     worker_id: ctx.info.id.clone(),
                     free,
                     results,
+                    running: ctx.state.held(),
                 };
                 self.fetch
                     .start(&h, blobs, ctx.timing.parked(), Purpose::Fetch);
@@ -263,6 +264,7 @@ impl Pull {
             (_, Header::Nothing { acks } | Header::Ack { acks }) => {
                 ctx.ack(&acks);
             }
+            (_, Header::Cancel { tasks }) => ctx.cancel(&tasks),
             (_, Header::Unknown) => unknown(ctx),
             (_, other) => tracing::warn!(kind = other.kind(), "unexpected answer to fetch ignored"),
         }
@@ -314,6 +316,7 @@ impl Pull {
                 ctx.ack(&acks);
                 ctx.state.accept(tasks, d.blobs);
             }
+            Header::Cancel { tasks } => ctx.cancel(&tasks),
             Header::Unknown => unknown(ctx),
             other => tracing::debug!(kind = other.kind(), "answer on the report socket ignored"),
         }

@@ -135,7 +135,7 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
                 let h = Header::Heartbeat {
                     worker_id: ctx.info.id.clone(),
                     free: ctx.free(),
-                    running: ctx.state.running(),
+                    running: ctx.state.held(),
                 };
                 out.send(ctx, &h, vec![]).await
             }
@@ -221,6 +221,10 @@ async fn handle(
         }
         Header::Ack { acks } | Header::Nothing { acks } => {
             ctx.ack(&acks);
+            Ok(())
+        }
+        Header::Cancel { tasks } => {
+            ctx.cancel(&tasks);
             Ok(())
         }
         Header::Ping => Ok(()),

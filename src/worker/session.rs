@@ -82,7 +82,7 @@ impl Ctx {
     pub fn hello(&self) -> Header {
         Header::Hello {
             worker: self.info.clone(),
-            running: self.state.running(),
+            running: self.state.held(),
         }
     }
 
@@ -119,6 +119,12 @@ impl Ctx {
         tracing::info!(worker = %self.info.id, dispatcher = %self.link.endpoint, name = dispatcher,
             heartbeat_ms, heartbeat_misses, running = self.state.running_count(),
             unacked = self.state.outbox_len(), reconnect, "registered with dispatcher");
+    }
+
+    /// `cancel` from the dispatcher: kill and forget these runs.
+    pub fn cancel(&mut self, tasks: &[TaskRef]) {
+        let n = self.state.cancel(tasks);
+        tracing::debug!(worker = %self.info.id, asked = tasks.len(), held = n, "cancel applied");
     }
 
     /// Moves `f` and every other already finished task to the outbox; returns their refs.
