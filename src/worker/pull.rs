@@ -182,7 +182,7 @@ impl Pull {
                     worker_id: ctx.info.id.clone(),
                     free,
                     results,
-                    running: ctx.state.held(),
+                    running: ctx.held(),
                 };
                 self.fetch
                     .start(&h, blobs, ctx.timing.parked(), Purpose::Fetch);

@@ -135,7 +135,7 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
                 let h = Header::Heartbeat {
                     worker_id: ctx.info.id.clone(),
                     free: ctx.free(),
-                    running: ctx.state.held(),
+                    running: ctx.held(),
                 };
                 out.send(ctx, &h, vec![]).await
             }

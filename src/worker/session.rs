@@ -82,7 +82,7 @@ impl Ctx {
     pub fn hello(&self) -> Header {
         Header::Hello {
             worker: self.info.clone(),
-            running: self.state.held(),
+            running: self.held(),
         }
     }
 
@@ -121,9 +121,24 @@ impl Ctx {
             unacked = self.state.outbox_len(), reconnect, "registered with dispatcher");
     }
 
+    /// The runs listed to the dispatcher: running, finished but unacknowledged, and killed at
+    /// the drain deadline but not handed back yet (else the dispatcher would count them lost).
+    pub fn held(&self) -> Vec<TaskRef> {
+        let mut v = self.state.held();
+        v.extend(
+            self.release
+                .iter()
+                .filter(|t| !v.contains(t))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        v
+    }
+
     /// `cancel` from the dispatcher: kill and forget these runs.
     pub fn cancel(&mut self, tasks: &[TaskRef]) {
         let n = self.state.cancel(tasks);
+        self.release.retain(|t| !tasks.contains(t));
         tracing::debug!(worker = %self.info.id, asked = tasks.len(), held = n, "cancel applied");
     }
 

@@ -374,6 +374,7 @@ impl Remote {
         };
         self.send(envelope, Header::Ack { acks });
         self.requeue_ready(worker_id, "worker is leaving");
+        self.assign();
     }
 
     /// A stopping worker killed these runs: re-queue them (fenced by attempt) and acknowledge.
@@ -736,12 +737,13 @@ impl Remote {
     fn on_claimed(&mut self, now: Instant, worker_id: &str, count: usize, prepared: Vec<Prepared>) {
         let mut undelivered = Vec::new();
         let mut orphans = Vec::new();
+        let draining = self.draining;
         match self.workers.get_mut(worker_id) {
             Some(w) => {
                 w.claiming = w.claiming.saturating_sub(count);
                 for p in prepared {
                     match p {
-                        Prepared::Run(r) if !w.leaving => {
+                        Prepared::Run(r) if !w.leaving && !draining => {
                             w.running.insert(
                                 r.owned.task_id,
                                 Assigned {
@@ -1003,3 +1005,7 @@ impl Remote {
         self.demand();
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
