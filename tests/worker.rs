@@ -666,3 +666,53 @@ async fn invalid_endpoint_is_an_error() {
     let r = faas::worker::run(cfg, shutdown).await;
     assert!(matches!(r, Err(WorkerError::Endpoint { .. })), "{r:?}");
 }
+
+// ---------------------------------------------------------------- 5. cancel
+
+#[tokio::test]
+async fn push_cancel_kills_the_run_and_frees_its_slot() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let hello = registered(&mut d, 2, HB_MS).await;
+    d.ping_every(&hello, HB);
+    let long = Task::new(&p.sleep, &sleep_args(30.0));
+    let (h, blobs) = tasks(&[&long], vec![]);
+    d.reply(&hello, h, blobs).await;
+    loop {
+        let m = d.recv(T).await;
+        if matches!(&m.header, Header::Heartbeat { running, .. } if running.contains(&long.r())) {
+            break;
+        }
+    }
+    d.reply(
+        &hello,
+        Header::Cancel {
+            tasks: vec![long.r()],
+        },
+        vec![],
+    )
+    .await;
+    // The run is forgotten (never reported) and its slot is free again.
+    loop {
+        let m = d.recv(T).await;
+        match &m.header {
+            Header::Heartbeat { free, running, .. } if running.is_empty() => {
+                assert_eq!(*free, 2);
+                break;
+            }
+            Header::Heartbeat { .. } => {}
+            other => panic!("unexpected {} after cancel", other.kind()),
+        }
+    }
+    let quick = Task::new(&p.double, &p.args21);
+    let (h, blobs) = tasks(&[&quick], vec![]);
+    d.reply(&hello, h, blobs).await;
+    let got = collect(&mut d, &[quick.r()]).await;
+    assert!(
+        got.iter().all(|(r, _)| r.task != long.r()),
+        "a cancelled run is never reported"
+    );
+    stop(&mut d, w).await;
+}

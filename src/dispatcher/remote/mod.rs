@@ -1,9 +1,11 @@
 //! Pull and push modes: the dispatcher serves ZeroMQ workers (protocol in docs/protocol.md).
 //!
-//! One task owns all state ([`state::Remote`]) and reacts to events: messages from workers (a
-//! receiver task), queue entries (the [`feeder`]), and the results of Redis work done in the
-//! background ([`effects`]). Sends go through per-peer writers ([`outbound`]), so nothing the
-//! network does can stall the loop.
+//! The logic is a pure state machine ([`state::Remote`]: `handle(now, event) -> actions`, no
+//! I/O). This loop feeds it events — messages from workers (a receiver task), queue entries and
+//! recovered orphans (the [`feeder`]), the completions of Redis work, ticks — and performs the
+//! actions it returns ([`effects`]): Redis work runs in background tasks that report back as
+//! events, sends go through per-peer writers ([`outbound`]), so nothing the network does can
+//! stall the loop.
 //!
 //! systemd: `READY=1` once the ROUTER is bound; the loop pings the watchdog while the feeder's
 //! [`Pulse`] shows signs of life (so a wedged loop or a stuck queue reader stops the pings, see
