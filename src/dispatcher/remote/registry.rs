@@ -15,7 +15,8 @@ use crate::protocol::{Header, TaskRef, WorkerInfo};
 #[derive(Debug, Clone)]
 pub struct Assigned {
     pub owned: Owned,
-    /// When it was sent to the worker (None while waiting for delivery).
+    /// When it was sent to the worker, plus the time its message may take to arrive on a slow
+    /// link (None while waiting for delivery).
     pub sent_at: Option<Instant>,
     /// When the run is declared lost if no result came (task_deadline_secs).
     pub deadline: Option<Instant>,

@@ -23,6 +23,16 @@ use crate::runtime::Runtime;
 use crate::store::presence::WorkerPresence;
 use crate::store::QueueEntry;
 
+/// Slowest link a large message is given time for, in bytes per second: a `tasks` message of N
+/// bytes may still be on its way N / this seconds (plus one liveness threshold) after it was
+/// sent, and a send to a peer may take that long before the peer counts as hung.
+pub const SLOW_LINK_BYTES_PER_SEC: u64 = 128 * 1024;
+
+/// How long a message with `bytes` of blobs may take to arrive on the slowest link.
+pub fn transfer_allowance(bytes: u64) -> Duration {
+    Duration::from_secs(bytes / SLOW_LINK_BYTES_PER_SEC)
+}
+
 /// How long a handed-back run this dispatcher had no record of is remembered (until its queue
 /// entry turns up in a recovery pass, which runs every 10 s).
 const RELEASED_KEEP: Duration = Duration::from_secs(60);
@@ -275,7 +285,10 @@ impl Remote {
             Header::Heartbeat {
                 worker_id, running, ..
             } => {
-                if self.seen(now, &envelope, &worker_id) {
+                // Heartbeats come on the worker's control connection: answered there at once
+                // (its sign of our life, never queued behind a bulk transfer), route unchanged.
+                if self.alive(now, &envelope, &worker_id, false) {
+                    self.send(envelope, Header::Ping);
                     self.reconcile(now, &worker_id, &running);
                     self.flush(now, &worker_id, false);
                     self.assign();
@@ -291,10 +304,18 @@ impl Remote {
 
     /// Marks `worker_id` alive. An unknown id is told to say hello again (returns false).
     fn seen(&mut self, now: Instant, envelope: &[Bytes], worker_id: &str) -> bool {
+        self.alive(now, envelope, worker_id, true)
+    }
+
+    /// [`Self::seen`]; `route`: the message came on the worker's data connection (push: the
+    /// latest one is where messages go), not on its control connection.
+    fn alive(&mut self, now: Instant, envelope: &[Bytes], worker_id: &str, route: bool) -> bool {
         match self.workers.get_mut(worker_id) {
             Some(w) => {
                 w.last_seen = now;
-                w.outlet.heard(envelope);
+                if route {
+                    w.outlet.heard(envelope);
+                }
                 true
             }
             None => {
@@ -538,8 +559,9 @@ impl Remote {
     // ---- reconciliation ----
 
     /// Compares what a worker says it holds (`listed`) with what is assigned to it here:
-    /// - a run sent more than one liveness threshold ago that it does not list (and whose result
-    ///   is not being stored) is lost: re-queued or FAILED per `max_retries`;
+    /// - a run sent more than one liveness threshold ago (plus the time its message may take on a
+    ///   slow link) that it does not list (and whose result is not being stored) is lost:
+    ///   re-queued or FAILED per `max_retries`;
     /// - a run it lists that is an orphan from before a restart is adopted;
     /// - any other run it lists is not wanted here (another attempt, another worker's, settled):
     ///   it is cancelled, and takes a slot until the worker stops listing it. Before the first
@@ -805,6 +827,11 @@ impl Remote {
                 (Header::Cancel { tasks }, Vec::new())
             } else if !w.ready.is_empty() {
                 let ready = std::mem::take(&mut w.ready);
+                let bytes: u64 = ready
+                    .iter()
+                    .map(|r| (r.spec.fn_payload.len() + r.spec.args_payload.len()) as u64)
+                    .sum();
+                let arrives = now + transfer_allowance(bytes);
                 let mut tasks = Vec::with_capacity(ready.len());
                 let mut blobs = Vec::with_capacity(ready.len() * 2);
                 for Running {
@@ -814,7 +841,7 @@ impl Remote {
                 } in ready
                 {
                     if let Some(a) = w.running.get_mut(&owned.task_id) {
-                        a.sent_at = Some(now);
+                        a.sent_at = Some(arrives);
                         a.deadline = deadline.map(|d| now + d);
                     }
                     tasks.push(TaskMeta {
