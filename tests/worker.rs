@@ -125,8 +125,12 @@ struct Worker {
     trigger: ShutdownTrigger,
 }
 
-fn start(mode: WorkerMode, slots: usize, endpoint: String) -> Worker {
+fn start(mode: WorkerMode, slots: usize, d: &FakeDispatcher) -> Worker {
     init_tracing();
+    if mode == WorkerMode::Pull {
+        d.serve_heartbeats();
+    }
+    let endpoint = d.endpoint();
     let cfg = WorkerConfig {
         mode,
         processes: slots,
@@ -275,7 +279,7 @@ async fn pull_runs_tasks_and_hands_in_results() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Pull, 2, d.endpoint());
+    let w = start(WorkerMode::Pull, 2, &d);
     registered(&mut d, 2, HB_MS).await;
     let (f, _) = d.recv_kind("fetch", T).await;
     assert!(matches!(&f.header, Header::Fetch { free: 2, results, .. } if results.is_empty()));
@@ -293,7 +297,7 @@ async fn push_runs_tasks_and_reports_results() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let w = start(WorkerMode::Push, 2, &d);
     let hello = registered(&mut d, 2, HB_MS).await;
     assert_eq!(hello.envelope.len(), 1, "push mode uses a DEALER");
     d.ping_every(&hello, HB);
@@ -313,7 +317,7 @@ async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() 
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Pull, 1, d.endpoint());
+    let w = start(WorkerMode::Pull, 1, &d);
     registered(&mut d, 1, HB_MS).await;
     let (f, _) = d.recv_kind("fetch", T).await;
     let slow = Task::new(&p.sleep, &sleep_args(0.8));
@@ -386,7 +390,7 @@ async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Pull, 2, d.endpoint());
+    let w = start(WorkerMode::Pull, 2, &d);
     // A long interval so the parked fetch does not time out while the task runs.
     registered(&mut d, 2, 1000).await;
     let (f, _) = d.recv_kind("fetch", T).await;
@@ -430,7 +434,7 @@ async fn push_heartbeats_and_resends_results_after_unknown_until_acked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let w = start(WorkerMode::Push, 2, &d);
     let hello = registered(&mut d, 2, HB_MS).await;
     d.ping_every(&hello, HB);
     let slow = Task::new(&p.sleep, &sleep_args(0.7));
@@ -507,7 +511,7 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
     let port = d.port;
-    let w = start(mode, 2, d.endpoint());
+    let w = start(mode, 2, &d);
     let hello = registered(&mut d, 2, HB_MS).await;
     let long = Task::new(&p.sleep, &sleep_args(2.0));
     let short = Task::new(&p.sleep, &sleep_args(0.3));
@@ -527,6 +531,9 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
     // `short` finishes while the dispatcher is away.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut d = FakeDispatcher::bind(port).await;
+    if mode == WorkerMode::Pull {
+        d.serve_heartbeats();
+    }
     let back = Instant::now();
     let (hello, _) = d.recv_kind("hello", T).await;
     assert!(
@@ -571,7 +578,7 @@ async fn push_reconnects_after_dispatcher_restart() {
 async fn graceful_stop_reports_running_task(mode: WorkerMode) {
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(mode, 1, d.endpoint());
+    let w = start(mode, 1, &d);
     let hello = registered(&mut d, 1, HB_MS).await;
     let slow = Task::new(&p.sleep, &sleep_args(1.0));
     let (h, blobs) = tasks(&[&slow], vec![]);
@@ -623,7 +630,7 @@ async fn push_graceful_stop_reports_running_task() {
 
 async fn refused_ends_run_with_error(mode: WorkerMode) {
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(mode, 1, d.endpoint());
+    let w = start(mode, 1, &d);
     let (hello, _) = d.recv_kind("hello", START).await;
     let reason = "protocol 1 is not supported";
     d.reply(
@@ -674,7 +681,7 @@ async fn push_cancel_kills_the_run_and_frees_its_slot() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let w = start(WorkerMode::Push, 2, &d);
     let hello = registered(&mut d, 2, HB_MS).await;
     d.ping_every(&hello, HB);
     let long = Task::new(&p.sleep, &sleep_args(30.0));

@@ -17,6 +17,17 @@ pub use codec::{decode, encode, Decoded, ProtocolError};
 /// added reconciliation (`running` in `fetch`; `running` lists held results too) and `cancel`.
 pub const VERSION: u32 = 2;
 
+/// Slowest link a large message is given time for, in bytes per second. Liveness never waits
+/// for a message (heartbeats have their own connection), but a message of N bytes may still be
+/// on its way N / this seconds after it was sent: sends and requests get that long, and a run
+/// sent in a large `tasks` message is not counted missing before it could have arrived.
+pub const SLOW_LINK_BYTES_PER_SEC: u64 = 128 * 1024;
+
+/// How long a message with `bytes` of blobs may take to arrive on the slowest link.
+pub fn transfer_allowance(bytes: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(bytes / SLOW_LINK_BYTES_PER_SEC)
+}
+
 /// Who a worker is; sent in [`Header::Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {

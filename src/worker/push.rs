@@ -8,12 +8,12 @@
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{DealerSendHalf, DealerSocket, SocketSend, ZmqMessage};
 
 use super::connect::send_within;
-use super::session::{sleep_opt, Ctx};
+use super::session::{read_loop, sleep_opt, Ctx, Reader};
 use super::WorkerError;
-use crate::protocol::{decode, encode, Decoded, Header, TaskRef};
+use crate::protocol::{encode, Decoded, Header, TaskRef};
 
 /// Pause before dropping the socket at the end, so queued messages are written.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -76,35 +76,6 @@ async fn connect(ctx: &mut Ctx) -> Option<Sockets> {
             Some(f) = ctx.done.recv() => { ctx.finished(f); }
             _ = ctx.shutdown.wait(), if !ctx.drain.active() => ctx.begin_drain(),
             _ = sleep_opt(ctx.drain.wake()) => {}
-        }
-    }
-}
-
-/// Aborts a reader or writer task when the connection ends.
-struct Reader(tokio::task::JoinHandle<()>);
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Forwards decoded messages; ends (closing `out`) when the socket fails.
-async fn read_loop(mut rx: DealerRecvHalf, out: mpsc::Sender<Decoded>) {
-    loop {
-        match rx.recv().await {
-            Ok(m) => match decode(m.into_vec()) {
-                Ok(d) => {
-                    if out.send(d).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "invalid message from dispatcher ignored"),
-            },
-            Err(e) => {
-                tracing::debug!(error = %e, "dispatcher connection closed");
-                return;
-            }
         }
     }
 }

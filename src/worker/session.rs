@@ -10,7 +10,7 @@ use super::connect::Link;
 use super::state::{Finished, State};
 use super::Status;
 use crate::notify::Watchdog;
-use crate::protocol::{Header, TaskRef, WorkerInfo};
+use crate::protocol::{decode, Decoded, Header, TaskRef, WorkerInfo};
 use crate::shutdown::Shutdown;
 
 /// Heartbeat interval and misses, from the config until a `welcome` says otherwise.
@@ -230,5 +230,35 @@ pub(crate) async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Aborts a reader or writer task when the connection ends.
+pub(crate) struct Reader(pub tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Forwards decoded messages from a DEALER; ends (closing `out`) when the socket fails.
+pub(crate) async fn read_loop(mut rx: zeromq::DealerRecvHalf, out: mpsc::Sender<Decoded>) {
+    use zeromq::SocketRecv;
+    loop {
+        match rx.recv().await {
+            Ok(m) => match decode(m.into_vec()) {
+                Ok(d) => {
+                    if out.send(d).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "invalid message from dispatcher ignored"),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "dispatcher connection closed");
+                return;
+            }
+        }
     }
 }

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import List
 
+import pytest
+
 from faas_client import Client
 from faas_stack import Stack, free_port
 
@@ -65,8 +67,9 @@ class Relay:
             s.close()
 
 
-def test_large_messages_over_a_slow_link_do_not_cost_liveness(tmp_path: Path) -> None:
-    s = Stack(tmp_path, mode="push", workers=0, processes=1).start()
+@pytest.mark.parametrize("mode", ["push", "pull"])
+def test_large_messages_over_a_slow_link_do_not_cost_liveness(mode: str, tmp_path: Path) -> None:
+    s = Stack(tmp_path, mode=mode, workers=0, processes=1).start()
     relay = Relay(s.zmq_port)
     try:
         s.start_worker(endpoint=f"tcp://127.0.0.1:{relay.port}")

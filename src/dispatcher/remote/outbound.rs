@@ -11,11 +11,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use zeromq::{RouterSendHalf, SocketSend, ZmqMessage};
 
-use crate::protocol::{encode, Header};
+use crate::protocol::{encode, transfer_allowance, Header};
 
 const QUEUE_PER_PEER: usize = 1024;
 /// A send may take this plus its size at the slowest link's rate
-/// ([`super::state::transfer_allowance`]) before the peer counts as hung.
+/// ([`transfer_allowance`]) before the peer counts as hung.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITER_IDLE: Duration = Duration::from_secs(60);
 
@@ -39,7 +39,7 @@ impl Outbound {
             return;
         };
         let bytes: u64 = blobs.iter().map(|b| b.len() as u64).sum();
-        let limit = SEND_TIMEOUT + super::state::transfer_allowance(bytes);
+        let limit = SEND_TIMEOUT + transfer_allowance(bytes);
         let mut msg = (encode(envelope, header, blobs), limit);
         for _ in 0..2 {
             let tx = self

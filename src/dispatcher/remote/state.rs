@@ -18,20 +18,12 @@ use uuid::Uuid;
 use super::registry::{pick, Assigned, Outlet, Worker};
 use crate::dispatcher::core::{Owned, Prepared, Running};
 use crate::dispatcher::runs::{task_ref, Loss};
-use crate::protocol::{Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo, VERSION};
+use crate::protocol::{
+    transfer_allowance, Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo, VERSION,
+};
 use crate::runtime::Runtime;
 use crate::store::presence::WorkerPresence;
 use crate::store::QueueEntry;
-
-/// Slowest link a large message is given time for, in bytes per second: a `tasks` message of N
-/// bytes may still be on its way N / this seconds (plus one liveness threshold) after it was
-/// sent, and a send to a peer may take that long before the peer counts as hung.
-pub const SLOW_LINK_BYTES_PER_SEC: u64 = 128 * 1024;
-
-/// How long a message with `bytes` of blobs may take to arrive on the slowest link.
-pub fn transfer_allowance(bytes: u64) -> Duration {
-    Duration::from_secs(bytes / SLOW_LINK_BYTES_PER_SEC)
-}
 
 /// How long a handed-back run this dispatcher had no record of is remembered (until its queue
 /// entry turns up in a recovery pass, which runs every 10 s).
