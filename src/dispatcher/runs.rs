@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::core::{Core, Owned};
 use crate::executor::Outcome;
+use crate::pickle::PlatformError;
 use crate::protocol::TaskRef;
-use crate::store::{QueueEntry, QueueReader, Recorded, StoreError};
+use crate::store::{QueueEntry, QueueReader, Recorded, StoreError, TaskStatus};
 
 /// Most pending entries one recovery pass looks at.
 const PENDING_PAGE: usize = 10_000;
@@ -131,6 +132,8 @@ pub enum Loss {
     Undelivered(Owned),
     /// It was stopped on purpose (a drain ran out) and handed back: back to the queue.
     Released(Owned),
+    /// A user cancelled it while it ran: FAILED with `TaskCancelled` (fenced by attempt).
+    Cancelled(Owned),
 }
 
 impl Loss {
@@ -146,7 +149,7 @@ impl Loss {
     fn entry_id(&self) -> &str {
         match self {
             Loss::Lost { entry_id, .. } => entry_id,
-            Loss::Undelivered(o) | Loss::Released(o) => &o.entry_id,
+            Loss::Undelivered(o) | Loss::Released(o) | Loss::Cancelled(o) => &o.entry_id,
         }
     }
 }
@@ -163,6 +166,17 @@ pub async fn settle(core: &Core, losses: Vec<Loss>, reason: &str, in_flight: &In
             } => core.lost(*task_id, *attempt, entry_id, reason).await,
             Loss::Undelivered(o) => core.undeliverable(o, reason).await,
             Loss::Released(o) => core.hand_back(o, reason).await.map(drop),
+            Loss::Cancelled(o) => {
+                core.fail(
+                    o.task_id,
+                    TaskStatus::Running,
+                    Some(o.attempt),
+                    &o.entry_id,
+                    PlatformError::TaskCancelled,
+                    reason,
+                )
+                .await
+            }
         };
         if let Err(e) = r {
             tracing::error!(entry = %loss.entry_id(), error = %e, "could not settle a lost task; recovery will retry");

@@ -74,6 +74,9 @@ pub enum Event {
         acks: Vec<TaskRef>,
         reply_to: Option<Vec<Bytes>>,
     },
+    /// A user cancelled this RUNNING task (the hook for `POST /cancel` of running tasks): its
+    /// run is cancelled on its worker and the task FAILED with `TaskCancelled`.
+    Cancel { task_id: Uuid },
     /// Time passed (heartbeats, liveness, deadlines, orphans).
     Tick,
     /// The dispatcher is stopping: no more claims.
@@ -218,6 +221,7 @@ impl Remote {
                 acks,
                 reply_to,
             } => self.on_stored(now, &worker_id, acks, reply_to),
+            Event::Cancel { task_id } => self.cancel(now, task_id),
             Event::Tick => self.tick(now),
             Event::Drain => self.drain(now),
         }
@@ -940,6 +944,49 @@ impl Remote {
             );
         }
         self.demand();
+    }
+
+    /// A user cancel of a running task: the worker holding it is sent `cancel` (the run keeps
+    /// its slot until the worker stops listing it) and the task is FAILED with `TaskCancelled`.
+    /// An unsent run (still `ready`) is just dropped; an orphan is settled the same way.
+    fn cancel(&mut self, now: Instant, task_id: Uuid) {
+        let holder = self
+            .workers
+            .values()
+            .find(|w| w.running.contains_key(&task_id))
+            .map(|w| w.info.id.clone());
+        let owned = match &holder {
+            Some(id) => self.workers.get_mut(id).and_then(|w| {
+                let a = w.running.remove(&task_id)?;
+                w.ready.retain(|r| r.owned.task_id != task_id);
+                if a.sent_at.is_some() {
+                    w.foreign.insert(a.task());
+                    w.cancels.push(a.task());
+                }
+                Some(a.owned)
+            }),
+            None => self.orphans.remove(&task_id).and_then(|o| {
+                o.attempt.map(|attempt| Owned {
+                    task_id,
+                    attempt,
+                    entry_id: o.entry_id,
+                })
+            }),
+        };
+        let Some(owned) = owned else {
+            tracing::debug!(task_id = %task_id, "cancel for a run not held here; ignored");
+            return;
+        };
+        tracing::info!(task_id = %task_id, attempt = owned.attempt, worker = holder.as_deref().unwrap_or("none"),
+            "running task cancelled");
+        self.settle(
+            vec![Loss::Cancelled(owned)],
+            "the task was cancelled while it was running".into(),
+        );
+        if let Some(id) = holder {
+            self.flush(now, &id, false);
+        }
+        self.assign();
     }
 
     /// Runs past their deadline are lost; the worker is told to cancel them.

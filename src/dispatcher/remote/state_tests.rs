@@ -181,6 +181,8 @@ enum Expect {
     NoStore,
     /// Settled runs: (lost, undelivered, released).
     Settles(usize, usize, usize),
+    /// A run settled as cancelled by a user.
+    SettlesCancelled(TaskRef),
     NoSettle,
     /// The demand published last.
     Demand(usize),
@@ -202,6 +204,7 @@ fn check(case: &str, step: usize, actions: &[Action], e: &Expect) {
                         Loss::Lost { .. } => lost += 1,
                         Loss::Undelivered(_) => undelivered += 1,
                         Loss::Released(_) => released += 1,
+                        Loss::Cancelled(_) => {}
                     }
                 }
             }
@@ -222,7 +225,14 @@ fn check(case: &str, step: usize, actions: &[Action], e: &Expect) {
         }),
         Expect::NoStore => !actions.iter().any(|a| matches!(a, Action::Store { .. })),
         Expect::Settles(l, u, r) => settled() == (*l, *u, *r),
-        Expect::NoSettle => settled() == (0, 0, 0),
+        Expect::NoSettle => {
+            settled() == (0, 0, 0)
+                && !actions.iter().any(|a| matches!(a, Action::Settle { .. }))
+        }
+        Expect::SettlesCancelled(t) => actions.iter().any(|a| {
+            matches!(a, Action::Settle { losses, .. }
+                if losses.contains(&Loss::Cancelled(Owned { task_id: t.task_id, attempt: t.attempt, entry_id: format!("{}-0", t.task_id.as_u128()) })))
+        }),
         Expect::Demand(n) => {
             actions
                 .iter()
@@ -542,6 +552,37 @@ fn transitions() {
                 (4_900, Event::Tick, vec![Expect::NoSettle]),
                 (5_001, Event::Tick, vec![Expect::Settles(1, 0, 0)]),
             ],
+        },
+        Case {
+            name: "a user cancel of a running task cancels it on its worker and settles it",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (
+                        100,
+                        Event::Cancel { task_id: tid(1) },
+                        vec![
+                            Expect::SettlesCancelled(r(1, 1)),
+                            Expect::Cancels(r(1, 1)),
+                            Expect::Demand(1),
+                        ],
+                    ),
+                    // Its late result is refused; once the worker stops listing it, the slot is free.
+                    (150, report("a", r(1, 1)), vec![Expect::NoStore]),
+                    (
+                        200,
+                        heartbeat("a", vec![]),
+                        vec![Expect::NoSettle, Expect::Demand(2)],
+                    ),
+                    (
+                        210,
+                        Event::Cancel { task_id: tid(1) },
+                        vec![Expect::NoSettle, Expect::NotSent("cancel")],
+                    ),
+                ],
+            ),
         },
         Case {
             name: "release hands runs back; bye closes the credit",
