@@ -429,17 +429,23 @@ async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
 
 // ---------------------------------------------------------------- 3. push: heartbeats, unknown
 
+/// A registered push worker (2 slots, pinged every interval) that was just sent `task`.
+async fn push_worker_with(d: &mut FakeDispatcher, task: &Task) -> (Worker, Msg) {
+    let w = start(WorkerMode::Push, 2, d);
+    let hello = registered(d, 2, HB_MS).await;
+    d.ping_every(&hello, HB);
+    let (h, blobs) = tasks(&[task], vec![]);
+    d.reply(&hello, h, blobs).await;
+    (w, hello)
+}
+
 #[tokio::test]
 async fn push_heartbeats_and_resends_results_after_unknown_until_acked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, &d);
-    let hello = registered(&mut d, 2, HB_MS).await;
-    d.ping_every(&hello, HB);
     let slow = Task::new(&p.sleep, &sleep_args(0.7));
-    let (h, blobs) = tasks(&[&slow], vec![]);
-    d.reply(&hello, h, blobs).await;
+    let (w, hello) = push_worker_with(&mut d, &slow).await;
 
     let mut beats: Vec<Instant> = Vec::new();
     let report = loop {
@@ -681,12 +687,8 @@ async fn push_cancel_kills_the_run_and_frees_its_slot() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, &d);
-    let hello = registered(&mut d, 2, HB_MS).await;
-    d.ping_every(&hello, HB);
     let long = Task::new(&p.sleep, &sleep_args(30.0));
-    let (h, blobs) = tasks(&[&long], vec![]);
-    d.reply(&hello, h, blobs).await;
+    let (w, hello) = push_worker_with(&mut d, &long).await;
     loop {
         let m = d.recv(T).await;
         if matches!(&m.header, Header::Heartbeat { running, .. } if running.contains(&long.r())) {

@@ -253,6 +253,8 @@ impl Pull {
         if self.report.is_idle() && ctx.registered {
             if self.need_bye {
                 self.need_bye = false;
+                // Until it is answered (or fails), the drain waits for it.
+                self.bye_in_flight = true;
                 self.report
                     .start(&ctx.bye(), vec![], ctx.timing.interval, Purpose::Bye);
             } else if let Some(h) = ctx.release_due() {
@@ -443,6 +445,8 @@ impl Pull {
         self.control = Control::Down;
         self.fetch_results.clear();
         self.report_results.clear();
+        // A `bye` in flight is lost with its socket; the next `welcome` asks for another.
+        self.bye_in_flight = false;
         self.last_heard = Instant::now();
     }
 

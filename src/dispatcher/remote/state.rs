@@ -756,44 +756,35 @@ impl Remote {
         let mut undelivered = Vec::new();
         let mut orphans = Vec::new();
         let draining = self.draining;
-        match self.workers.get_mut(worker_id) {
-            Some(w) => {
-                w.claiming = w.claiming.saturating_sub(count);
-                for p in prepared {
-                    match p {
-                        Prepared::Run(r) if !w.leaving && !draining => {
-                            w.running.insert(
-                                r.owned.task_id,
-                                Assigned {
-                                    owned: r.owned.clone(),
-                                    sent_at: None,
-                                    deadline: None,
-                                },
-                            );
-                            w.ready.push(r);
-                        }
-                        Prepared::Run(r) => undelivered.push(Loss::Undelivered(r.owned)),
-                        Prepared::Orphan {
-                            task_id,
-                            attempt,
-                            entry_id,
-                        } => orphans.push((task_id, attempt, entry_id)),
-                        Prepared::Settled => {}
-                    }
+        let mut worker = self.workers.get_mut(worker_id);
+        if let Some(w) = worker.as_deref_mut() {
+            w.claiming = w.claiming.saturating_sub(count);
+        }
+        // Runs go to a worker that is still here and takes tasks; otherwise back to the queue.
+        let mut taker = worker.filter(|w| !w.leaving && !draining);
+        for p in prepared {
+            match (p, taker.as_deref_mut()) {
+                (Prepared::Run(r), Some(w)) => {
+                    w.running.insert(
+                        r.owned.task_id,
+                        Assigned {
+                            owned: r.owned.clone(),
+                            sent_at: None,
+                            deadline: None,
+                        },
+                    );
+                    w.ready.push(r);
                 }
-            }
-            None => {
-                for p in prepared {
-                    match p {
-                        Prepared::Run(r) => undelivered.push(Loss::Undelivered(r.owned)),
-                        Prepared::Orphan {
-                            task_id,
-                            attempt,
-                            entry_id,
-                        } => orphans.push((task_id, attempt, entry_id)),
-                        Prepared::Settled => {}
-                    }
-                }
+                (Prepared::Run(r), None) => undelivered.push(Loss::Undelivered(r.owned)),
+                (
+                    Prepared::Orphan {
+                        task_id,
+                        attempt,
+                        entry_id,
+                    },
+                    _,
+                ) => orphans.push((task_id, attempt, entry_id)),
+                (Prepared::Settled, _) => {}
             }
         }
         for (task_id, attempt, entry_id) in orphans {

@@ -624,14 +624,7 @@ fn transitions() {
             steps: vec![
                 (
                     0,
-                    inbound(
-                        env("p"),
-                        Header::Hello {
-                            worker: info("p", 1, VERSION),
-                            running: vec![],
-                        },
-                        vec![],
-                    ),
+                    hello("p", 1, vec![]),
                     vec![Expect::Sent(env("p"), "welcome"), Expect::Demand(2)],
                 ),
                 (
@@ -673,18 +666,7 @@ fn transitions() {
             pull: true,
             deadline: false,
             steps: vec![
-                (
-                    0,
-                    inbound(
-                        env("p"),
-                        Header::Hello {
-                            worker: info("p", 1, VERSION),
-                            running: vec![],
-                        },
-                        vec![],
-                    ),
-                    vec![],
-                ),
+                (0, hello("p", 1, vec![]), vec![]),
                 (5, Event::Recovered, vec![]),
                 (
                     10,
@@ -698,18 +680,7 @@ fn transitions() {
             pull: true,
             deadline: false,
             steps: vec![
-                (
-                    0,
-                    inbound(
-                        env("p"),
-                        Header::Hello {
-                            worker: info("p", 1, VERSION),
-                            running: vec![],
-                        },
-                        vec![],
-                    ),
-                    vec![],
-                ),
+                (0, hello("p", 1, vec![]), vec![]),
                 (10, fetch("p", 2, vec![]), vec![]),
                 (
                     20,
