@@ -349,8 +349,12 @@ async fn oversized_frames_and_messages_drop_only_their_connection() {
     // is answered.
     let mut at_limit = env.raw().await;
     at_limit.handshake().await;
-    at_limit.send(vec![Bytes::from(vec![b'x'; MAX as usize])]).await;
-    at_limit.send(encode(&[], &hello("at-limit"), vec![]).into_vec()).await;
+    at_limit
+        .send(vec![Bytes::from(vec![b'x'; MAX as usize])])
+        .await;
+    at_limit
+        .send(encode(&[], &hello("at-limit"), vec![]).into_vec())
+        .await;
     let answer = timeout(T, at_limit.recv()).await.expect("answer in time");
     assert!(matches!(
         decode(answer).expect("decode").header,
@@ -374,7 +378,16 @@ async fn oversized_frames_and_messages_drop_only_their_connection() {
     sum.closed_by_peer().await;
     // The at-limit peer and a real worker still work.
     at_limit
-        .send(encode(&[], &Header::Bye { worker_id: "at-limit".into() }, vec![]).into_vec())
+        .send(
+            encode(
+                &[],
+                &Header::Bye {
+                    worker_id: "at-limit".into(),
+                },
+                vec![],
+            )
+            .into_vec(),
+        )
         .await;
     a_real_worker_runs_a_task(&env, "w2").await;
     stop.trigger();
@@ -384,7 +397,9 @@ async fn oversized_frames_and_messages_drop_only_their_connection() {
 // ------------------------------------------------------------------ worker side
 
 /// A push worker in this process (an abort in it would end the test binary).
-fn start_worker(port: u16) -> (
+fn start_worker(
+    port: u16,
+) -> (
     faas::shutdown::ShutdownTrigger,
     tokio::task::JoinHandle<Result<(), faas::worker::WorkerError>>,
 ) {
@@ -486,7 +501,8 @@ async fn worker_survives_a_hostile_dispatcher_and_registers_with_a_real_one() {
     assert_eq!(results[0].task, task);
     assert!(results[0].ok, "{}", results[0].cause);
     assert_eq!(python::describe(&report.blobs[0]), "42");
-    d.reply(&hello, Header::Ack { acks: vec![task] }, vec![]).await;
+    d.reply(&hello, Header::Ack { acks: vec![task] }, vec![])
+        .await;
     stop.trigger();
     timeout(T, handle)
         .await

@@ -3,9 +3,7 @@
 use std::net::SocketAddr;
 
 use super::error::ConfigError;
-use super::{
-    DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig, MIN_MAX_MESSAGE_BYTES,
-};
+use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig, MIN_MAX_MESSAGE_BYTES};
 
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_MS: u64 = 10;

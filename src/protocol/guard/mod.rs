@@ -112,7 +112,11 @@ async fn accept_loop(listener: TcpListener, inner: SocketAddr, limits: Limits) {
 /// Connects `socket` to `endpoint` (`tcp://host:port`) through a guard: dials the endpoint,
 /// then lets the socket reach it through a one-shot loopback listener whose relay inspects
 /// what the far side sends.
-pub async fn connect<S: Socket>(socket: &mut S, endpoint: &str, limits: Limits) -> Result<(), String> {
+pub async fn connect<S: Socket>(
+    socket: &mut S,
+    endpoint: &str,
+    limits: Limits,
+) -> Result<(), String> {
     let outer = match endpoint.parse::<Endpoint>().map_err(|e| e.to_string())? {
         Endpoint::Tcp(Host::Ipv4(ip), port) => TcpStream::connect((ip, port)).await,
         Endpoint::Tcp(Host::Ipv6(ip), port) => TcpStream::connect((ip, port)).await,

@@ -303,7 +303,11 @@ mod tests {
             ),
             (
                 "multipart",
-                with_greeting(&[&short(FLAG_MORE, b"id"), &short(FLAG_MORE, b""), &short(0, b"x")]),
+                with_greeting(&[
+                    &short(FLAG_MORE, b"id"),
+                    &short(FLAG_MORE, b""),
+                    &short(0, b"x"),
+                ]),
                 Ok(()),
             ),
             (
@@ -350,7 +354,11 @@ mod tests {
             ),
             (
                 "message sum past its limit",
-                with_greeting(&[&long(FLAG_MORE, big), &long(FLAG_MORE, big), &short(0, b"x")]),
+                with_greeting(&[
+                    &long(FLAG_MORE, big),
+                    &long(FLAG_MORE, big),
+                    &short(0, b"x"),
+                ]),
                 Err(Violation::MessageTooLarge {
                     total: 2 * MAX + 1,
                     max: 2 * MAX,
@@ -363,7 +371,11 @@ mod tests {
             ),
             (
                 "commands do not count towards a message",
-                with_greeting(&[&long(FLAG_COMMAND, big), &long(FLAG_MORE, big), &long(0, big)]),
+                with_greeting(&[
+                    &long(FLAG_COMMAND, big),
+                    &long(FLAG_MORE, big),
+                    &long(0, big),
+                ]),
                 Ok(()),
             ),
             (
@@ -474,7 +486,9 @@ mod tests {
                 assert_eq!(verdict, whole, "cut at {cut}");
             }
             let mut ins = Inspector::new(limits());
-            let bytewise = stream.iter().try_for_each(|b| ins.feed(std::slice::from_ref(b)));
+            let bytewise = stream
+                .iter()
+                .try_for_each(|b| ins.feed(std::slice::from_ref(b)));
             assert_eq!(bytewise, whole, "byte by byte");
         }
     }
