@@ -1,5 +1,5 @@
 //! The transport guard: faas owns the public TCP side of every dispatcher ⇄ worker connection
-//! and relays it to the zeromq socket over loopback, checking the inbound ZMTP stream with
+//! and relays it to the zeromq socket over a Unix socket in a private directory, checking the inbound ZMTP stream with
 //! [`zmtp::Inspector`] before a byte reaches the zeromq crate (which reserves whatever frame
 //! length a peer announces). A violation drops that connection only. Dispatcher side:
 //! [`front`]; worker side: [`connect`]. Documented in docs/protocol.md, "Transport guard".
@@ -8,12 +8,14 @@ pub mod zmtp;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use zeromq::{Endpoint, Host, Socket};
@@ -29,7 +31,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A refused peer address is logged at most once per this interval (debug lines otherwise).
 const LOG_EVERY: Duration = Duration::from_secs(60);
-/// Time the worker's zeromq socket has to reach its one-shot loopback listener.
+/// Time the worker's zeromq socket has to reach its one-shot local listener.
 const LOCAL_ACCEPT: Duration = Duration::from_secs(5);
 
 /// How a relayed connection ended.
@@ -41,12 +43,39 @@ enum End {
     Io(io::Error),
 }
 
+/// A private directory (mode 0700) for the loopback Unix sockets; removed on drop.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    /// A fresh directory under `$RUNTIME_DIRECTORY` (systemd) or the temporary directory.
+    fn create() -> io::Result<Self> {
+        let base = std::env::var_os("RUNTIME_DIRECTORY")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("faas-guard-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(PrivateDir(dir))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.0.join("zmq.sock")
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The dispatcher's public listener; stops accepting when dropped (relays end with the zeromq
-/// socket's loopback connections).
+/// socket's connections) and removes the socket's private directory.
 pub struct Front {
     /// The public address actually bound.
     pub local: SocketAddr,
     accept: JoinHandle<()>,
+    _dir: PrivateDir,
 }
 
 impl Drop for Front {
@@ -56,8 +85,8 @@ impl Drop for Front {
 }
 
 /// Binds the public listener on `bind`:`port` (`*` means every IPv4 address), binds `socket`
-/// on a free loopback port and relays every accepted connection to it through an inspector
-/// with `limits`. The public bind comes first, so a port in use is reported as such.
+/// on a Unix socket in a private directory and relays every accepted connection to it through
+/// an inspector with `limits`. The public bind comes first, so a port in use is reported as such.
 pub async fn front<S: Socket>(
     bind: &str,
     port: u16,
@@ -67,16 +96,21 @@ pub async fn front<S: Socket>(
     let host = if bind == "*" { "0.0.0.0" } else { bind };
     let listener = TcpListener::bind((host, port)).await?;
     let local = listener.local_addr()?;
-    let inner = match socket.bind("tcp://127.0.0.1:0").await {
-        Ok(Endpoint::Tcp(_, p)) => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p),
-        Ok(other) => return Err(io::Error::other(format!("unexpected endpoint {other}"))),
-        Err(e) => return Err(io::Error::other(e.to_string())),
-    };
+    let dir = PrivateDir::create()?;
+    let inner = dir.socket();
+    socket
+        .bind(&format!("ipc://{}", inner.display()))
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
     let accept = tokio::spawn(accept_loop(listener, inner, limits));
-    Ok(Front { local, accept })
+    Ok(Front {
+        local,
+        accept,
+        _dir: dir,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, inner: SocketAddr, limits: Limits) {
+async fn accept_loop(listener: TcpListener, inner: PathBuf, limits: Limits) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (outer, peer) = match listener.accept().await {
@@ -95,9 +129,10 @@ async fn accept_loop(listener: TcpListener, inner: SocketAddr, limits: Limits) {
             }
             continue;
         };
+        let inner = inner.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let inner = match TcpStream::connect(inner).await {
+            let inner = match UnixStream::connect(&inner).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "zeromq socket unreachable; dropping connection");
@@ -110,8 +145,8 @@ async fn accept_loop(listener: TcpListener, inner: SocketAddr, limits: Limits) {
 }
 
 /// Connects `socket` to `endpoint` (`tcp://host:port`) through a guard: dials the endpoint,
-/// then lets the socket reach it through a one-shot loopback listener whose relay inspects
-/// what the far side sends.
+/// then lets the socket reach it through a one-shot Unix socket in a private directory, whose
+/// relay inspects what the far side sends.
 pub async fn connect<S: Socket>(
     socket: &mut S,
     endpoint: &str,
@@ -125,22 +160,22 @@ pub async fn connect<S: Socket>(
     }
     .map_err(|e| e.to_string())?;
     let peer = outer.peer_addr().map_err(|e| e.to_string())?;
-    let local = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(|e| e.to_string())?;
-    let port = local.local_addr().map_err(|e| e.to_string())?.port();
+    let dir = PrivateDir::create().map_err(|e| format!("guard directory: {e}"))?;
+    let path = dir.socket();
+    let local = UnixListener::bind(&path).map_err(|e| e.to_string())?;
     tokio::spawn(async move {
-        match tokio::time::timeout(LOCAL_ACCEPT, local.accept()).await {
-            Ok(Ok((inner, _))) => {
-                drop(local);
-                finish(peer, relay(outer, inner, limits).await);
-            }
+        let accepted = tokio::time::timeout(LOCAL_ACCEPT, local.accept()).await;
+        // The accepted connection outlives its path: nothing is left on disk.
+        drop(local);
+        drop(dir);
+        match accepted {
+            Ok(Ok((inner, _))) => finish(peer, relay(outer, inner, limits).await),
             Ok(Err(e)) => tracing::debug!(error = %e, "guard: local accept failed"),
             Err(_) => tracing::debug!("guard: zeromq socket never connected"),
         }
     });
     socket
-        .connect(&format!("tcp://127.0.0.1:{port}"))
+        .connect(&format!("ipc://{}", path.display()))
         .await
         .map_err(|e| e.to_string())
 }
@@ -186,9 +221,8 @@ fn once_per_peer(ip: IpAddr) -> bool {
 
 /// Relays `outer` (the network peer) ⇄ `inner` (our zeromq socket) until either side closes,
 /// forwarding what `outer` sends only after the inspector has accepted it.
-async fn relay(outer: TcpStream, inner: TcpStream, limits: Limits) -> End {
+async fn relay(outer: TcpStream, inner: UnixStream, limits: Limits) -> End {
     let _ = outer.set_nodelay(true);
-    let _ = inner.set_nodelay(true);
     let (mut outer_rd, mut outer_wr) = outer.into_split();
     let (mut inner_rd, mut inner_wr) = inner.into_split();
     let inbound = async {
