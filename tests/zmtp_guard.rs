@@ -510,3 +510,47 @@ async fn worker_survives_a_hostile_dispatcher_and_registers_with_a_real_one() {
         .expect("join")
         .expect("clean stop");
 }
+
+/// The faas-worker binary (a separate process, configured like a deployment) fed the 73 bytes
+/// twice: it stays up, keeps reconnecting, registers with a dispatcher afterwards and stops
+/// cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_survives_the_73_bytes() {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_faas-worker"))
+        .env("FAAS_CONFIG_DIR", config_dir.path())
+        .env("FAAS_WORKER_MODE", "push")
+        .env("FAAS_WORKER_PROCESSES", "1")
+        .env("FAAS_WORKER_DISPATCHER", format!("tcp://127.0.0.1:{port}"))
+        .env("FAAS_WORKER_EXECUTOR__USER", "")
+        .env("FAAS_WORKER_EXECUTOR__PYTHON", python::python())
+        .spawn()
+        .expect("start faas-worker");
+    for _ in 0..2 {
+        let (s, _) = timeout(Duration::from_secs(40), listener.accept())
+            .await
+            .expect("the worker (re)connects")
+            .expect("accept");
+        let mut k = Raw(s);
+        k.write(&killer()).await;
+        k.closed_by_peer().await;
+    }
+    drop(listener);
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "faas-worker died"
+    );
+    let mut d = FakeDispatcher::bind(port).await;
+    let (hello, _) = d.recv_kind("hello", Duration::from_secs(30)).await;
+    assert_eq!(hello.kind(), "hello");
+    // SIGTERM: a clean stop (exit 0), as a live worker does.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "faas-worker exited with {status}");
+}
