@@ -394,6 +394,27 @@ async fn oversized_frames_and_messages_drop_only_their_connection() {
     handle.await.expect("join").expect("clean stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalled_greetings_are_dropped_after_the_greeting_timeout() {
+    let env = Env::new().await;
+    let (stop, handle) = env.spawn(faas::config::DEFAULT_MAX_MESSAGE_BYTES);
+    let mut silent = env.raw().await;
+    let mut stalled = env.raw().await;
+    stalled.write(&greeting(false)[..32]).await;
+    let started = Instant::now();
+    // `closed_by_peer` waits up to T (10 s) itself; the guard allows 10 s for a greeting.
+    tokio::time::sleep(faas::protocol::guard::GREETING_TIMEOUT / 2).await;
+    silent.closed_by_peer().await;
+    stalled.closed_by_peer().await;
+    assert!(
+        started.elapsed() >= faas::protocol::guard::GREETING_TIMEOUT,
+        "dropped before the greeting timeout"
+    );
+    a_real_worker_runs_a_task(&env, "w3").await;
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
+
 // ------------------------------------------------------------------ worker side
 
 /// A push worker in this process (an abort in it would end the test binary).
