@@ -47,15 +47,19 @@ enum End {
 struct PrivateDir(PathBuf);
 
 impl PrivateDir {
-    /// A fresh directory under `$RUNTIME_DIRECTORY` (systemd) or the temporary directory.
+    /// A fresh directory under `$RUNTIME_DIRECTORY` (systemd), else the temporary directory.
     fn create() -> io::Result<Self> {
-        let base = std::env::var_os("RUNTIME_DIRECTORY")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("faas-guard-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(PrivateDir(dir))
+        let name = format!("faas-guard-{}", uuid::Uuid::new_v4().simple());
+        let runtime = std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from);
+        let mut last = None;
+        for base in runtime.into_iter().chain([std::env::temp_dir()]) {
+            let dir = base.join(&name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(PrivateDir(dir)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no directory for the guard's socket")))
     }
 
     fn socket(&self) -> PathBuf {
@@ -267,5 +271,34 @@ async fn relay(outer: TcpStream, inner: UnixStream, limits: Limits) -> End {
     tokio::select! {
         end = inbound => end,
         end = outbound => end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn private_dir_is_0700_and_removed_on_drop() {
+        let dir = PrivateDir::create().expect("create");
+        let path = dir.0.clone();
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(dir.socket().starts_with(&path));
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn refused_peers_are_logged_once_per_interval() {
+        let ip: IpAddr = "192.0.2.77".parse().expect("ip");
+        assert!(once_per_peer(ip));
+        assert!(!once_per_peer(ip));
+        assert!(once_per_peer("192.0.2.78".parse().expect("ip")));
     }
 }
