@@ -67,6 +67,10 @@ pub struct DispatcherConfig {
     /// Seconds a task found RUNNING at start-up (its dispatcher is gone) waits for its worker to
     /// come back and list or report it before it is re-run or FAILED.
     pub orphan_grace_secs: f64,
+    /// Largest ZeroMQ frame accepted from the network, in bytes (a multipart message may add up
+    /// to 16 times this); larger ones drop that connection before memory is reserved. Must exceed
+    /// the largest function, argument or result pickle plus a little framing.
+    pub max_message_bytes: u64,
     pub local: LocalConfig,
     pub executor: ExecutorConfig,
 }
@@ -87,6 +91,7 @@ impl Default for DispatcherConfig {
             heartbeat_misses: 4,
             task_deadline_secs: 0.0,
             orphan_grace_secs: 60.0,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             local: LocalConfig::default(),
             executor: ExecutorConfig::default(),
         }
@@ -106,5 +111,10 @@ impl DispatcherConfig {
     /// Local-mode process count with 0 resolved to the number of CPUs.
     pub fn local_processes(&self) -> usize {
         crate::host::processes_or_cpus(self.local.processes)
+    }
+
+    /// `max_message_bytes`, typed (call on a validated config).
+    pub fn max_message(&self) -> std::num::NonZeroU64 {
+        super::max_message(self.max_message_bytes)
     }
 }

@@ -5,6 +5,7 @@
 //! [`Header::Fetch`] / [`Header::Report`] (the result pickle). Pickles are never base64'd.
 
 mod codec;
+pub mod guard;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -33,7 +33,7 @@ use super::DispatchError;
 use crate::config::{DispatcherConfig, Mode};
 use crate::dispatcher::runs::InFlight;
 use crate::notify::{StatusLine, Watchdog};
-use crate::protocol::decode;
+use crate::protocol::{decode, guard};
 use crate::shutdown::Shutdown;
 use crate::store::QueueReader;
 
@@ -49,8 +49,9 @@ pub async fn run(
 ) -> Result<(), DispatchError> {
     let endpoint = format!("tcp://{}:{}", cfg.bind, cfg.port);
     let mut socket = RouterSocket::new();
-    socket
-        .bind(&endpoint)
+    // Workers reach the socket only through the transport guard (docs/protocol.md).
+    let limits = guard::Limits::from_max_message_bytes(cfg.max_message().get());
+    let _front = guard::front(&cfg.bind, cfg.port, &mut socket, limits)
         .await
         .map_err(|e| DispatchError::Bind {
             endpoint: endpoint.clone(),
