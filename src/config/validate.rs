@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::error::ConfigError;
-use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig};
+use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig, MIN_MAX_MESSAGE_BYTES};
 
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_MS: u64 = 10;
@@ -93,6 +93,8 @@ impl Settings for DispatcherConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("task_deadline_secs", self.task_deadline_secs)?;
+        seconds("orphan_grace_secs", self.orphan_grace_secs)?;
+        max_message_bytes(self.max_message_bytes)?;
         self.executor.validate()
     }
 }
@@ -116,9 +118,20 @@ impl Settings for WorkerConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("drain_timeout_secs", self.drain_timeout_secs)?;
+        max_message_bytes(self.max_message_bytes)?;
         log_level("log_level", &self.log_level)?;
         self.executor.validate()
     }
+}
+
+fn max_message_bytes(value: u64) -> Check {
+    if value < MIN_MAX_MESSAGE_BYTES {
+        return Err(ConfigError::invalid(
+            "max_message_bytes",
+            format!("must be at least {MIN_MAX_MESSAGE_BYTES}, got {value}"),
+        ));
+    }
+    Ok(())
 }
 
 fn heartbeat(interval_ms: u64, misses: u32) -> Check {
