@@ -580,7 +580,9 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
     stop(&mut d, w).await;
 }
 
-#[tokio::test]
+// Two threads: the pull worker opens three guarded connections at once, and on the test's single
+// thread (shared with the fake dispatcher) its first `hello` sometimes missed the 300 ms budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_reconnects_after_dispatcher_restart() {
     let _serial = SERIAL.lock().await;
     reconnects_after_dispatcher_restart(WorkerMode::Pull).await;
