@@ -64,6 +64,9 @@ pub struct DispatcherConfig {
     pub heartbeat_misses: u32,
     /// Seconds a worker may take to report a task's result; 0 means no deadline.
     pub task_deadline_secs: f64,
+    /// Seconds a task found RUNNING at start-up (its dispatcher is gone) waits for its worker to
+    /// come back and list or report it before it is re-run or FAILED.
+    pub orphan_grace_secs: f64,
     /// Largest ZeroMQ frame accepted from the network, in bytes (a multipart message may add up
     /// to 16 times this); larger ones drop that connection before memory is reserved. Must exceed
     /// the largest function, argument or result pickle plus a little framing.
@@ -87,6 +90,7 @@ impl Default for DispatcherConfig {
             heartbeat_interval_ms: 250,
             heartbeat_misses: 4,
             task_deadline_secs: 0.0,
+            orphan_grace_secs: 60.0,
             max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             local: LocalConfig::default(),
             executor: ExecutorConfig::default(),

@@ -93,6 +93,7 @@ impl Settings for DispatcherConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("task_deadline_secs", self.task_deadline_secs)?;
+        seconds("orphan_grace_secs", self.orphan_grace_secs)?;
         max_message_bytes(self.max_message_bytes)?;
         self.executor.validate()
     }

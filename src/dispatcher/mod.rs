@@ -9,12 +9,14 @@
 //! or the ROUTER is bound (pull/push); the mode loop owns the watchdog (pinged by the rule of
 //! [`pulse`]) and the `STATUS=` line.
 
+pub mod cancels;
 pub mod core;
 pub mod lease;
 pub mod local;
 pub mod presence;
 pub mod pulse;
 pub mod remote;
+pub mod runs;
 
 use std::sync::Arc;
 use std::time::Duration;
