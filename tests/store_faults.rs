@@ -316,3 +316,53 @@ async fn a_sentinel_url_follows_a_failover_and_loses_no_confirmed_task() {
         }
     }
 }
+
+/// A channel subscription that stays idle past the ping interval keeps its connection (a
+/// subscribed connection answers PING with an array; taking that for a failure made every idle
+/// subscription reconnect every 5 s), and still delivers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscription_is_kept_across_pings() {
+    use faas::store::follow::{follow, ChannelEvent, ChannelListener};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<ChannelEvent>>);
+    impl ChannelListener for Heard {
+        fn on_event(&self, event: ChannelEvent) {
+            self.0.lock().expect("lock").push(event);
+        }
+    }
+
+    let r = RedisServer::start();
+    let s = r.store(Duration::from_secs(60)).await;
+    let heard = Arc::new(Heard::default());
+    tokio::spawn(follow(
+        s.connector().clone(),
+        faas::store::keys::CANCEL_CHANNEL,
+        Arc::downgrade(&heard),
+    ));
+    // Past one ping interval (5 s) and its answer.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let id = Uuid::new_v4();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(faas::store::keys::CANCEL_CHANNEL)
+        .arg(id.to_string())
+        .query(&mut r.conn())
+        .expect("publish");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !heard
+        .0
+        .lock()
+        .expect("lock")
+        .contains(&ChannelEvent::Task(id))
+    {
+        assert!(Instant::now() < until, "published id not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = heard.0.lock().expect("lock").clone();
+    assert_eq!(
+        events,
+        vec![ChannelEvent::Subscribed, ChannelEvent::Task(id)],
+        "subscribed once, never again while idle"
+    );
+}

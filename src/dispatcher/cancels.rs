@@ -8,8 +8,9 @@
 //! report then finds the task settled and only acknowledges its queue entry.
 //!
 //! Ids published while the subscription was away are gone, so after every (re)subscription the
-//! runs in flight are checked against Redis: one whose task is no longer RUNNING (cancelled
-//! meanwhile, or settled by someone else) is stopped as well.
+//! runs in flight are checked against Redis: one whose task is COMPLETED or FAILED (cancelled
+//! meanwhile, or settled by someone else) is stopped as well; one whose task Redis no longer
+//! knows is left to finish (its result is then logged as unknown, as anywhere else).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,8 +70,10 @@ impl<S: Stop> ChannelListener for Listener<S> {
                 tokio::spawn(async move {
                     for run in runs {
                         match core.store.task_status(&run.task_id).await {
-                            Ok(Some(TaskStatus::Running)) => {}
-                            Ok(_) => {
+                            // A task Redis no longer knows (it lost its data) is not stopped:
+                            // its result is reported, and logged as unknown, as usual.
+                            Ok(Some(TaskStatus::Running) | None) => {}
+                            Ok(Some(_)) => {
                                 tracing::info!(task_id = %run.task_id, "task no longer RUNNING (cancelled while unsubscribed?); stopping its run");
                                 stop.stop(run.task_id);
                             }
