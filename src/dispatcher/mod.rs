@@ -37,6 +37,8 @@ pub enum DispatchError {
     Executor(#[from] ExecutorError),
     #[error("cannot bind {endpoint}: {message}")]
     Bind { endpoint: String, message: String },
+    #[error("token_file: {0}")]
+    Token(#[from] crate::protocol::auth::TokenError),
 }
 
 /// How long a stopping local dispatcher tries to hand unfinished runs back to the queue.

@@ -10,6 +10,7 @@
 //! systemd: the mode loop pings the watchdog; [`systemd`] turns the [`Status`] channel into
 //! `READY=1` (executors warm and registered) and `STATUS=` lines.
 
+mod auth;
 mod connect;
 mod conv;
 mod pull;
@@ -44,6 +45,8 @@ pub enum WorkerError {
     Endpoint { endpoint: String, message: String },
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 /// A snapshot of the worker for status lines (e.g. sd-notify `STATUS=`), published on every
@@ -92,6 +95,9 @@ pub async fn run_with_status(
             cfg.drain_timeout_secs
         )));
     }
+    let token = cfg
+        .token()
+        .map_err(|e| WorkerError::Config(format!("token_file: {e}")))?;
     let id = cfg.worker_id();
     let link = Link::new(&cfg.dispatcher, &id)?;
     let slots = cfg.slots();
@@ -111,6 +117,7 @@ pub async fn run_with_status(
         link,
         timing: Timing::new(cfg.heartbeat_interval_ms, cfg.heartbeat_misses),
         state: State::new(&id, pool.clone(), done_tx),
+        token,
         done,
         shutdown,
         drain: Drain::default(),

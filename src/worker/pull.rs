@@ -235,6 +235,7 @@ impl Pull {
         };
         match (reply.purpose, d.header) {
             (_, Header::Refused { reason }) => return Err(WorkerError::Refused(reason)),
+            (p, Header::Challenge { nonce }) => challenged(ctx, &mut self.fetch, p, &nonce)?,
             (
                 Purpose::Hello,
                 Header::Welcome {
@@ -307,6 +308,9 @@ impl Pull {
         };
         match d.header {
             Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
+            Header::Challenge { nonce } => {
+                challenged(ctx, &mut self.report, reply.purpose, &nonce)?
+            }
             Header::Ack { acks } | Header::Nothing { acks } => {
                 ctx.ack(&acks);
             }
@@ -333,6 +337,25 @@ impl Pull {
             }
         }
     }
+}
+
+/// Answers a challenge on `sock` with `auth`, as the same request (the dispatcher answers it
+/// as it would have answered the message it held back).
+fn challenged(
+    ctx: &Ctx,
+    sock: &mut Sock,
+    purpose: Purpose,
+    nonce: &str,
+) -> Result<(), WorkerError> {
+    if let Some(h) = super::auth::answer(ctx, nonce)? {
+        let limit = if purpose == Purpose::Fetch {
+            ctx.timing.parked()
+        } else {
+            ctx.timing.silence()
+        };
+        sock.start(&h, vec![], limit, purpose);
+    }
+    Ok(())
 }
 
 fn unknown(ctx: &mut Ctx) {

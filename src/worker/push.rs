@@ -207,6 +207,10 @@ async fn handle(
             r
         }
         Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
+        Header::Challenge { nonce } => match super::auth::answer(ctx, &nonce)? {
+            Some(h) => out.send(ctx, &h, vec![]).await,
+            None => Ok(()),
+        },
         Header::Tasks { tasks, acks } => {
             ctx.ack(&acks);
             if ctx.drain.active() && !tasks.is_empty() {
