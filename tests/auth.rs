@@ -401,7 +401,7 @@ async fn hello_with_too_many_slots_is_refused() {
 }
 
 /// A faas-worker process, killed when dropped.
-struct WorkerProc(Child, tempfile::TempDir);
+struct WorkerProc(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for WorkerProc {
     fn drop(&mut self) {
