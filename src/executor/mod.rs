@@ -56,6 +56,28 @@ pub enum Outcome {
     Failed { result: Vec<u8>, cause: String },
 }
 
+impl Outcome {
+    /// The result pickle.
+    pub fn result(&self) -> &[u8] {
+        match self {
+            Outcome::Completed { result } | Outcome::Failed { result, .. } => result,
+        }
+    }
+
+    /// This outcome, or FAILED with `ResultTooLarge` when its pickle exceeds `max` bytes
+    /// (`max_result_bytes`): a task whose result cannot be kept ends cleanly, never in retries.
+    pub fn within(self, max: usize) -> Outcome {
+        let len = self.result().len();
+        if len <= max {
+            return self;
+        }
+        classify::platform(
+            PlatformError::ResultTooLarge,
+            &format!("the result is {len} bytes; the limit is {max} bytes (max_result_bytes)"),
+        )
+    }
+}
+
 /// Errors starting or running the pool itself (never the outcome of a user's task).
 #[derive(Debug, Error)]
 pub enum ExecutorError {
@@ -109,6 +131,8 @@ pub struct ExecutorPool {
 struct Shared {
     cfg: ExecutorConfig,
     backend: Backend,
+    /// Largest result pickle returned as is (see [`Outcome::within`]).
+    max_result: std::sync::atomic::AtomicUsize,
 }
 
 /// A reserved slot of the pool; running a task consumes it.
@@ -137,8 +161,21 @@ impl ExecutorPool {
         Ok(ExecutorPool {
             slots,
             permits: Arc::new(Semaphore::new(slots)),
-            shared: Arc::new(Shared { cfg, backend }),
+            shared: Arc::new(Shared {
+                cfg,
+                backend,
+                max_result: crate::config::DEFAULT_SIZE_LIMIT.into(),
+            }),
         })
+    }
+
+    /// Sets the largest result a task may return (`max_result_bytes`); larger ones end FAILED
+    /// with `ResultTooLarge`.
+    pub fn limit_results(self, max: usize) -> Self {
+        self.shared
+            .max_result
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Total concurrent slots.
@@ -212,7 +249,12 @@ impl Slot {
             .backend
             .run(&task, timeout)
             .instrument(span)
-            .await;
+            .await
+            .within(
+                self.shared
+                    .max_result
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
         match &outcome {
             Outcome::Completed { .. } => {
                 tracing::debug!(task_id = %task.task_id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "task completed")

@@ -122,6 +122,26 @@ pub fn is_unavailable(e: &StoreError) -> bool {
     }
 }
 
+/// True when Redis refused a value because of its size (a bulk string above its
+/// `proto-max-bulk-len`, or a string above the 512 MB limit): sending it again cannot work, so
+/// the caller must store something else (e.g. `ResultTooLarge`) rather than retry.
+pub fn is_value_refused(e: &StoreError) -> bool {
+    let StoreError::Redis(e) = e else {
+        return false;
+    };
+    if classify(e) != Failure::Answered {
+        return false;
+    }
+    let text = e.to_string();
+    [
+        "invalid bulk length",
+        "exceeds maximum allowed size",
+        "query buffer",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
 fn unreachable_now(reason: &str, wait: Duration) -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::NotConnected,

@@ -101,7 +101,11 @@ pub async fn run_with_status(
     let id = cfg.worker_id();
     let link = Link::new(&cfg.dispatcher, &id)?;
     let slots = cfg.slots();
-    let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), slots).await?);
+    let pool = Arc::new(
+        ExecutorPool::start(cfg.executor.clone(), slots)
+            .await?
+            .limit_results(cfg.max_result_bytes),
+    );
     let info = WorkerInfo {
         id: id.clone(),
         slots: u32::try_from(slots).unwrap_or(u32::MAX),
