@@ -192,7 +192,12 @@ impl Gate {
                 Header::Auth { worker_id, proof } => {
                     self.answer(peer, &nonce, held, &worker_id, &proof, now)
                 }
-                _ => self.fresh(peer, msg, now),
+                _ => {
+                    // Still not proven: a peer without the token keeps talking (logged once).
+                    let id = named(&msg.header).map(str::to_owned);
+                    self.refuse(peer, now, "message before authentication", id.as_deref());
+                    self.fresh(peer, msg, now)
+                }
             },
             State::Fresh => self.fresh(peer, msg, now),
         }
