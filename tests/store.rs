@@ -269,7 +269,12 @@ async fn queue_keeps_unacked_entries_pending_and_adopts_orphans() {
         got2.iter().map(|e| e.task_id).collect::<Vec<_>>(),
         vec![Some(t2)]
     );
-    assert_eq!(live.adopt_orphans().await.expect("adopt"), 1);
+    assert_eq!(
+        live.adopt_orphans_idle(Duration::ZERO)
+            .await
+            .expect("adopt"),
+        1
+    );
     let pend = live.read_pending(10).await.expect("pending");
     assert_eq!(pend.len(), 2);
     // Acknowledged entries are gone from the stream.
@@ -301,7 +306,10 @@ async fn live_leases_protect_entries_from_adoption() {
     let (stop, shutdown) = faas::shutdown::channel();
     let keeper = tokio::spawn(lease.keep(s.clone(), shutdown));
     let mut b = QueueReader::open(&s, "b").await.expect("reader");
-    assert_eq!(b.adopt_orphans().await.expect("adopt"), 0);
+    assert_eq!(
+        b.adopt_orphans_idle(Duration::ZERO).await.expect("adopt"),
+        0
+    );
     // A second dispatcher with the same name is refused while the lease is alive.
     let started = std::time::Instant::now();
     let err = faas::dispatcher::lease::acquire(&s, "a").await;
@@ -309,7 +317,176 @@ async fn live_leases_protect_entries_from_adoption() {
     assert!(started.elapsed() >= Duration::from_secs(5));
     stop.trigger();
     keeper.await.expect("keeper released the lease");
-    assert_eq!(b.adopt_orphans().await.expect("adopt"), 1);
+    assert_eq!(
+        b.adopt_orphans_idle(Duration::ZERO).await.expect("adopt"),
+        1
+    );
+}
+
+/// Taking over a dead dispatcher's entries (issue 8): more than XPENDING's old 10,000 cap are
+/// all adopted (paged), none is lost, the dead consumer is deleted only once it has nothing
+/// pending, entries idle less than the minimum stay where they are, and an entry a live
+/// dispatcher adopted is not taken from it by a second live dispatcher.
+#[tokio::test]
+async fn takeover_pages_past_ten_thousand_and_never_steals_from_the_living() {
+    const N: usize = 12_345;
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let args: Vec<Vec<u8>> = (0..N).map(|i| i.to_string().into_bytes()).collect();
+    for chunk in args.chunks(1000) {
+        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        s.create_tasks(&f, &refs, None)
+            .await
+            .expect("create")
+            .expect("function exists");
+    }
+    // The dead consumer read everything (no lease: it is dead).
+    let mut dead = QueueReader::open(&s, "dead").await.expect("reader");
+    let mut read = 0;
+    while read < N {
+        let got = dead
+            .read_new(5000, Duration::from_millis(100))
+            .await
+            .expect("read");
+        assert!(!got.is_empty(), "queue ran dry after {read} entries");
+        read += got.len();
+    }
+    // Idle less than the minimum: nothing is taken, and the consumer is kept.
+    let mut a = QueueReader::open(&s, "a").await.expect("reader");
+    assert_eq!(
+        a.adopt_orphans_idle(Duration::from_secs(3600))
+            .await
+            .expect("adopt"),
+        0
+    );
+    let mut conn = r.conn();
+    let consumers = || -> Vec<String> {
+        let mut c = r.conn();
+        let v: redis::Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(keys::QUEUE)
+            .arg(keys::GROUP)
+            .query(&mut c)
+            .expect("xinfo");
+        let redis::Value::Array(rows) = v else {
+            return Vec::new();
+        };
+        rows.iter()
+            .filter_map(|row| match row {
+                redis::Value::Array(kv) => kv.chunks(2).find_map(|p| match (&p[0], &p[1]) {
+                    (redis::Value::BulkString(k), redis::Value::BulkString(v)) if k == b"name" => {
+                        Some(String::from_utf8_lossy(v).into_owned())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        consumers().contains(&"dead".to_string()),
+        "kept while it has pending entries"
+    );
+    // Everything is adopted once idle enough, far past 10,000, and the dead consumer is gone.
+    assert_eq!(
+        a.adopt_orphans_idle(Duration::ZERO).await.expect("adopt"),
+        N
+    );
+    assert!(
+        !consumers().contains(&"dead".to_string()),
+        "deleted once empty"
+    );
+    let mut pending = 0;
+    loop {
+        // Read the adopted entries back in pages (XREADGROUP 0 returns them from the start;
+        // acknowledge each page so the next read moves on).
+        let page = a.read_pending(2000).await.expect("pending");
+        if page.is_empty() {
+            break;
+        }
+        pending += page.len();
+        for e in &page {
+            s.ack(&e.entry_id).await.expect("ack");
+        }
+    }
+    assert_eq!(pending, N, "every entry adopted exactly once, none lost");
+
+    // A second live dispatcher does not steal entries that `a` adopted a moment ago, even though
+    // their original owner is dead and `b` asks for them by that owner's name.
+    let t = s
+        .create_task(&f, b"x")
+        .await
+        .expect("create")
+        .expect("task");
+    let mut dead2 = QueueReader::open(&s, "dead2").await.expect("reader");
+    let got = dead2
+        .read_new(1, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert_eq!(got[0].task_id, Some(t));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.adopt_orphans_idle(Duration::from_millis(200))
+            .await
+            .expect("adopt"),
+        1
+    );
+    let entry = got[0].entry_id.clone();
+    let stolen: redis::Value = redis::cmd("XCLAIM")
+        .arg(keys::QUEUE)
+        .arg(keys::GROUP)
+        .arg("b")
+        .arg(faas::store::ADOPT_MIN_IDLE.as_millis() as u64)
+        .arg(&entry)
+        .arg("JUSTID")
+        .query(&mut conn)
+        .expect("xclaim");
+    assert_eq!(
+        stolen,
+        redis::Value::Array(vec![]),
+        "min-idle protects a fresh claim"
+    );
+    let mut b = QueueReader::open(&s, "b").await.expect("reader");
+    assert_eq!(b.adopt_orphans().await.expect("adopt"), 0);
+    let mine = a.read_pending(10).await.expect("pending");
+    assert_eq!(
+        mine.iter().map(|e| e.task_id).collect::<Vec<_>>(),
+        vec![Some(t)]
+    );
+}
+
+/// A consumer that takes its lease back between two pages keeps the rest of its entries.
+#[tokio::test]
+async fn takeover_stops_when_the_owner_returns() {
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    s.create_task(&f, b"a")
+        .await
+        .expect("create")
+        .expect("task");
+    let mut owner = QueueReader::open(&s, "owner").await.expect("reader");
+    assert_eq!(
+        owner
+            .read_new(1, Duration::from_millis(100))
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+    let _lease = faas::dispatcher::lease::acquire(&s, "owner")
+        .await
+        .expect("lease");
+    let mut other = QueueReader::open(&s, "other").await.expect("reader");
+    assert_eq!(
+        other
+            .adopt_orphans_idle(Duration::ZERO)
+            .await
+            .expect("adopt"),
+        0
+    );
+    assert_eq!(owner.read_pending(10).await.expect("pending").len(), 1);
 }
 
 /// Every script may run twice for one call (a reply lost with its connection is sent again):

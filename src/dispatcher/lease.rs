@@ -9,7 +9,7 @@ use crate::store::lease::{owner_token, LeaseState};
 use crate::store::{Store, StoreError};
 
 /// Lease time-to-live; a crashed dispatcher's tasks can be adopted this long after it died.
-pub const LEASE_TTL: Duration = Duration::from_secs(5);
+pub use crate::store::lease::LEASE_TTL;
 
 /// Why the lease could not be taken.
 #[derive(Debug, thiserror::Error)]

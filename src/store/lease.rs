@@ -9,6 +9,9 @@ use redis::Value;
 
 use super::{keys, scripts, Store, StoreError};
 
+/// How long a lease lives without renewal: a dispatcher silent for this long is dead.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+
 /// Outcome of trying to take a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {

@@ -36,7 +36,7 @@ use uuid::Uuid;
 pub use conn::{is_unavailable, is_value_refused, Conn, Connector};
 pub use endpoint::Endpoint;
 pub use health::{Health, Outage};
-pub use queue::{QueueEntry, QueueReader};
+pub use queue::{QueueEntry, QueueReader, ADOPT_MIN_IDLE};
 pub use status::TaskStatus;
 
 use crate::runtime::Runtime;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::Value;
 use uuid::Uuid;
 
-use super::{keys, Conn, Store, StoreError};
+use super::{keys, scripts, Conn, Store, StoreError};
 
 /// Longest `BLOCK` of a read (its connection's response timeout allows for it).
 pub const MAX_BLOCK: Duration = Duration::from_secs(2);
@@ -128,7 +128,18 @@ impl QueueReader {
 
     /// Moves the pending entries of consumers that no longer hold a lease to this consumer.
     /// Returns how many entries were claimed; they are then read with [`Self::read_pending`].
+    ///
+    /// Safe against live dispatchers: each page is listed and claimed in one script that first
+    /// checks the dead consumer's lease is still absent; only entries idle for [`ADOPT_MIN_IDLE`]
+    /// are taken (so an entry another dispatcher adopted a moment ago is not stolen back);
+    /// pending entries are paged without a cap; and a consumer is forgotten only once it has
+    /// nothing pending (checked in the same script as the deletion).
     pub async fn adopt_orphans(&mut self) -> Result<usize, StoreError> {
+        self.adopt_orphans_idle(ADOPT_MIN_IDLE).await
+    }
+
+    /// [`Self::adopt_orphans`] with an explicit minimum idle time (tests use zero).
+    pub async fn adopt_orphans_idle(&mut self, min_idle: Duration) -> Result<usize, StoreError> {
         let consumers: Value = match redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(keys::QUEUE)
@@ -144,73 +155,69 @@ impl QueueReader {
             }
             Err(e) => return Err(e.into()),
         };
+        let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
         let mut claimed = 0;
         for (name, pending) in parse_consumers(&consumers) {
             if name == self.consumer {
                 continue;
             }
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(keys::dispatcher_lease(&name))
-                .query_async(&mut self.conn)
-                .await?;
-            if alive {
-                continue;
-            }
-            if pending > 0 {
-                let ids = self.pending_ids_of(&name).await?;
-                if !ids.is_empty() {
-                    let got: Value = redis::cmd("XCLAIM")
-                        .arg(keys::QUEUE)
-                        .arg(keys::GROUP)
-                        .arg(&self.consumer)
-                        .arg(0)
-                        .arg(&ids)
-                        .arg("JUSTID")
-                        .query_async(&mut self.conn)
-                        .await?;
-                    let n = match got {
-                        Value::Array(v) => v.len(),
-                        _ => 0,
-                    };
-                    tracing::warn!(from = %name, entries = n, "adopted tasks of a dispatcher whose lease expired");
-                    claimed += n;
+            let lease = keys::dispatcher_lease(&name);
+            let mut took = 0;
+            let mut cursor = "-".to_string();
+            let mut done = false;
+            // A consumer with nothing pending is only forgotten (below).
+            while pending > 0 && !done {
+                let page: Vec<Value> = scripts::ADOPT_PAGE
+                    .key(keys::QUEUE)
+                    .key(&lease)
+                    .arg(keys::GROUP)
+                    .arg(&self.consumer)
+                    .arg(&name)
+                    .arg(min_idle_ms)
+                    .arg(&cursor)
+                    .arg(ADOPT_PAGE_SIZE)
+                    .invoke_async(&mut self.conn)
+                    .await?;
+                let (n, listed, last) = match page.as_slice() {
+                    [Value::Int(n), Value::Int(listed), last] => (*n, *listed, as_string(last)),
+                    // {-1}: the consumer holds its lease again; leave it alone.
+                    _ => {
+                        done = true;
+                        continue;
+                    }
+                };
+                took += usize::try_from(n).unwrap_or(0);
+                match last {
+                    Some(last) if listed > 0 && !last.is_empty() => cursor = format!("({last}"),
+                    _ => done = true,
                 }
             }
-            // Only forget a consumer once it has nothing pending left.
-            let _: i64 = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(keys::QUEUE)
+            if took > 0 {
+                tracing::warn!(from = %name, entries = took, "adopted tasks of a dispatcher whose lease expired");
+            }
+            claimed += took;
+            let forgotten: i64 = scripts::FORGET_CONSUMER
+                .key(keys::QUEUE)
+                .key(&lease)
                 .arg(keys::GROUP)
                 .arg(&name)
-                .query_async(&mut self.conn)
-                .await
-                .unwrap_or(0);
+                .invoke_async(&mut self.conn)
+                .await?;
+            if forgotten == 0 && pending > 0 {
+                tracing::info!(consumer = %name, "a dead dispatcher still has pending entries (not idle long enough yet); kept for the next recovery pass");
+            }
         }
         Ok(claimed)
     }
-
-    async fn pending_ids_of(&mut self, consumer: &str) -> Result<Vec<String>, StoreError> {
-        let v: Value = redis::cmd("XPENDING")
-            .arg(keys::QUEUE)
-            .arg(keys::GROUP)
-            .arg("-")
-            .arg("+")
-            .arg(10_000)
-            .arg(consumer)
-            .query_async(&mut self.conn)
-            .await?;
-        let Value::Array(rows) = v else {
-            return Ok(Vec::new());
-        };
-        Ok(rows
-            .iter()
-            .filter_map(|row| match row {
-                Value::Array(f) => f.first().and_then(as_string),
-                _ => None,
-            })
-            .collect())
-    }
 }
+
+/// Entries listed and claimed per script call when adopting a dead consumer's entries.
+const ADOPT_PAGE_SIZE: usize = 1000;
+
+/// Minimum idle time of an entry adopted from a dead consumer: a lease's TTL. A live dispatcher
+/// renews its lease three times per TTL, so its consumer is never "dead"; this bound protects
+/// entries that another live dispatcher adopted (or re-read) within that time.
+pub const ADOPT_MIN_IDLE: Duration = super::lease::LEASE_TTL;
 
 /// `ERR no such key`, which XINFO answers for a stream that does not exist.
 fn is_no_such_key(e: &redis::RedisError) -> bool {

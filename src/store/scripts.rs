@@ -94,6 +94,49 @@ return applied
     )
 });
 
+/// Moves one page of a dead consumer's pending entries to another consumer, atomically with the
+/// check that the dead consumer's lease is still absent (a dispatcher that came back under that
+/// name keeps its entries).
+/// KEYS: queue stream, lease key of the dead consumer. ARGV: group, new consumer, dead consumer,
+/// min_idle_ms, start id (exclusive, '-' for the first page), page size.
+/// Returns {-1} when the lease exists again, else {claimed, listed, last listed id or ''}.
+/// Only entries idle for at least `min_idle_ms` are listed and claimed (XPENDING IDLE and
+/// XCLAIM's min-idle-time): an entry that a live dispatcher claimed or read a moment ago is
+/// never taken from it. Again: the claimed entries are no longer the dead consumer's, so a
+/// repeated page claims nothing twice.
+pub static ADOPT_PAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+local rows = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[5], '+', ARGV[6], ARGV[3])
+if #rows == 0 then return {0, 0, ''} end
+local ids = {}
+for i, row in ipairs(rows) do ids[i] = row[1] end
+local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[4], unpack(ids))
+local claimed = 0
+for _, e in ipairs(got) do if e then claimed = claimed + 1 end end
+return {claimed, #rows, ids[#ids]}
+"#,
+    )
+});
+
+/// Deletes a consumer from the group only if it has nothing pending and its lease is absent
+/// (XGROUP DELCONSUMER drops the consumer's pending entries with it, so it must never run on
+/// a consumer that still has some, or on one that came back meanwhile).
+/// KEYS: queue stream, lease key. ARGV: group, consumer. Returns 1 when deleted, 0 when kept.
+/// Again: the consumer is gone, DELCONSUMER of a missing consumer changes nothing.
+pub static FORGET_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local rows = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #rows > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
 /// Takes or renews the lease of a dispatcher consumer name.
 /// KEYS: lease key. ARGV: owner token, ttl_ms. Returns 1 when held by us, else the holder's token.
 /// Again: renews again.
