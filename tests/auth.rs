@@ -6,48 +6,40 @@ mod util;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use faas::config::{DispatcherConfig, Mode};
 use faas::protocol::auth::{parse_nonce, Token};
 use faas::protocol::{decode, encode, Decoded, Header, ResultMeta, TaskRef, WorkerInfo, VERSION};
-use faas::store::{Store, TaskStatus};
+use faas::store::TaskStatus;
 use util::python;
-use util::redis::{free_port, RedisServer};
+use util::remote::{connect_dealer, send};
 use uuid::Uuid;
 use zeromq::{DealerSocket, ReqSocket, Socket, SocketRecv, SocketSend};
 
 const TOKEN: &str = "correct-horse-battery-staple-0123";
 
+/// The shared remote test set-up plus a token file.
 struct Env {
-    redis: RedisServer,
-    store: Store,
-    port: u16,
+    base: util::remote::Env,
     dir: tempfile::TempDir,
-    fn_pickle: Vec<u8>,
-    args_pickle: Vec<u8>,
-    result_pickle: Bytes,
+}
+
+impl std::ops::Deref for Env {
+    type Target = util::remote::Env;
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Env {
     async fn new() -> Self {
-        let redis = RedisServer::start();
-        let store = redis.store(Duration::from_secs(3600)).await;
-        let mut p = python::pickles("", &["lambda: 41 + 1", "((), {})", "'forged'"], None);
-        let result_pickle = Bytes::from(p.remove(2));
-        let args_pickle = p.remove(1);
-        let fn_pickle = p.remove(0);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).expect("token file");
         Env {
-            redis,
-            store,
-            port: free_port(),
+            base: util::remote::Env::new().await,
             dir,
-            fn_pickle,
-            args_pickle,
-            result_pickle,
         }
     }
 
@@ -57,78 +49,15 @@ impl Env {
 
     fn config(&self, mode: Mode, with_token: bool) -> DispatcherConfig {
         DispatcherConfig {
-            mode,
-            redis: self.redis.url(),
-            name: format!("test-{}", self.redis.port),
-            port: self.port,
-            heartbeat_interval_ms: 100,
-            heartbeat_misses: 50,
             drain_timeout_secs: 1.0,
             token_file: with_token.then(|| self.token_path()),
             max_worker_slots: 64,
-            ..DispatcherConfig::default()
+            ..self.base.config(mode, 50)
         }
-    }
-
-    fn spawn(
-        &self,
-        cfg: DispatcherConfig,
-    ) -> (
-        faas::shutdown::ShutdownTrigger,
-        tokio::task::JoinHandle<Result<(), faas::dispatcher::DispatchError>>,
-    ) {
-        let (trigger, shutdown) = faas::shutdown::channel();
-        (trigger, tokio::spawn(faas::dispatcher::run(cfg, shutdown)))
-    }
-
-    fn endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    async fn submit(&self) -> Uuid {
-        let f = self
-            .store
-            .register_function("f", &self.fn_pickle)
-            .await
-            .expect("register");
-        self.store
-            .create_task(&f, &self.args_pickle)
-            .await
-            .expect("create")
-            .expect("function exists")
     }
 
     async fn status(&self, t: &Uuid) -> Option<TaskStatus> {
         self.store.task_status(t).await.expect("status")
-    }
-
-    async fn wait_status(&self, t: &Uuid, want: TaskStatus, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            let s = self.status(t).await;
-            if s == Some(want) {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "task {t} is {s:?}, wanted {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn forged_report(&self, worker: &str, t: TaskRef) -> (Header, Vec<Bytes>) {
-        (
-            Header::Report {
-                worker_id: worker.into(),
-                results: vec![ResultMeta {
-                    task: t,
-                    ok: true,
-                    cause: String::new(),
-                }],
-            },
-            vec![self.result_pickle.clone()],
-        )
     }
 }
 
@@ -153,19 +82,6 @@ fn heartbeat(id: &str) -> Header {
         free: 1,
         running: vec![],
     }
-}
-
-async fn dealer(env: &Env) -> DealerSocket {
-    let mut s = DealerSocket::new();
-    tokio::time::timeout(Duration::from_secs(5), s.connect(&env.endpoint()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    s
-}
-
-async fn send(s: &mut DealerSocket, h: &Header, blobs: Vec<Bytes>) {
-    s.send(encode(&[], h, blobs)).await.expect("send");
 }
 
 /// The next message other than ping/ack within `limit`, if any.
@@ -203,7 +119,7 @@ fn proof_for(challenge: &Header, id: &str, with: &Token) -> Header {
 
 /// Registers `id` on a new push connection, proving the token.
 async fn authenticated_push(env: &Env, id: &str, slots: u32) -> DealerSocket {
-    let mut s = dealer(env).await;
+    let mut s = connect_dealer(env).await;
     send(&mut s, &hello(id, slots), vec![]).await;
     let c = must(&mut s).await;
     send(&mut s, &proof_for(&c, id, &token()), vec![]).await;
@@ -214,9 +130,9 @@ async fn authenticated_push(env: &Env, id: &str, slots: u32) -> DealerSocket {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_peer_without_the_token_gets_nothing_and_stores_nothing() {
     let env = Env::new().await;
-    let (stop, handle) = env.spawn(env.config(Mode::Push, true));
+    let running = env.spawn(env.config(Mode::Push, true));
     let t = env.submit().await;
-    let mut s = dealer(&env).await;
+    let mut s = connect_dealer(&env).await;
     // hello, heartbeat, a forged report: each is only answered with a challenge.
     send(&mut s, &hello("intruder", 4), vec![]).await;
     assert!(matches!(must(&mut s).await, Header::Challenge { .. }));
@@ -226,7 +142,7 @@ async fn push_peer_without_the_token_gets_nothing_and_stores_nothing() {
         task_id: t,
         attempt: 1,
     };
-    let (h, blobs) = env.forged_report("intruder", forged);
+    let (h, blobs) = env.ok_report("intruder", forged);
     send(&mut s, &h, blobs).await;
     assert!(matches!(must(&mut s).await, Header::Challenge { .. }));
     // Nothing else comes: no welcome, no task; the task stays QUEUED.
@@ -251,70 +167,60 @@ async fn push_peer_without_the_token_gets_nothing_and_stores_nothing() {
         panic!("expected tasks")
     };
     assert_eq!(tasks[0].task.task_id, t);
-    stop.trigger();
-    handle.await.expect("join").expect("clean stop");
+    util::dispatch::stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_peer_without_the_token_gets_nothing() {
     let env = Env::new().await;
-    let (stop, handle) = env.spawn(env.config(Mode::Pull, true));
+    let running = env.spawn(env.config(Mode::Pull, true));
     let t = env.submit().await;
     let mut req = ReqSocket::new();
     req.connect(&env.endpoint()).await.expect("connect");
-    let ask = |h: Header| encode(&[], &h, vec![]);
-    let fetch = Header::Fetch {
-        worker_id: "intruder".into(),
+    let fetch = |id: &str| Header::Fetch {
+        worker_id: id.into(),
         free: 4,
         results: vec![],
     };
-    for h in [hello("intruder", 4), fetch] {
-        req.send(ask(h)).await.expect("send");
-        let d = decode(req.recv().await.expect("recv").into_vec()).expect("decode");
-        assert!(
-            matches!(d.header, Header::Challenge { .. }),
-            "{:?}",
-            d.header
-        );
+    for h in [hello("intruder", 4), fetch("intruder")] {
+        let answer = request(&mut req, h).await;
+        assert!(matches!(answer, Header::Challenge { .. }), "{answer:?}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.status(&t).await, Some(TaskStatus::Queued));
-    // The proof on the same REQ socket releases the held fetch... only with the token.
-    req.send(ask(hello("p1", 1))).await.expect("send");
-    let d = decode(req.recv().await.expect("recv").into_vec()).expect("decode");
-    req.send(ask(proof_for(&d.header, "p1", &token())))
-        .await
-        .expect("send");
-    let d = decode(req.recv().await.expect("recv").into_vec()).expect("decode");
-    assert!(matches!(d.header, Header::Welcome { .. }), "{:?}", d.header);
-    req.send(ask(Header::Fetch {
-        worker_id: "p1".into(),
-        free: 1,
-        results: vec![],
-    }))
-    .await
-    .expect("send");
-    let d = decode(req.recv().await.expect("recv").into_vec()).expect("decode");
-    let Header::Tasks { tasks, .. } = d.header else {
-        panic!("expected tasks, got {:?}", d.header)
+    // The proof, on the same REQ socket, releases the held message: only with the token.
+    let c = request(&mut req, hello("p1", 1)).await;
+    let answer = request(&mut req, proof_for(&c, "p1", &token())).await;
+    assert!(matches!(answer, Header::Welcome { .. }), "{answer:?}");
+    let Header::Tasks { tasks, .. } = request(&mut req, fetch("p1")).await else {
+        panic!("expected tasks")
     };
     assert_eq!(tasks[0].task.task_id, t);
-    stop.trigger();
-    handle.await.expect("join").expect("clean stop");
+    util::dispatch::stop(running).await;
+}
+
+/// One REQ exchange: sends `h`, returns the answer's header.
+async fn request(req: &mut ReqSocket, h: Header) -> Header {
+    req.send(encode(&[], &h, vec![])).await.expect("send");
+    let m = tokio::time::timeout(Duration::from_secs(5), req.recv())
+        .await
+        .expect("an answer within 5 s")
+        .expect("recv");
+    decode(m.into_vec()).expect("decode").header
 }
 
 /// w1 registers and gets a task; an intruder on its own connection (registered as w2, with the
 /// token when there is one) heartbeats and reports as w1: ignored, the task is w1's.
 async fn other_workers_id_on_another_connection_is_ignored(with_token: bool) {
     let env = Env::new().await;
-    let (stop, handle) = env.spawn(env.config(Mode::Push, with_token));
+    let running = env.spawn(env.config(Mode::Push, with_token));
     let register = |id: &'static str, slots: u32| {
         let env = &env;
         async move {
             if with_token {
                 authenticated_push(env, id, slots).await
             } else {
-                let mut s = dealer(env).await;
+                let mut s = connect_dealer(env).await;
                 send(&mut s, &hello(id, slots), vec![]).await;
                 assert!(matches!(must(&mut s).await, Header::Welcome { .. }));
                 s
@@ -330,11 +236,11 @@ async fn other_workers_id_on_another_connection_is_ignored(with_token: bool) {
     // No slots of its own: any task it got would be w1's traffic redirected.
     let mut intruder = register("w2", 0).await;
     send(&mut intruder, &heartbeat("w1"), vec![]).await;
-    let (h, blobs) = env.forged_report("w1", run);
+    let (h, blobs) = env.ok_report("w1", run);
     send(&mut intruder, &h, blobs).await;
     // Also from a fresh connection: asked to register (push), not acted on.
-    let mut fresh = dealer(&env).await;
-    let (h, blobs) = env.forged_report("w1", run);
+    let mut fresh = connect_dealer(&env).await;
+    let (h, blobs) = env.ok_report("w1", run);
     send(&mut fresh, &h, blobs).await;
     let answer = must(&mut fresh).await;
     assert!(
@@ -365,8 +271,7 @@ async fn other_workers_id_on_another_connection_is_ignored(with_token: bool) {
     assert_eq!(tasks[0].task.task_id, t2);
     let got = next(&mut intruder, Duration::from_millis(300)).await;
     assert!(got.is_none(), "{:?}", got.map(|d| d.header));
-    stop.trigger();
-    handle.await.expect("join").expect("clean stop");
+    util::dispatch::stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,9 +287,9 @@ async fn other_workers_id_is_ignored_with_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_with_too_many_slots_is_refused() {
     let env = Env::new().await;
-    let (stop, handle) = env.spawn(env.config(Mode::Push, false));
+    let running = env.spawn(env.config(Mode::Push, false));
     let t = env.submit().await;
-    let mut s = dealer(&env).await;
+    let mut s = connect_dealer(&env).await;
     send(&mut s, &hello("greedy", u32::MAX), vec![]).await;
     let Header::Refused { reason } = must(&mut s).await else {
         panic!("expected refused")
@@ -396,8 +301,7 @@ async fn hello_with_too_many_slots_is_refused() {
     let extra = next(&mut s, Duration::from_millis(500)).await;
     assert!(extra.is_none(), "{:?}", extra.map(|d| d.header));
     assert_eq!(env.status(&t).await, Some(TaskStatus::Queued));
-    stop.trigger();
-    handle.await.expect("join").expect("clean stop");
+    util::dispatch::stop(running).await;
 }
 
 /// A faas-worker process, killed when dropped.
@@ -429,7 +333,7 @@ fn worker_binary(env: &Env, mode: &str, token: Option<&PathBuf>) -> WorkerProc {
 
 async fn real_worker_with_token_runs_tasks(mode: Mode) {
     let env = Env::new().await;
-    let (stop, handle) = env.spawn(env.config(mode, true));
+    let running = env.spawn(env.config(mode, true));
     let mut w = worker_binary(&env, mode.as_str(), Some(&env.token_path()));
     let mut tasks = Vec::new();
     for _ in 0..3 {
@@ -462,8 +366,7 @@ async fn real_worker_with_token_runs_tasks(mode: Mode) {
         w.0.try_wait().expect("try_wait").is_none(),
         "worker still runs"
     );
-    stop.trigger();
-    handle.await.expect("join").expect("clean stop");
+    util::dispatch::stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use faas::config::{DispatcherConfig, Mode, WorkerConfig, WorkerMode};
@@ -45,39 +45,17 @@ impl Env {
         cfg
     }
 
-    fn spawn(&self, cfg: DispatcherConfig) -> Running {
-        let (trigger, shutdown) = faas::shutdown::channel();
-        Running {
-            trigger,
-            handle: tokio::spawn(faas::dispatcher::run(cfg, shutdown)),
-        }
+    fn spawn(&self, cfg: DispatcherConfig) -> util::dispatch::Running {
+        util::dispatch::spawn(cfg)
     }
 
     async fn submit(&self, fn_expr: &str, args: &[u8]) -> Uuid {
-        let f = self
-            .store
-            .register_function("f", &python::dill(fn_expr))
-            .await
-            .expect("register");
-        self.store
-            .create_task(&f, args)
-            .await
-            .expect("create")
-            .expect("function exists")
+        util::dispatch::submit(&self.store, &python::dill(fn_expr), args).await
     }
 
     /// Waits for `t` to end; its status and the `describe`d result.
     async fn wait(&self, t: &Uuid) -> (TaskStatus, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.store.task_view(t).await.expect("view").expect("task");
-            if v.status.is_terminal() {
-                let r = v.result.expect("terminal tasks have a result");
-                return (v.status, python::describe(&r));
-            }
-            assert!(Instant::now() < deadline, "task {t} still {:?}", v.status);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        util::dispatch::wait_done(&self.store, t, Duration::from_secs(30)).await
     }
 
     /// The task's attempt count: 1 means it was never retried.
@@ -89,18 +67,6 @@ impl Env {
             .await
             .expect("hget");
         a.unwrap_or(0)
-    }
-}
-
-struct Running {
-    trigger: faas::shutdown::ShutdownTrigger,
-    handle: tokio::task::JoinHandle<Result<(), faas::dispatcher::DispatchError>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.trigger.trigger();
-        self.handle.await.expect("join").expect("clean stop");
     }
 }
 
@@ -141,7 +107,7 @@ async fn local_mode_fails_oversized_arguments_and_results() {
     assert_eq!(env.attempts(&big_args).await, 1);
     assert_eq!(env.attempts(&big_result).await, 1);
     assert_eq!(env.wait(&fine).await.0, TaskStatus::Completed);
-    d.stop().await;
+    util::dispatch::stop(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +131,7 @@ async fn a_result_redis_refuses_fails_the_task_instead_of_looping() {
     // The dispatcher goes on (its Redis connection was re-established).
     let after = env.submit("lambda n: n + 1", &args_of("((1,), {})")).await;
     assert_eq!(env.wait(&after).await, (TaskStatus::Completed, "2".into()));
-    d.stop().await;
+    util::dispatch::stop(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +176,7 @@ async fn push_worker_reports_result_too_large_and_payload_limit_holds() {
     assert_eq!(env.wait(&fine).await, (TaskStatus::Completed, "42".into()));
     wstop.trigger();
     worker.await.expect("join").expect("worker stops cleanly");
-    d.stop().await;
+    util::dispatch::stop(d).await;
 }
 
 /// A worker with a higher limit than the dispatcher's reports a large result: it is replaced by
@@ -274,5 +240,5 @@ async fn results_above_the_dispatchers_limit_are_replaced() {
             }
         }
     }
-    d.stop().await;
+    util::dispatch::stop(d).await;
 }
