@@ -57,7 +57,8 @@ pub struct DispatcherConfig {
     /// Log level when RUST_LOG is unset.
     pub log_level: String,
     /// Address the ZeroMQ socket binds in pull and push modes. Workers on other hosts need a
-    /// reachable address here (e.g. 0.0.0.0): anyone who can connect can take tasks.
+    /// reachable address here (e.g. 0.0.0.0): set `token_file` then, or anyone who can connect
+    /// can take tasks.
     pub bind: String,
     /// Port of the ZeroMQ socket.
     pub port: u16,
