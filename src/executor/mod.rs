@@ -164,13 +164,14 @@ impl ExecutorPool {
             shared: Arc::new(Shared {
                 cfg,
                 backend,
-                max_result: crate::config::DEFAULT_SIZE_LIMIT.into(),
+                max_result: frame::MAX_FRAME.into(),
             }),
         })
     }
 
     /// Sets the largest result a task may return (`max_result_bytes`); larger ones end FAILED
-    /// with `ResultTooLarge`.
+    /// with `ResultTooLarge`. Without it, only the executor framing's limit applies
+    /// ([`frame::MAX_FRAME`]).
     pub fn limit_results(self, max: usize) -> Self {
         self.shared
             .max_result
