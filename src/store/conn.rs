@@ -531,4 +531,26 @@ mod tests {
         ))));
         assert!(!is_unavailable(&StoreError::Corrupt("x".into())));
     }
+
+    #[test]
+    fn size_refusals_are_told_apart() {
+        let answered = |detail: &'static str| {
+            StoreError::Redis(RedisError::from((
+                ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "Protocol error",
+                detail.to_string(),
+            )))
+        };
+        assert!(is_value_refused(&answered("invalid bulk length")));
+        assert!(is_value_refused(&answered(
+            "string exceeds maximum allowed size (proto-max-bulk-len)"
+        )));
+        assert!(!is_value_refused(&answered("unknown command")));
+        // A dropped connection is an outage (waited out), not a refusal.
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!is_value_refused(&StoreError::Redis(io)));
+        assert!(!is_value_refused(&StoreError::Corrupt(
+            "invalid bulk length".into()
+        )));
+    }
 }
