@@ -324,7 +324,12 @@ fn worker_binary(env: &Env, mode: &str, token: Option<&PathBuf>) -> WorkerProc {
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        // Only the refused worker's few lines are read; a long-running one must not block.
+        .stderr(if token.is_none() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     if let Some(t) = token {
         cmd.arg("--token-file").arg(t);
     }
@@ -366,6 +371,12 @@ async fn real_worker_with_token_runs_tasks(mode: Mode) {
         w.0.try_wait().expect("try_wait").is_none(),
         "worker still runs"
     );
+    // The dispatcher restarts: the worker proves itself again on its new connections.
+    util::dispatch::stop(running).await;
+    let running = env.spawn(env.config(mode, true));
+    let t = env.submit().await;
+    env.wait_status(&t, TaskStatus::Completed, Duration::from_secs(30))
+        .await;
     util::dispatch::stop(running).await;
 }
 
