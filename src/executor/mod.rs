@@ -73,7 +73,7 @@ impl Outcome {
         }
         classify::platform(
             PlatformError::ResultTooLarge,
-            &format!("the result is {len} bytes; the limit is {max} bytes (max_result_bytes)"),
+            &classify::too_large(len, max),
         )
     }
 }
@@ -131,8 +131,8 @@ pub struct ExecutorPool {
 struct Shared {
     cfg: ExecutorConfig,
     backend: Backend,
-    /// Largest result pickle returned as is (see [`Outcome::within`]).
-    max_result: std::sync::atomic::AtomicUsize,
+    /// Starts executors; holds the result limit its backends read with.
+    launcher: Arc<process::Launcher>,
 }
 
 /// A reserved slot of the pool; running a task consumes it.
@@ -154,8 +154,10 @@ impl ExecutorPool {
         }
         let launcher = Arc::new(process::Launcher::new(cfg.clone())?);
         let backend = match cfg.isolation {
-            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(launcher).await?),
-            Isolation::Reuse => Backend::Reuse(reuse::ReuseBackend::start(launcher, slots).await?),
+            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(launcher.clone()).await?),
+            Isolation::Reuse => {
+                Backend::Reuse(reuse::ReuseBackend::start(launcher.clone(), slots).await?)
+            }
         };
         tracing::info!(isolation = ?cfg.isolation, slots, python = %cfg.python, "executor pool started");
         Ok(ExecutorPool {
@@ -164,18 +166,16 @@ impl ExecutorPool {
             shared: Arc::new(Shared {
                 cfg,
                 backend,
-                max_result: frame::MAX_FRAME.into(),
+                launcher,
             }),
         })
     }
 
     /// Sets the largest result a task may return (`max_result_bytes`); larger ones end FAILED
-    /// with `ResultTooLarge`. Without it, only the executor framing's limit applies
-    /// ([`frame::MAX_FRAME`]).
+    /// with `ResultTooLarge`, and are drained from the executor without being held in memory.
+    /// Without it, only the executor framing's limit applies ([`frame::MAX_FRAME`]).
     pub fn limit_results(self, max: usize) -> Self {
-        self.shared
-            .max_result
-            .store(max, std::sync::atomic::Ordering::Relaxed);
+        self.shared.launcher.set_max_result(max);
         self
     }
 
@@ -251,11 +251,8 @@ impl Slot {
             .run(&task, timeout)
             .instrument(span)
             .await
-            .within(
-                self.shared
-                    .max_result
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
+            // Payloads are capped while read; this also catches a huge foreign exception text.
+            .within(self.shared.launcher.max_result());
         match &outcome {
             Outcome::Completed { .. } => {
                 tracing::debug!(task_id = %task.task_id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "task completed")
