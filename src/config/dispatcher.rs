@@ -77,6 +77,10 @@ pub struct DispatcherConfig {
     /// Largest result stored, in bytes (local mode's executors and workers' reports); larger
     /// ones end the task FAILED (ResultTooLarge).
     pub max_result_bytes: usize,
+    /// Largest ZeroMQ frame accepted from the network, in bytes (a multipart message may add up
+    /// to 16 times this); larger ones drop that connection before memory is reserved. Must exceed
+    /// the largest function, argument or result pickle plus a little framing.
+    pub max_message_bytes: u64,
     pub local: LocalConfig,
     pub executor: ExecutorConfig,
 }
@@ -100,6 +104,7 @@ impl Default for DispatcherConfig {
             max_worker_slots: 1024,
             max_payload_bytes: super::DEFAULT_SIZE_LIMIT,
             max_result_bytes: super::DEFAULT_SIZE_LIMIT,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             local: LocalConfig::default(),
             executor: ExecutorConfig::default(),
         }
@@ -124,5 +129,10 @@ impl DispatcherConfig {
     /// Local-mode process count with 0 resolved to the number of CPUs.
     pub fn local_processes(&self) -> usize {
         crate::host::processes_or_cpus(self.local.processes)
+    }
+
+    /// `max_message_bytes`, typed (call on a validated config).
+    pub fn max_message(&self) -> std::num::NonZeroU64 {
+        super::max_message(self.max_message_bytes)
     }
 }

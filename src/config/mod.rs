@@ -29,6 +29,17 @@ pub const DEFAULT_SIZE_LIMIT: usize = 10 * 1024 * 1024;
 /// Redis URL used when nothing else is configured.
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
+/// Default `max_message_bytes` of the dispatcher and the worker (64 MiB): well above the
+/// 10 MiB payload and result limits plus framing.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest `max_message_bytes` accepted (protocol headers must fit).
+pub const MIN_MAX_MESSAGE_BYTES: u64 = 4096;
+
+/// A validated `max_message_bytes` as a typed value (an invalid 0 falls back to the minimum).
+fn max_message(bytes: u64) -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(bytes.max(MIN_MAX_MESSAGE_BYTES)).unwrap_or(std::num::NonZeroU64::MIN)
+}
+
 /// The settings of one daemon.
 pub trait Settings: Serialize + DeserializeOwned + Default {
     /// Short name: file `NAME.toml`, drop-ins `NAME.d/`, variables `FAAS_NAME_*`.

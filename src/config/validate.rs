@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::error::ConfigError;
-use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig};
+use super::{DispatcherConfig, GatewayConfig, Mode, Settings, WorkerConfig, MIN_MAX_MESSAGE_BYTES};
 
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_MS: u64 = 10;
@@ -105,6 +105,7 @@ impl Settings for DispatcherConfig {
         }
         size_limit("max_payload_bytes", self.max_payload_bytes)?;
         size_limit("max_result_bytes", self.max_result_bytes)?;
+        max_message_bytes(self.max_message_bytes)?;
         self.executor.validate()
     }
 }
@@ -128,6 +129,7 @@ impl Settings for WorkerConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("drain_timeout_secs", self.drain_timeout_secs)?;
+        max_message_bytes(self.max_message_bytes)?;
         log_level("log_level", &self.log_level)?;
         token_file(self.token_file.as_deref())?;
         size_limit("max_result_bytes", self.max_result_bytes)?;
@@ -161,6 +163,16 @@ fn size_limit(key: &str, value: usize) -> Check {
             format!("must be 1-{MAX_SIZE_LIMIT} bytes (Redis stores at most 512 MiB in one value), got {value}"),
         ))
     }
+}
+
+fn max_message_bytes(value: u64) -> Check {
+    if value < MIN_MAX_MESSAGE_BYTES {
+        return Err(ConfigError::invalid(
+            "max_message_bytes",
+            format!("must be at least {MIN_MAX_MESSAGE_BYTES}, got {value}"),
+        ));
+    }
+    Ok(())
 }
 
 fn heartbeat(interval_ms: u64, misses: u32) -> Check {

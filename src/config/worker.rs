@@ -44,6 +44,10 @@ pub struct WorkerConfig {
     pub heartbeat_misses: u32,
     /// Seconds to let running tasks finish on SIGTERM.
     pub drain_timeout_secs: f64,
+    /// Largest ZeroMQ frame accepted from the network, in bytes (a multipart message may add up
+    /// to 16 times this); larger ones drop that connection before memory is reserved. Must exceed
+    /// the largest function, argument or result pickle plus a little framing.
+    pub max_message_bytes: u64,
     /// Log level when RUST_LOG is unset.
     pub log_level: String,
     /// Shared secret proven to the dispatcher when it asks (its `token_file`).
@@ -63,6 +67,7 @@ impl Default for WorkerConfig {
             heartbeat_interval_ms: 250,
             heartbeat_misses: 4,
             drain_timeout_secs: 30.0,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             log_level: "info".into(),
             token_file: None,
             max_result_bytes: super::DEFAULT_SIZE_LIMIT,
@@ -80,6 +85,11 @@ impl WorkerConfig {
     /// The token, when `token_file` is set (read now).
     pub fn token(&self) -> Result<Option<Token>, TokenError> {
         self.token_file.as_deref().map(Token::load).transpose()
+    }
+
+    /// `max_message_bytes`, typed (call on a validated config).
+    pub fn max_message(&self) -> std::num::NonZeroU64 {
+        super::max_message(self.max_message_bytes)
     }
 
     /// The worker id actually used.

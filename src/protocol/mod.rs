@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod codec;
+pub mod guard;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

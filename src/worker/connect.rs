@@ -9,6 +9,7 @@ use std::time::Duration;
 use zeromq::{Endpoint, Socket, SocketOptions, SocketSend, ZmqMessage};
 
 use super::WorkerError;
+use crate::protocol::guard::{self, Limits};
 
 /// Longest single connect attempt (zmq.rs retries refused connections inside it).
 const ATTEMPT: Duration = Duration::from_secs(2);
@@ -21,12 +22,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) struct Link {
     pub endpoint: String,
     pub worker_id: String,
+    /// What the transport guard accepts from the dispatcher.
+    limits: Limits,
     outage: Arc<AtomicBool>,
 }
 
 impl Link {
     /// Checks that `endpoint` is a valid ZeroMQ endpoint.
-    pub fn new(endpoint: &str, worker_id: &str) -> Result<Self, WorkerError> {
+    pub fn new(endpoint: &str, worker_id: &str, limits: Limits) -> Result<Self, WorkerError> {
         endpoint
             .parse::<Endpoint>()
             .map_err(|e| WorkerError::Endpoint {
@@ -36,6 +39,7 @@ impl Link {
         Ok(Link {
             endpoint: endpoint.to_owned(),
             worker_id: worker_id.to_owned(),
+            limits,
             outage: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -66,9 +70,10 @@ impl Link {
                 let mut opts = SocketOptions::default();
                 opts.no_connect_timeout();
                 let mut socket = S::with_options(opts);
-                match tokio::time::timeout(ATTEMPT, socket.connect(&link.endpoint)).await {
+                let connecting = guard::connect(&mut socket, &link.endpoint, link.limits);
+                match tokio::time::timeout(ATTEMPT, connecting).await {
                     Ok(Ok(())) => return socket,
-                    Ok(Err(e)) => link.down(&e.to_string()),
+                    Ok(Err(e)) => link.down(&e),
                     Err(_) => link.down("connect timed out"),
                 }
                 drop(socket);

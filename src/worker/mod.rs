@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{WorkerConfig, WorkerMode};
 use crate::executor::{ExecutorError, ExecutorPool};
+use crate::protocol::guard::Limits;
 use crate::protocol::{WorkerInfo, VERSION};
 use crate::shutdown::Shutdown;
 
@@ -99,7 +100,8 @@ pub async fn run_with_status(
         .token()
         .map_err(|e| WorkerError::Config(format!("token_file: {e}")))?;
     let id = cfg.worker_id();
-    let link = Link::new(&cfg.dispatcher, &id)?;
+    let limits = Limits::from_max_message_bytes(cfg.max_message().get());
+    let link = Link::new(&cfg.dispatcher, &id, limits)?;
     let slots = cfg.slots();
     let pool = Arc::new(
         ExecutorPool::start(cfg.executor.clone(), slots)

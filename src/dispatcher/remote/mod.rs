@@ -34,7 +34,7 @@ use super::pulse::Pulse;
 use super::DispatchError;
 use crate::config::DispatcherConfig;
 use crate::notify::{StatusLine, Watchdog};
-use crate::protocol::{decode, Decoded, TaskRef};
+use crate::protocol::{decode, guard, Decoded, TaskRef};
 use crate::shutdown::Shutdown;
 use crate::store::{QueueEntry, QueueReader};
 
@@ -76,8 +76,9 @@ pub async fn run(
 ) -> Result<(), DispatchError> {
     let endpoint = format!("tcp://{}:{}", cfg.bind, cfg.port);
     let mut socket = RouterSocket::new();
-    socket
-        .bind(&endpoint)
+    // Workers reach the socket only through the transport guard (docs/protocol.md).
+    let limits = guard::Limits::from_max_message_bytes(cfg.max_message().get());
+    let _front = guard::front(&cfg.bind, cfg.port, &mut socket, limits)
         .await
         .map_err(|e| DispatchError::Bind {
             endpoint: endpoint.clone(),
