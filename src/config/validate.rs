@@ -106,6 +106,18 @@ impl Settings for DispatcherConfig {
         size_limit("max_payload_bytes", self.max_payload_bytes)?;
         size_limit("max_result_bytes", self.max_result_bytes)?;
         max_message_bytes(self.max_message_bytes)?;
+        // A pickle within the size limits must fit through the transport guard, or it would be
+        // dropped with its connection and sent again and again.
+        fits_in_message(
+            "max_payload_bytes",
+            self.max_payload_bytes,
+            self.max_message_bytes,
+        )?;
+        fits_in_message(
+            "max_result_bytes",
+            self.max_result_bytes,
+            self.max_message_bytes,
+        )?;
         self.executor.validate()
     }
 }
@@ -133,6 +145,11 @@ impl Settings for WorkerConfig {
         log_level("log_level", &self.log_level)?;
         token_file(self.token_file.as_deref())?;
         size_limit("max_result_bytes", self.max_result_bytes)?;
+        fits_in_message(
+            "max_result_bytes",
+            self.max_result_bytes,
+            self.max_message_bytes,
+        )?;
         self.executor.validate()
     }
 }
@@ -151,6 +168,20 @@ fn token_file(path: Option<&std::path::Path>) -> Check {
     crate::protocol::auth::Token::load(path)
         .map(|_| ())
         .map_err(|e| ConfigError::invalid("token_file", e.to_string()))
+}
+
+/// A pickle size limit that one ZeroMQ frame of `max_message_bytes` can carry.
+fn fits_in_message(key: &str, value: usize, max_message: u64) -> Check {
+    if value as u64 <= max_message {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!(
+            "{value} is more than max_message_bytes ({max_message}): such pickles could never be \
+             sent; lower {key} or raise max_message_bytes"
+        ),
+    ))
 }
 
 /// A size limit in bytes: 1 up to what Redis stores in one value.
