@@ -181,6 +181,7 @@ async fn pull_peer_without_the_token_gets_nothing() {
         worker_id: id.into(),
         free: 4,
         results: vec![],
+        running: vec![],
     };
     for h in [hello("intruder", 4), fetch("intruder")] {
         let answer = request(&mut req, h).await;

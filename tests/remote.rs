@@ -209,6 +209,7 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     // No work: the fetch is answered with `nothing` after about one interval, not at once.
     let started = Instant::now();
     req.send(ask(Header::Fetch {
+        running: vec![],
         worker_id: "p1".into(),
         free: 1,
         results: vec![],
@@ -220,6 +221,7 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     assert!(started.elapsed() >= Duration::from_millis(50));
     // Work arriving while parked is handed over in the parked answer.
     req.send(ask(Header::Fetch {
+        running: vec![],
         worker_id: "p1".into(),
         free: 1,
         results: vec![],
@@ -234,6 +236,7 @@ async fn pull_fetch_is_parked_until_work_arrives() {
     assert_eq!(tasks[0].task.task_id, t);
     // The result rides on the next fetch and is acknowledged later.
     let result = Header::Fetch {
+        running: vec![],
         worker_id: "p1".into(),
         free: 1,
         results: vec![ResultMeta {
@@ -302,6 +305,143 @@ async fn a_deep_queue_is_sent_in_batches_within_the_credit() {
         panic!("expected tasks, got {:?}", d.header)
     };
     assert_eq!(more.len(), 1);
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
+
+async fn hello(w: &mut DealerSocket, id: &str, running: Vec<TaskRef>) {
+    let h = Header::Hello {
+        worker: info(id, 1, VERSION),
+        running,
+    };
+    send(w, &h, vec![]).await;
+}
+
+async fn heartbeat(w: &mut DealerSocket, id: &str, running: Vec<TaskRef>) {
+    let h = Header::Heartbeat {
+        worker_id: id.into(),
+        free: 0,
+        running,
+    };
+    send(w, &h, vec![]).await;
+}
+
+/// Receives (for up to `limit`) until `want` matches a message; heartbeats `id` listing
+/// `running` every 100 ms meanwhile. Returns the message.
+async fn beat_until(
+    w: &mut DealerSocket,
+    id: &str,
+    running: &[TaskRef],
+    limit: Duration,
+    want: impl Fn(&Header) -> bool,
+) -> Option<Decoded> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        heartbeat(w, id, running.to_vec()).await;
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), w.recv()).await {
+            let d = decode(m.expect("recv").into_vec()).expect("decode");
+            if want(&d.header) {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_registers_again_without_its_run_loses_it() {
+    let env = Env::new().await;
+    // Threshold 500 ms; the fake worker heartbeats every 100 ms, so it is never silent.
+    let (stop, handle) = env.spawn(env.config(Mode::Push, 5));
+    let mut w = connect_dealer(&env).await;
+    hello(&mut w, "w1", vec![]).await;
+    assert!(matches!(
+        recv_dealer(&mut w).await.header,
+        Header::Welcome { .. }
+    ));
+    let t = env.submit().await;
+    let d = beat_until(&mut w, "w1", &[], Duration::from_secs(5), |h| {
+        matches!(h, Header::Tasks { .. })
+    })
+    .await
+    .expect("tasks");
+    let Header::Tasks { tasks, .. } = d.header else {
+        unreachable!()
+    };
+    let run = tasks[0].task;
+    // Listed: kept, however long.
+    beat_until(&mut w, "w1", &[run], Duration::from_millis(1200), |_| false).await;
+    assert_eq!(
+        env.store.task_status(&t).await.expect("status"),
+        Some(TaskStatus::Running)
+    );
+    // "Wrongly declared dead and restarted its connection": hello with an empty running list.
+    hello(&mut w, "w1", vec![]).await;
+    beat_until(&mut w, "w1", &[], Duration::from_millis(300), |_| false).await;
+    env.wait_status(&t, TaskStatus::Failed, Duration::from_secs(5))
+        .await;
+    let v = env.store.task_view(&t).await.expect("view").expect("task");
+    let text = python::describe(&v.result.expect("result"));
+    assert!(
+        text.starts_with("WorkerFailure:") && text.contains("does not have the task"),
+        "{text}"
+    );
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_only_from_the_assigned_worker_and_unwanted_runs_are_cancelled() {
+    let env = Env::new().await;
+    let (stop, handle) = env.spawn(env.config(Mode::Push, 30));
+    let mut w1 = connect_dealer(&env).await;
+    hello(&mut w1, "w1", vec![]).await;
+    recv_dealer(&mut w1).await;
+    let t = env.submit().await;
+    let Header::Tasks { tasks, .. } = recv_significant(&mut w1).await.header else {
+        panic!("tasks expected")
+    };
+    let run = tasks[0].task;
+    let mut w2 = connect_dealer(&env).await;
+    hello(&mut w2, "w2", vec![]).await;
+    recv_dealer(&mut w2).await;
+    // w2 reports w1's run: acknowledged (so it forgets it) but not stored.
+    let (mut h, blobs) = ok_result(&env, run);
+    if let Header::Report { worker_id, .. } = &mut h {
+        *worker_id = "w2".into();
+    }
+    send(&mut w2, &h, blobs).await;
+    let ack = beat_until(
+        &mut w2,
+        "w2",
+        &[],
+        Duration::from_secs(5),
+        |h| matches!(h, Header::Ack { acks } if acks.contains(&run)),
+    )
+    .await;
+    assert!(ack.is_some(), "the refused result is acknowledged");
+    assert_eq!(
+        env.store.task_status(&t).await.expect("status"),
+        Some(TaskStatus::Running)
+    );
+    // w2 claims to run it: it is told to cancel it.
+    let cancel = beat_until(
+        &mut w2,
+        "w2",
+        &[run],
+        Duration::from_secs(5),
+        |h| matches!(h, Header::Cancel { tasks } if tasks.contains(&run)),
+    )
+    .await;
+    assert!(
+        cancel.is_some(),
+        "a run held by the wrong worker is cancelled"
+    );
+    // The assigned worker's result is stored.
+    let (h, blobs) = ok_result(&env, run);
+    send(&mut w1, &h, blobs).await;
+    env.wait_status(&t, TaskStatus::Completed, Duration::from_secs(5))
+        .await;
     stop.trigger();
     handle.await.expect("join").expect("clean stop");
 }

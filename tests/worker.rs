@@ -125,8 +125,12 @@ struct Worker {
     trigger: ShutdownTrigger,
 }
 
-fn start(mode: WorkerMode, slots: usize, endpoint: String) -> Worker {
+fn start(mode: WorkerMode, slots: usize, d: &FakeDispatcher) -> Worker {
     init_tracing();
+    if mode == WorkerMode::Pull {
+        d.serve_heartbeats();
+    }
+    let endpoint = d.endpoint();
     let cfg = WorkerConfig {
         mode,
         processes: slots,
@@ -275,7 +279,7 @@ async fn pull_runs_tasks_and_hands_in_results() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Pull, 2, d.endpoint());
+    let w = start(WorkerMode::Pull, 2, &d);
     registered(&mut d, 2, HB_MS).await;
     let (f, _) = d.recv_kind("fetch", T).await;
     assert!(matches!(&f.header, Header::Fetch { free: 2, results, .. } if results.is_empty()));
@@ -293,7 +297,7 @@ async fn push_runs_tasks_and_reports_results() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, d.endpoint());
+    let w = start(WorkerMode::Push, 2, &d);
     let hello = registered(&mut d, 2, HB_MS).await;
     assert_eq!(hello.envelope.len(), 1, "push mode uses a DEALER");
     d.ping_every(&hello, HB);
@@ -313,7 +317,7 @@ async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() 
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Pull, 1, d.endpoint());
+    let w = start(WorkerMode::Pull, 1, &d);
     registered(&mut d, 1, HB_MS).await;
     let (f, _) = d.recv_kind("fetch", T).await;
     let slow = Task::new(&p.sleep, &sleep_args(0.8));
@@ -386,7 +390,7 @@ async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Pull, 2, d.endpoint());
+    let w = start(WorkerMode::Pull, 2, &d);
     // A long interval so the parked fetch does not time out while the task runs.
     registered(&mut d, 2, 1000).await;
     let (f, _) = d.recv_kind("fetch", T).await;
@@ -425,17 +429,23 @@ async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
 
 // ---------------------------------------------------------------- 3. push: heartbeats, unknown
 
+/// A registered push worker (2 slots, pinged every interval) that was just sent `task`.
+async fn push_worker_with(d: &mut FakeDispatcher, task: &Task) -> (Worker, Msg) {
+    let w = start(WorkerMode::Push, 2, d);
+    let hello = registered(d, 2, HB_MS).await;
+    d.ping_every(&hello, HB);
+    let (h, blobs) = tasks(&[task], vec![]);
+    d.reply(&hello, h, blobs).await;
+    (w, hello)
+}
+
 #[tokio::test]
 async fn push_heartbeats_and_resends_results_after_unknown_until_acked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(WorkerMode::Push, 2, d.endpoint());
-    let hello = registered(&mut d, 2, HB_MS).await;
-    d.ping_every(&hello, HB);
     let slow = Task::new(&p.sleep, &sleep_args(0.7));
-    let (h, blobs) = tasks(&[&slow], vec![]);
-    d.reply(&hello, h, blobs).await;
+    let (w, hello) = push_worker_with(&mut d, &slow).await;
 
     let mut beats: Vec<Instant> = Vec::new();
     let report = loop {
@@ -465,11 +475,14 @@ async fn push_heartbeats_and_resends_results_after_unknown_until_acked() {
     }
     assert_eq!(refs(&report), vec![slow.r()]);
 
-    // Not acked; the dispatcher "restarted": hello again, then the result once more.
+    // Not acked; the dispatcher "restarted": hello again (listing the held result), then the
+    // result once more.
     for _ in 0..2 {
         d.reply(&hello, Header::Unknown, vec![]).await;
         let (again, _) = d.recv_kind("hello", T).await;
-        assert!(matches!(&again.header, Header::Hello { running, .. } if running.is_empty()));
+        assert!(
+            matches!(&again.header, Header::Hello { running, .. } if running == &vec![slow.r()])
+        );
         d.reply(&again, welcome(HB_MS), vec![]).await;
         let (resent, _) = d.recv_kind("report", T).await;
         assert_eq!(refs(&resent), vec![slow.r()]);
@@ -504,7 +517,7 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
     let port = d.port;
-    let w = start(mode, 2, d.endpoint());
+    let w = start(mode, 2, &d);
     let hello = registered(&mut d, 2, HB_MS).await;
     let long = Task::new(&p.sleep, &sleep_args(2.0));
     let short = Task::new(&p.sleep, &sleep_args(0.3));
@@ -524,6 +537,9 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
     // `short` finishes while the dispatcher is away.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut d = FakeDispatcher::bind(port).await;
+    if mode == WorkerMode::Pull {
+        d.serve_heartbeats();
+    }
     let back = Instant::now();
     let (hello, _) = d.recv_kind("hello", T).await;
     assert!(
@@ -531,8 +547,13 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
         "hello {:?} after the restart",
         hello.at - back
     );
+    // Both are held: `long` runs, `short`'s result waits for its ack.
     match &hello.header {
-        Header::Hello { running, .. } => assert_eq!(running, &vec![long.r()]),
+        Header::Hello { running, .. } => {
+            let mut want = vec![long.r(), short.r()];
+            want.sort_by_key(|t| (t.task_id, t.attempt));
+            assert_eq!(running, &want);
+        }
         _ => unreachable!(),
     }
     d.reply(&hello, welcome(HB_MS), vec![]).await;
@@ -563,7 +584,7 @@ async fn push_reconnects_after_dispatcher_restart() {
 async fn graceful_stop_reports_running_task(mode: WorkerMode) {
     let p = pickles();
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(mode, 1, d.endpoint());
+    let w = start(mode, 1, &d);
     let hello = registered(&mut d, 1, HB_MS).await;
     let slow = Task::new(&p.sleep, &sleep_args(1.0));
     let (h, blobs) = tasks(&[&slow], vec![]);
@@ -615,7 +636,7 @@ async fn push_graceful_stop_reports_running_task() {
 
 async fn refused_ends_run_with_error(mode: WorkerMode) {
     let mut d = FakeDispatcher::bind(0).await;
-    let w = start(mode, 1, d.endpoint());
+    let w = start(mode, 1, &d);
     let (hello, _) = d.recv_kind("hello", START).await;
     let reason = "protocol 1 is not supported";
     d.reply(
@@ -657,4 +678,50 @@ async fn invalid_endpoint_is_an_error() {
     };
     let r = faas::worker::run(cfg, shutdown).await;
     assert!(matches!(r, Err(WorkerError::Endpoint { .. })), "{r:?}");
+}
+
+// ---------------------------------------------------------------- 5. cancel
+
+#[tokio::test]
+async fn push_cancel_kills_the_run_and_frees_its_slot() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let long = Task::new(&p.sleep, &sleep_args(30.0));
+    let (w, hello) = push_worker_with(&mut d, &long).await;
+    loop {
+        let m = d.recv(T).await;
+        if matches!(&m.header, Header::Heartbeat { running, .. } if running.contains(&long.r())) {
+            break;
+        }
+    }
+    d.reply(
+        &hello,
+        Header::Cancel {
+            tasks: vec![long.r()],
+        },
+        vec![],
+    )
+    .await;
+    // The run is forgotten (never reported) and its slot is free again.
+    loop {
+        let m = d.recv(T).await;
+        match &m.header {
+            Header::Heartbeat { free, running, .. } if running.is_empty() => {
+                assert_eq!(*free, 2);
+                break;
+            }
+            Header::Heartbeat { .. } => {}
+            other => panic!("unexpected {} after cancel", other.kind()),
+        }
+    }
+    let quick = Task::new(&p.double, &p.args21);
+    let (h, blobs) = tasks(&[&quick], vec![]);
+    d.reply(&hello, h, blobs).await;
+    let got = collect(&mut d, &[quick.r()]).await;
+    assert!(
+        got.iter().all(|(r, _)| r.task != long.r()),
+        "a cancelled run is never reported"
+    );
+    stop(&mut d, w).await;
 }

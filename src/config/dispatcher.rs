@@ -77,6 +77,9 @@ pub struct DispatcherConfig {
     /// Largest result stored, in bytes (local mode's executors and workers' reports); larger
     /// ones end the task FAILED (ResultTooLarge).
     pub max_result_bytes: usize,
+    /// Seconds a task found RUNNING at start-up (its dispatcher is gone) waits for its worker to
+    /// come back and list or report it before it is re-run or FAILED.
+    pub orphan_grace_secs: f64,
     /// Largest ZeroMQ frame accepted from the network, in bytes (a multipart message may add up
     /// to 16 times this); larger ones drop that connection before memory is reserved. Must exceed
     /// the largest function, argument or result pickle plus a little framing.
@@ -104,6 +107,7 @@ impl Default for DispatcherConfig {
             max_worker_slots: 1024,
             max_payload_bytes: super::DEFAULT_SIZE_LIMIT,
             max_result_bytes: super::DEFAULT_SIZE_LIMIT,
+            orphan_grace_secs: 60.0,
             max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             local: LocalConfig::default(),
             executor: ExecutorConfig::default(),

@@ -105,6 +105,7 @@ impl Settings for DispatcherConfig {
         }
         size_limit("max_payload_bytes", self.max_payload_bytes)?;
         size_limit("max_result_bytes", self.max_result_bytes)?;
+        seconds("orphan_grace_secs", self.orphan_grace_secs)?;
         max_message_bytes(self.max_message_bytes)?;
         // A pickle within the size limits must fit through the transport guard, or it would be
         // dropped with its connection and sent again and again.

@@ -7,15 +7,15 @@
 //! pass first, since entries delivered on a lost connection are pending unseen. A drain that times
 //! out hands the unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::core::{Core, Owned, Prepared, Running};
+use super::core::{Core, Owned, Prepared};
 use super::presence::Presence;
 use super::pulse::{pause_after, Outcome, Pulse};
+use super::runs::{self, InFlight, Loss};
 use crate::executor::{ExecutorPool, Slot};
 use crate::notify::{StatusLine, Watchdog};
 use crate::shutdown::Shutdown;
@@ -29,20 +29,13 @@ const MIN_READ_BLOCK: Duration = Duration::from_millis(5);
 /// How often entries of dead dispatchers are looked for.
 const ADOPT_EVERY: Duration = Duration::from_secs(10);
 
-/// Queue entries being run by this process (they are in our pending list too), with the run
-/// once the task is claimed.
-type InFlight = Arc<Mutex<HashMap<String, Option<Owned>>>>;
-
 /// The local loop's state: what runs where.
 struct Local {
     core: Arc<Core>,
     pool: Arc<ExecutorPool>,
+    /// Queue entries being run by this process, with the run once the task is claimed.
     in_flight: InFlight,
     running: JoinSet<()>,
-}
-
-fn lock(set: &InFlight) -> MutexGuard<'_, HashMap<String, Option<Owned>>> {
-    set.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs the local loop until `shutdown`, then drains running tasks for up to `drain`. Returns
@@ -58,7 +51,7 @@ pub async fn run(
     let mut l = Local {
         core,
         pool,
-        in_flight: Arc::default(),
+        in_flight: InFlight::default(),
         running: JoinSet::new(),
     };
     let mut wd = Watchdog::from_env();
@@ -156,7 +149,7 @@ pub async fn run(
     if drained.is_err() {
         l.running.abort_all();
         while l.running.join_next().await.is_some() {}
-        unfinished = lock(&l.in_flight).values().flatten().cloned().collect();
+        unfinished = l.in_flight.owned();
         tracing::warn!(
             left = unfinished.len(),
             "drain timeout: stopping executors; unfinished tasks go back to the queue"
@@ -216,7 +209,7 @@ impl Local {
             self.in_flight.clone(),
         );
         move || {
-            let busy = lock(&in_flight).len();
+            let busy = in_flight.len();
             vec![WorkerPresence {
                 id: name.clone(),
                 host: crate::host::hostname(),
@@ -235,13 +228,9 @@ impl Local {
         shutdown: &Shutdown,
         wd: &mut Watchdog,
     ) -> Result<(), StoreError> {
-        reader.adopt_orphans().await?;
-        let pending = reader.read_pending(10_000).await?;
-        for entry in pending {
+        for entry in runs::pending(reader, &self.in_flight).await? {
             if shutdown.is_triggered() {
-                break;
-            }
-            if lock(&self.in_flight).contains_key(&entry.entry_id) {
+                self.in_flight.end(&entry.entry_id);
                 continue;
             }
             let slot = wd.during(self.pool.reserve()).await;
@@ -254,13 +243,15 @@ impl Local {
     fn start(&mut self, slot: Slot, entry: QueueEntry, recovered: bool) {
         let core = self.core.clone();
         let in_flight = self.in_flight.clone();
-        lock(&in_flight).insert(entry.entry_id.clone(), None);
+        in_flight.begin(&entry.entry_id);
         self.running.spawn(async move {
             let worker = core.name.clone();
             match core.prepare(&entry, &worker, recovered).await {
                 Ok(Prepared::Run(run)) => {
-                    lock(&in_flight).insert(entry.entry_id.clone(), Some(run.owned.clone()));
-                    execute(&core, slot, run).await
+                    in_flight.own(&run.owned);
+                    let outcome = slot.run(run.spec.clone()).await;
+                    // Waits for Redis if it is away: the result is stored when it answers again.
+                    runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), &outcome, &in_flight).await;
                 }
                 Ok(Prepared::Orphan {
                     task_id,
@@ -269,26 +260,16 @@ impl Local {
                 }) => {
                     // Local runs die with their dispatcher: nobody else can report this one.
                     let reason = format!("dispatcher {} stopped while the task was running", core.name);
-                    if let Err(e) = core.lost(task_id, attempt, &entry_id, &reason).await {
-                        tracing::error!(task_id = %task_id, error = %e, "could not settle lost task; it stays pending");
-                    }
+                    let lost = Loss::Lost { task_id, attempt, entry_id };
+                    runs::settle(&core, vec![lost], &reason, &in_flight).await;
                 }
                 Ok(Prepared::Settled) => {}
                 Err(e) => {
                     tracing::error!(entry = %entry.entry_id, task_id = ?entry.task_id, error = %e, "could not claim task; it stays pending")
                 }
             }
-            lock(&in_flight).remove(&entry.entry_id);
+            in_flight.end(&entry.entry_id);
         });
-    }
-}
-
-async fn execute(core: &Core, slot: Slot, run: Running) {
-    let outcome = slot.run(run.spec.clone()).await;
-    // Waits for Redis if it is away: the result is stored when it answers again.
-    if let Err(e) = core.complete(&run.owned, &outcome).await {
-        tracing::error!(task_id = %run.owned.task_id, attempt = run.owned.attempt, error = %e,
-            "could not store the result; the task stays RUNNING until recovered");
     }
 }
 
@@ -298,7 +279,7 @@ mod status {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{lock, InFlight};
+    use super::InFlight;
     use crate::dispatcher::core::Core;
     use crate::dispatcher::pulse::Pulse;
     use crate::notify::{StatusLine, STATUS_GAP};
@@ -313,7 +294,7 @@ mod status {
         pulse: Arc<Pulse>,
     ) {
         loop {
-            let busy = lock(&in_flight).len();
+            let busy = in_flight.len();
             let health = core.store.health();
             let queue = match health.outage() {
                 Some(_) => format!("unknown ({})", health.summary()),

@@ -15,6 +15,7 @@ pub mod local;
 pub mod presence;
 pub mod pulse;
 pub mod remote;
+pub mod runs;
 
 use std::sync::Arc;
 use std::time::Duration;

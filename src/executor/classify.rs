@@ -57,6 +57,8 @@ pub struct TaskEnd {
     pub lost: Option<String>,
     /// The pool was shut down while the task ran (it was killed on purpose).
     pub pool_closed: bool,
+    /// The run was stopped on request (a `cancel`): its process was killed.
+    pub stopped: bool,
     /// "task process" (fork mode) or "executor process" (reuse mode), for messages.
     pub what: &'static str,
     /// The memory limit in MiB (0 = none), mentioned when a crash may have been caused by it.
@@ -72,6 +74,7 @@ impl TaskEnd {
             timed_out: None,
             lost: None,
             pool_closed: false,
+            stopped: false,
             what,
             memory_limit_mb,
         }
@@ -84,6 +87,12 @@ impl TaskEnd {
             Ok(None) => None,
             Err(e) => Some(e.to_string()),
         };
+        if self.stopped {
+            return platform(
+                PlatformError::TaskCancelled,
+                "the run was cancelled while it was running",
+            );
+        }
         if self.pool_closed {
             return platform(
                 PlatformError::WorkerFailure,
@@ -179,6 +188,7 @@ mod tests {
             timed_out: None,
             lost: None,
             pool_closed: false,
+            stopped: false,
             what: "task process",
             memory_limit_mb: 0,
         }

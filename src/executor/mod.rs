@@ -21,6 +21,7 @@ pub mod sandbox;
 pub mod script;
 pub mod zygote;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,10 +114,15 @@ enum Backend {
 }
 
 impl Backend {
-    async fn run(&self, task: &TaskSpec, timeout: Option<Duration>) -> Outcome {
+    async fn run(
+        &self,
+        task: &TaskSpec,
+        timeout: Option<Duration>,
+        stop: impl Future<Output = ()>,
+    ) -> Outcome {
         match self {
-            Backend::Fork(b) => b.run(task, timeout).await,
-            Backend::Reuse(b) => b.run(task, timeout).await,
+            Backend::Fork(b) => b.run(task, timeout, stop).await,
+            Backend::Reuse(b) => b.run(task, timeout, stop).await,
         }
     }
 }
@@ -238,6 +244,12 @@ impl ExecutorPool {
 impl Slot {
     /// Runs `task` and reports how it ended; infrastructure failures become `Outcome::Failed`.
     pub async fn run(self, task: TaskSpec) -> Outcome {
+        self.run_until(task, std::future::pending()).await
+    }
+
+    /// [`Slot::run`], but when `stop` completes first the task's process is killed (and reaped
+    /// or replaced like after a timeout) and the run ends FAILED with `TaskCancelled`.
+    pub async fn run_until(self, task: TaskSpec, stop: impl Future<Output = ()>) -> Outcome {
         if self.permit.is_none() {
             return classify::platform(PlatformError::WorkerFailure, "executor pool is shut down");
         }
@@ -248,7 +260,7 @@ impl Slot {
         let outcome = self
             .shared
             .backend
-            .run(&task, timeout)
+            .run(&task, timeout, stop)
             .instrument(span)
             .await
             // Payloads are capped while read; this also catches a huge foreign exception text.

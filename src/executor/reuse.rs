@@ -88,7 +88,13 @@ impl ReuseBackend {
     }
 
     /// Runs one task on an idle process.
-    pub async fn run(self: &Arc<Self>, task: &TaskSpec, timeout: Option<Duration>) -> Outcome {
+    /// Runs one task on an idle process; `stop` completing first kills it (like a timeout).
+    pub async fn run(
+        self: &Arc<Self>,
+        task: &TaskSpec,
+        timeout: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Outcome {
         let mut exe = match self.checkout().await {
             Ok(exe) => exe,
             Err(e) => {
@@ -112,11 +118,21 @@ impl ReuseBackend {
             );
             result
         };
-        let read = match timeout {
-            Some(t) => tokio::time::timeout(t, io).await.ok(),
-            None => Some(io.await),
+        let limit = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
         };
         let mut end = TaskEnd::new("executor process", self.launcher.cfg.memory_limit_mb);
+        let read = tokio::select! {
+            r = io => Some(r),
+            () = limit => None,
+            () = stop => {
+                end.stopped = true;
+                None
+            }
+        };
         match read {
             Some(Ok(Some(result))) if !result.hit_a_limit() => {
                 self.checkin(exe);
@@ -131,6 +147,9 @@ impl ReuseBackend {
                 return classify::from_result(result);
             }
             Some(other) => end.result = other,
+            None if end.stopped => {
+                tracing::info!(task_id = %task.task_id, pid = exe.pid, "run cancelled; killing its executor");
+            }
             None => {
                 end.timed_out = timeout;
                 tracing::info!(task_id = %task.task_id, pid = exe.pid, "task timed out; killing its executor");

@@ -105,8 +105,13 @@ impl ForkBackend {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Runs one task in a freshly forked child.
-    pub async fn run(&self, task: &TaskSpec, timeout: Option<Duration>) -> Outcome {
+    /// Runs one task in a freshly forked child; `stop` completing first kills it (like a timeout).
+    pub async fn run(
+        &self,
+        task: &TaskSpec,
+        timeout: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Outcome {
         let mut attempts = 0;
         let submitted = loop {
             attempts += 1;
@@ -122,7 +127,7 @@ impl ForkBackend {
             }
         };
         tracing::debug!(task_id = %task.task_id, seq = submitted.seq, zygote = submitted.zygote_pid, "task submitted");
-        self.supervise(task, timeout, submitted.events, submitted.stream)
+        self.supervise(task, timeout, stop, submitted.events, submitted.stream)
             .await
             .outcome()
     }
@@ -186,6 +191,7 @@ impl ForkBackend {
         &self,
         task: &TaskSpec,
         timeout: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
         mut events: mpsc::UnboundedReceiver<ChildEvent>,
         mut stream: UnixStream,
     ) -> TaskEnd {
@@ -208,6 +214,7 @@ impl ForkBackend {
         let deadline = timeout.map(|t| Instant::now() + t);
         let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
         tokio::pin!(sleep);
+        tokio::pin!(stop);
         let mut have_result = false;
         let mut pid: Option<i32> = None;
         loop {
@@ -225,7 +232,7 @@ impl ForkBackend {
                 event = events.recv() => match event {
                     Some(ChildEvent::Started(p)) => {
                         pid = Some(p);
-                        if end.timed_out.is_some() {
+                        if end.timed_out.is_some() || end.stopped {
                             kill_group(p.unsigned_abs());
                         }
                     }
@@ -246,6 +253,13 @@ impl ForkBackend {
                         break;
                     }
                 },
+                () = &mut stop, if !end.stopped && !have_result => {
+                    end.stopped = true;
+                    tracing::info!(task_id = %task.task_id, ?pid, "run cancelled; killing its process group");
+                    if let Some(p) = pid {
+                        kill_group(p.unsigned_abs());
+                    }
+                }
                 () = &mut sleep, if deadline.is_some() && end.timed_out.is_none() && !have_result => {
                     end.timed_out = timeout;
                     tracing::info!(task_id = %task.task_id, ?pid, "task timed out; killing its process group");

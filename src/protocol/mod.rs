@@ -15,8 +15,20 @@ use crate::runtime::Runtime;
 
 pub use codec::{decode, encode, Decoded, ProtocolError};
 
-/// Protocol version spoken by this build; a worker with another version is refused.
-pub const VERSION: u32 = 1;
+/// Protocol version spoken by this build; a worker with another version is refused. Version 2
+/// added reconciliation (`running` in `fetch`; `running` lists held results too) and `cancel`.
+pub const VERSION: u32 = 2;
+
+/// Slowest link a large message is given time for, in bytes per second. Liveness never waits
+/// for a message (heartbeats have their own connection), but a message of N bytes may still be
+/// on its way N / this seconds after it was sent: sends and requests get that long, and a run
+/// sent in a large `tasks` message is not counted missing before it could have arrived.
+pub const SLOW_LINK_BYTES_PER_SEC: u64 = 128 * 1024;
+
+/// How long a message with `bytes` of blobs may take to arrive on the slowest link.
+pub fn transfer_allowance(bytes: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(bytes / SLOW_LINK_BYTES_PER_SEC)
+}
 
 /// Who a worker is; sent in [`Header::Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +84,9 @@ pub struct ResultMeta {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Header {
     // ---- worker → dispatcher ----
-    /// Registration (first message, and again after [`Header::Unknown`] or a reconnect). Lists
-    /// the tasks the worker is still running, so a restarted dispatcher can adopt them.
+    /// Registration (first message, and again after [`Header::Unknown`] or a reconnect).
+    /// `running` lists the runs the worker holds (running, or finished with the result not yet
+    /// acknowledged), so the dispatcher can adopt, keep or cancel them (reconciliation).
     Hello {
         worker: WorkerInfo,
         running: Vec<TaskRef>,
@@ -84,6 +97,9 @@ pub enum Header {
         worker_id: String,
         free: u32,
         results: Vec<ResultMeta>,
+        /// The runs the worker holds, as in [`Header::Hello`] (reconciliation).
+        #[serde(default)]
+        running: Vec<TaskRef>,
     },
     /// Finished results (push mode, and pull mode's report socket). Answered with [`Header::Ack`]
     /// in pull mode; acknowledged in a later message in push mode.
@@ -91,7 +107,7 @@ pub enum Header {
         worker_id: String,
         results: Vec<ResultMeta>,
     },
-    /// Push mode liveness, every heartbeat interval.
+    /// Push mode liveness, every heartbeat interval; `running` as in [`Header::Hello`].
     Heartbeat {
         worker_id: String,
         free: u32,
@@ -131,6 +147,9 @@ pub enum Header {
     Ack { acks: Vec<TaskRef> },
     /// Pull mode: no work for now (also the dispatcher's heartbeat to a parked worker).
     Nothing { acks: Vec<TaskRef> },
+    /// Kill these runs (their executors) and forget them: no result is reported. Sent for runs
+    /// the worker holds that the dispatcher does not want (reconciliation, retries, deadlines).
+    Cancel { tasks: Vec<TaskRef> },
     /// Push mode: the dispatcher's heartbeat.
     Ping,
     /// The dispatcher does not know this worker (it restarted): send [`Header::Hello`] again.
@@ -163,6 +182,7 @@ impl Header {
             Header::Tasks { .. } => "tasks",
             Header::Ack { .. } => "ack",
             Header::Nothing { .. } => "nothing",
+            Header::Cancel { .. } => "cancel",
             Header::Ping => "ping",
             Header::Unknown => "unknown",
         }

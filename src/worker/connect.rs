@@ -13,9 +13,10 @@ use crate::protocol::guard::{self, Limits};
 
 /// Longest single connect attempt (zmq.rs retries refused connections inside it).
 const ATTEMPT: Duration = Duration::from_secs(2);
-/// Pause after a failed attempt, doubling up to [`MAX_BACKOFF`].
+/// Pause after a failed attempt, doubling up to [`MAX_BACKOFF`] (a dispatcher back from a restart
+/// is found within a second).
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The dispatcher endpoint plus whether we are currently in an outage (for log lines).
 #[derive(Clone, Debug)]

@@ -1,21 +1,57 @@
-//! Pull mode: two REQ sockets. The fetch socket says `hello` and then sends `fetch{free,
-//! results}` whenever there are free slots or results (the dispatcher parks it until work comes);
-//! the report socket carries results that finish while a fetch is parked. A REQ socket whose
-//! answer does not come in time is dropped and rebuilt, and the worker says `hello` again.
+//! Pull mode: two REQ sockets and a control DEALER. The fetch socket says `hello` and then sends
+//! `fetch{free, results}` whenever there are free slots or results (the dispatcher parks it until
+//! work comes); the report socket carries results that finish while a fetch is parked. The
+//! control socket carries only `heartbeat`s and the dispatcher's answers, so liveness never waits
+//! behind a large fetch, report or `tasks` answer: when the dispatcher is silent on all sockets
+//! for a liveness threshold (or a request gets no answer within its generous limit), the sockets
+//! are dropped and rebuilt and the worker says `hello` again.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use zeromq::{ReqSocket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{DealerSendHalf, DealerSocket, ReqSocket, SocketRecv, SocketSend, ZmqMessage};
 
-use super::session::{sleep_opt, Ctx};
+use super::connect::send_within;
+use super::session::{read_loop, sleep_opt, Ctx, Reader};
 use super::WorkerError;
-use crate::protocol::{decode, encode, Decoded, Header, TaskRef};
+use crate::protocol::{decode, encode, transfer_allowance, Decoded, Header, TaskRef};
 
 type Connecting = Pin<Box<dyn Future<Output = ReqSocket> + Send>>;
 type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Longest wait for the answer to a `fetch` or `report`, beyond the time its own size needs on a
+/// slow link: a safety net only, since a dispatcher that is gone is noticed on the control socket.
+const REQUEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// The limit of a request carrying `blobs` (a large answer, e.g. `tasks`, fits in the base).
+fn request_limit(blobs: &[bytes::Bytes]) -> Duration {
+    REQUEST_LIMIT + transfer_allowance(blobs.iter().map(|b| b.len() as u64).sum())
+}
+
+/// The control connection: heartbeats out, the dispatcher's answers (`ping`, `unknown`,
+/// `cancel`) in.
+enum Control {
+    Down,
+    Connecting(Pin<Box<dyn Future<Output = DealerSocket> + Send>>),
+    Up { tx: DealerSendHalf, _reader: Reader },
+}
+
+impl Control {
+    /// A freshly connected control socket (cancel-safe; pending unless connecting).
+    async fn connected(&mut self) -> DealerSocket {
+        match self {
+            Control::Connecting(f) => {
+                let s = f.as_mut().await;
+                *self = Control::Down;
+                s
+            }
+            _ => std::future::pending().await,
+        }
+    }
+}
 
 /// What a request was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +152,19 @@ struct Pull {
     next_liveness: Instant,
     /// No `hello` before this (after a dispatcher answered `hello` with nonsense).
     hold_until: Option<Instant>,
+    control: Control,
+    /// Messages from the control socket (its reader task holds a clone of `control_tx`).
+    control_rx: mpsc::Receiver<Decoded>,
+    control_tx: mpsc::Sender<Decoded>,
+    /// When the next heartbeat is due on the control socket.
+    next_beat: Instant,
+    /// Last time anything came from the dispatcher (an answer, or a control message).
+    last_heard: Instant,
 }
 
 /// Runs pull mode until drained (Ok) or refused.
 pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
+    let (control_tx, control_rx) = mpsc::channel(64);
     let mut p = Pull {
         fetch: Sock::Down,
         report: Sock::Down,
@@ -129,6 +174,11 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
         bye_in_flight: false,
         next_liveness: Instant::now(),
         hold_until: None,
+        control: Control::Down,
+        control_rx,
+        control_tx,
+        next_beat: Instant::now(),
+        last_heard: Instant::now(),
     };
     loop {
         if ctx.drain_done(p.need_bye || p.bye_in_flight).await {
@@ -138,9 +188,18 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
         ctx.publish();
         ctx.watchdog.poll();
         let liveness = p.fetch.is_idle() && ctx.registered;
+        let beat = ctx.registered && matches!(p.control, Control::Up { .. });
+        let silent_at = p.last_heard + ctx.timing.silence();
         tokio::select! {
             ev = p.fetch.next() => p.on_fetch(ctx, ev)?,
             ev = p.report.next() => p.on_report(ctx, ev)?,
+            s = p.control.connected() => p.control_up(s),
+            Some(d) = p.control_rx.recv() => p.on_control(ctx, d).await?,
+            _ = tokio::time::sleep_until(p.next_beat), if beat => p.heartbeat(ctx).await,
+            _ = tokio::time::sleep_until(silent_at), if ctx.registered => {
+                let reason = format!("no message from dispatcher for {:?}", ctx.timing.silence());
+                p.drop_all(ctx, &reason);
+            }
             Some(f) = ctx.done.recv() => { ctx.finished(f); }
             _ = ctx.shutdown.wait(), if !ctx.drain.active() => {
                 ctx.begin_drain();
@@ -165,6 +224,9 @@ impl Pull {
         if matches!(self.report, Sock::Down) {
             self.report = Sock::Connecting(Box::pin(ctx.link.connect::<ReqSocket>()));
         }
+        if matches!(self.control, Control::Down) {
+            self.control = Control::Connecting(Box::pin(ctx.link.connect::<DealerSocket>()));
+        }
         if self.fetch.is_idle() && !ctx.registered && self.hold_until.is_none() {
             let limit = ctx.timing.silence();
             self.fetch
@@ -182,14 +244,17 @@ impl Pull {
                     worker_id: ctx.info.id.clone(),
                     free,
                     results,
+                    running: ctx.held(),
                 };
-                self.fetch
-                    .start(&h, blobs, ctx.timing.parked(), Purpose::Fetch);
+                let limit = request_limit(&blobs).max(ctx.timing.parked());
+                self.fetch.start(&h, blobs, limit, Purpose::Fetch);
             }
         }
         if self.report.is_idle() && ctx.registered {
             if self.need_bye {
                 self.need_bye = false;
+                // Until it is answered (or fails), the drain waits for it.
+                self.bye_in_flight = true;
                 self.report
                     .start(&ctx.bye(), vec![], ctx.timing.interval, Purpose::Bye);
             } else if let Some(h) = ctx.release_due() {
@@ -204,8 +269,8 @@ impl Pull {
                         worker_id: ctx.info.id.clone(),
                         results,
                     };
-                    self.report
-                        .start(&h, blobs, ctx.timing.silence(), Purpose::Report);
+                    let limit = request_limit(&blobs);
+                    self.report.start(&h, blobs, limit, Purpose::Report);
                 }
             }
         }
@@ -227,7 +292,10 @@ impl Pull {
         };
         self.fetch = Sock::Idle(socket);
         let d = match reply.answer {
-            Ok(d) => d,
+            Ok(d) => {
+                self.last_heard = Instant::now();
+                d
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "bad answer on the fetch socket ignored");
                 return Ok(());
@@ -246,6 +314,7 @@ impl Pull {
             ) => {
                 ctx.welcomed(&dispatcher, heartbeat_ms, heartbeat_misses);
                 self.next_liveness = Instant::now();
+                self.next_beat = Instant::now() + ctx.timing.interval;
                 if ctx.drain.active() {
                     self.need_bye = true;
                 }
@@ -264,6 +333,7 @@ impl Pull {
             (_, Header::Nothing { acks } | Header::Ack { acks }) => {
                 ctx.ack(&acks);
             }
+            (_, Header::Cancel { tasks }) => ctx.cancel(&tasks),
             (_, Header::Unknown) => unknown(ctx),
             (_, other) => tracing::warn!(kind = other.kind(), "unexpected answer to fetch ignored"),
         }
@@ -291,7 +361,10 @@ impl Pull {
             self.report = Sock::Idle(socket);
         }
         let d = match (reply.purpose, reply.answer) {
-            (_, Ok(d)) => d,
+            (_, Ok(d)) => {
+                self.last_heard = Instant::now();
+                d
+            }
             (Purpose::Bye, Err(e)) => {
                 // Nothing needs the answer to `bye`; just make sure the socket is usable again.
                 tracing::debug!(error = %e, "no usable answer to bye");
@@ -318,6 +391,7 @@ impl Pull {
                 ctx.ack(&acks);
                 ctx.state.accept(tasks, d.blobs);
             }
+            Header::Cancel { tasks } => ctx.cancel(&tasks),
             Header::Unknown => unknown(ctx),
             other => tracing::debug!(kind = other.kind(), "answer on the report socket ignored"),
         }
@@ -326,6 +400,68 @@ impl Pull {
 }
 
 impl Pull {
+    /// The control socket connected: start reading it.
+    fn control_up(&mut self, socket: DealerSocket) {
+        let (tx, rx) = socket.split();
+        let reader = Reader(tokio::spawn(read_loop(rx, self.control_tx.clone())));
+        self.control = Control::Up {
+            tx,
+            _reader: reader,
+        };
+    }
+
+    /// A message on the control socket: a sign of life; `unknown` and `cancel` act.
+    async fn on_control(&mut self, ctx: &mut Ctx, d: Decoded) -> Result<(), WorkerError> {
+        self.last_heard = Instant::now();
+        match d.header {
+            Header::Challenge { nonce } => {
+                if let Control::Up { tx, .. } = &mut self.control {
+                    if let Err(e) = super::auth::answer_on(ctx, tx, &nonce).await? {
+                        tracing::debug!(error = %e, "auth failed; rebuilding the control socket");
+                        self.control = Control::Down;
+                    }
+                }
+            }
+            Header::Ping | Header::Ack { .. } => {}
+            Header::Cancel { tasks } => ctx.cancel(&tasks),
+            Header::Unknown => unknown(ctx),
+            Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
+            other => tracing::debug!(kind = other.kind(), "message on the control socket ignored"),
+        }
+        Ok(())
+    }
+
+    /// Sends a heartbeat on the control socket (rebuilt if that fails).
+    async fn heartbeat(&mut self, ctx: &mut Ctx) {
+        self.next_beat = Instant::now() + ctx.timing.interval;
+        let h = Header::Heartbeat {
+            worker_id: ctx.info.id.clone(),
+            free: ctx.free(),
+            running: ctx.held(),
+        };
+        if let Control::Up { tx, .. } = &mut self.control {
+            if let Err(e) = send_within(tx, encode(&[], &h, vec![]), ctx.timing.silence()).await {
+                tracing::debug!(error = %e, "heartbeat failed; rebuilding the control socket");
+                self.control = Control::Down;
+            }
+        }
+    }
+
+    /// The dispatcher went silent: every socket is rebuilt (requests in flight are dropped;
+    /// their results stay in the outbox) and the worker says `hello` again.
+    fn drop_all(&mut self, ctx: &mut Ctx, reason: &str) {
+        ctx.registered = false;
+        ctx.link.down(reason);
+        self.fetch = Sock::Down;
+        self.report = Sock::Down;
+        self.control = Control::Down;
+        self.fetch_results.clear();
+        self.report_results.clear();
+        // A `bye` in flight is lost with its socket; the next `welcome` asks for another.
+        self.bye_in_flight = false;
+        self.last_heard = Instant::now();
+    }
+
     /// A socket failed (it is already dropped): the dispatcher is probably gone, so the other
     /// socket, if idle, is rebuilt too (it would fail on first use), and we say `hello` again.
     fn lost(&mut self, ctx: &mut Ctx, reason: &str) {

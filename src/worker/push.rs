@@ -1,16 +1,19 @@
-//! Push mode: one DEALER socket; the dispatcher sends `tasks` while we have credit, we send
-//! `report`s as results finish and `heartbeat`s every interval, and rebuild the socket when the
-//! dispatcher is silent for `heartbeat_ms × heartbeat_misses`.
+//! Push mode: two DEALER sockets. On the data socket the dispatcher sends `tasks` while we have
+//! credit and we send `hello`, `report`s as results finish, `bye` and `release`; a writer task
+//! sends them in order, so a large result never blocks the loop. The control socket carries only
+//! our `heartbeat`s and the dispatcher's answers, so liveness never waits behind a bulk transfer
+//! (docs/protocol.md, "Liveness and large messages"). Both sockets are rebuilt when the dispatcher
+//! is silent on both for `heartbeat_ms × heartbeat_misses`.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketRecv};
+use zeromq::{DealerSendHalf, DealerSocket, SocketSend, ZmqMessage};
 
 use super::connect::send_within;
-use super::session::{sleep_opt, Ctx};
+use super::session::{read_loop, sleep_opt, Ctx, Reader};
 use super::WorkerError;
-use crate::protocol::{decode, encode, Decoded, Header, TaskRef};
+use crate::protocol::{encode, Decoded, Header, TaskRef};
 
 /// Pause before dropping the socket at the end, so queued messages are written.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -26,10 +29,10 @@ enum End {
 /// Runs push mode until drained (Ok) or refused.
 pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
     loop {
-        let Some(socket) = connect(ctx).await else {
+        let Some(sockets) = connect(ctx).await else {
             return Ok(());
         };
-        match session(ctx, socket).await? {
+        match session(ctx, sockets).await? {
             End::Done => return Ok(()),
             End::Lost(reason) => {
                 ctx.registered = false;
@@ -40,10 +43,26 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
     }
 }
 
-/// Connects a new DEALER while still collecting results and watching for shutdown; `None` when
+/// The data and control sockets of one connection.
+struct Sockets {
+    data: DealerSocket,
+    control: DealerSocket,
+}
+
+/// Connects new DEALERs while still collecting results and watching for shutdown; `None` when
 /// the drain finished before the dispatcher came back.
-async fn connect(ctx: &mut Ctx) -> Option<DealerSocket> {
-    let connecting = ctx.link.connect::<DealerSocket>();
+async fn connect(ctx: &mut Ctx) -> Option<Sockets> {
+    let (data, control) = (
+        ctx.link.connect::<DealerSocket>(),
+        ctx.link.connect::<DealerSocket>(),
+    );
+    let connecting = async move {
+        let data = data.await;
+        Sockets {
+            data,
+            control: control.await,
+        }
+    };
     tokio::pin!(connecting);
     loop {
         if ctx.drain_done(false).await {
@@ -61,41 +80,36 @@ async fn connect(ctx: &mut Ctx) -> Option<DealerSocket> {
     }
 }
 
-/// Aborts the reader task when the connection ends.
-struct Reader(tokio::task::JoinHandle<()>);
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Forwards decoded messages; ends (closing `out`) when the socket fails.
-async fn read_loop(mut rx: DealerRecvHalf, out: mpsc::Sender<Decoded>) {
-    loop {
-        match rx.recv().await {
-            Ok(m) => match decode(m.into_vec()) {
-                Ok(d) => {
-                    if out.send(d).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "invalid message from dispatcher ignored"),
-            },
-            Err(e) => {
-                tracing::debug!(error = %e, "dispatcher connection closed");
-                return;
-            }
+/// Sends the data socket's messages in order, without a time limit (a large result takes as long
+/// as the link needs; a dead dispatcher is noticed on the control socket). Reports the first
+/// failure on `failed`.
+async fn write_loop(
+    mut tx: DealerSendHalf,
+    mut rx: mpsc::UnboundedReceiver<ZmqMessage>,
+    failed: oneshot::Sender<String>,
+) {
+    while let Some(m) = rx.recv().await {
+        if let Err(e) = tx.send(m).await {
+            let _ = failed.send(e.to_string());
+            return;
         }
     }
 }
 
 /// One connection: hello → welcome, then tasks/results/heartbeats until lost or drained.
-async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError> {
-    let (mut tx, rx) = socket.split();
+async fn session(ctx: &mut Ctx, sockets: Sockets) -> Result<End, WorkerError> {
+    let (tx, rx) = sockets.data.split();
+    let (mut control, control_rx) = sockets.control.split();
     let (msg_tx, mut msgs) = mpsc::channel(64);
-    let _reader = Reader(tokio::spawn(read_loop(rx, msg_tx)));
-    let mut out = Out { tx: &mut tx };
+    let _reader = Reader(tokio::spawn(read_loop(rx, msg_tx.clone())));
+    // Control messages come on their own channel: a challenge there is answered there.
+    let (ctl_tx, mut ctl_msgs) = mpsc::channel(16);
+    let _control_reader = Reader(tokio::spawn(read_loop(control_rx, ctl_tx)));
+    drop(msg_tx);
+    let (data_tx, data_rx) = mpsc::unbounded_channel();
+    let (failed_tx, mut failed) = oneshot::channel();
+    let mut writer = Reader(tokio::spawn(write_loop(tx, data_rx, failed_tx)));
+    let mut out = Out { tx: data_tx };
     if let Err(e) = out.send(ctx, &ctx.hello(), vec![]).await {
         return Ok(End::Lost(e));
     }
@@ -104,6 +118,8 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
     loop {
         if ctx.drain_done(false).await {
             // Like ZMQ_LINGER: give the last messages (e.g. `bye`) a moment to leave the queue.
+            out.close();
+            let _ = tokio::time::timeout(ctx.timing.silence(), &mut writer.0).await;
             tokio::time::sleep(LINGER).await;
             return Ok(End::Done);
         }
@@ -127,6 +143,15 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
                     r
                 }
             },
+            Some(d) = ctl_msgs.recv() => {
+                last_heard = Instant::now();
+                match d.header {
+                    Header::Challenge { nonce } => {
+                        super::auth::answer_on(ctx, &mut control, &nonce).await?
+                    }
+                    _ => handle(ctx, &mut out, d).await?,
+                }
+            }
             Some(f) = ctx.done.recv() => {
                 let new = ctx.finished(f);
                 if ctx.registered { out.report(ctx, |t| new.contains(t)).await } else { Ok(()) }
@@ -135,10 +160,11 @@ async fn session(ctx: &mut Ctx, socket: DealerSocket) -> Result<End, WorkerError
                 let h = Header::Heartbeat {
                     worker_id: ctx.info.id.clone(),
                     free: ctx.free(),
-                    running: ctx.state.running(),
+                    running: ctx.held(),
                 };
-                out.send(ctx, &h, vec![]).await
+                send_within(&mut control, encode(&[], &h, vec![]), ctx.timing.silence()).await
             }
+            r = &mut failed => Err(r.unwrap_or_else(|_| "data writer stopped".into())),
             _ = tokio::time::sleep_until(last_heard + ctx.timing.silence()) => {
                 Err(format!("no message from dispatcher for {:?}", ctx.timing.silence()))
             }
@@ -162,14 +188,22 @@ fn new_beat(ctx: &Ctx) -> tokio::time::Interval {
     beat
 }
 
-/// The sending half with the worker's send rules.
-struct Out<'a> {
-    tx: &'a mut DealerSendHalf,
+/// The data socket's queue (its writer task sends in order).
+struct Out {
+    tx: mpsc::UnboundedSender<ZmqMessage>,
 }
 
-impl Out<'_> {
-    async fn send(&mut self, ctx: &Ctx, h: &Header, blobs: Vec<Bytes>) -> Result<(), String> {
-        send_within(self.tx, encode(&[], h, blobs), ctx.timing.silence()).await
+impl Out {
+    async fn send(&mut self, _ctx: &Ctx, h: &Header, blobs: Vec<Bytes>) -> Result<(), String> {
+        self.tx
+            .send(encode(&[], h, blobs))
+            .map_err(|_| "data writer stopped".to_string())
+    }
+
+    /// No more messages: the writer ends once the queue is sent (later sends fail).
+    fn close(&mut self) {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, closed));
     }
 
     /// Reports the outbox results selected by `keep` (nothing when there are none).
@@ -190,7 +224,7 @@ impl Out<'_> {
 /// Handles one message from the dispatcher; Err(reason) means the connection must be rebuilt.
 async fn handle(
     ctx: &mut Ctx,
-    out: &mut Out<'_>,
+    out: &mut Out,
     d: Decoded,
 ) -> Result<Result<(), String>, WorkerError> {
     Ok(match d.header {
@@ -225,6 +259,10 @@ async fn handle(
         }
         Header::Ack { acks } | Header::Nothing { acks } => {
             ctx.ack(&acks);
+            Ok(())
+        }
+        Header::Cancel { tasks } => {
+            ctx.cancel(&tasks);
             Ok(())
         }
         Header::Ping => Ok(()),

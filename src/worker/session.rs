@@ -10,7 +10,7 @@ use super::connect::Link;
 use super::state::{Finished, State};
 use super::Status;
 use crate::notify::Watchdog;
-use crate::protocol::{Header, TaskRef, WorkerInfo};
+use crate::protocol::{decode, Decoded, Header, TaskRef, WorkerInfo};
 use crate::shutdown::Shutdown;
 
 /// Heartbeat interval and misses, from the config until a `welcome` says otherwise.
@@ -84,7 +84,7 @@ impl Ctx {
     pub fn hello(&self) -> Header {
         Header::Hello {
             worker: self.info.clone(),
-            running: self.state.running(),
+            running: self.held(),
         }
     }
 
@@ -121,6 +121,27 @@ impl Ctx {
         tracing::info!(worker = %self.info.id, dispatcher = %self.link.endpoint, name = dispatcher,
             heartbeat_ms, heartbeat_misses, running = self.state.running_count(),
             unacked = self.state.outbox_len(), reconnect, "registered with dispatcher");
+    }
+
+    /// The runs listed to the dispatcher: running, finished but unacknowledged, and killed at
+    /// the drain deadline but not handed back yet (else the dispatcher would count them lost).
+    pub fn held(&self) -> Vec<TaskRef> {
+        let mut v = self.state.held();
+        v.extend(
+            self.release
+                .iter()
+                .filter(|t| !v.contains(t))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        v
+    }
+
+    /// `cancel` from the dispatcher: kill and forget these runs.
+    pub fn cancel(&mut self, tasks: &[TaskRef]) {
+        let n = self.state.cancel(tasks);
+        self.release.retain(|t| !tasks.contains(t));
+        tracing::debug!(worker = %self.info.id, asked = tasks.len(), held = n, "cancel applied");
     }
 
     /// Moves `f` and every other already finished task to the outbox; returns their refs.
@@ -211,5 +232,35 @@ pub(crate) async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Aborts a reader or writer task when the connection ends.
+pub(crate) struct Reader(pub tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Forwards decoded messages from a DEALER; ends (closing `out`) when the socket fails.
+pub(crate) async fn read_loop(mut rx: zeromq::DealerRecvHalf, out: mpsc::Sender<Decoded>) {
+    use zeromq::SocketRecv;
+    loop {
+        match rx.recv().await {
+            Ok(m) => match decode(m.into_vec()) {
+                Ok(d) => {
+                    if out.send(d).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "invalid message from dispatcher ignored"),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "dispatcher connection closed");
+                return;
+            }
+        }
     }
 }

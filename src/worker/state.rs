@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::conv;
@@ -29,11 +29,17 @@ pub(crate) struct Accepted {
     pub outbox_duplicates: usize,
 }
 
+/// A run in progress: its task, and the switch that kills its process (`cancel`).
+struct Run {
+    handle: JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+}
+
 /// Running tasks and unacknowledged results.
 pub(crate) struct State {
     pool: Arc<ExecutorPool>,
     slots: usize,
-    running: HashMap<TaskRef, JoinHandle<()>>,
+    running: HashMap<TaskRef, Run>,
     /// Finished results in finishing order, until acknowledged.
     outbox: Vec<(ResultMeta, Bytes)>,
     done: mpsc::UnboundedSender<Finished>,
@@ -81,6 +87,39 @@ impl State {
         v
     }
 
+    /// The runs this worker holds, as listed to the dispatcher (reconciliation): running, or
+    /// finished with the result not acknowledged yet.
+    pub fn held(&self) -> Vec<TaskRef> {
+        let mut v: Vec<TaskRef> = self
+            .running
+            .keys()
+            .copied()
+            .chain(self.outbox.iter().map(|(m, _)| m.task))
+            .collect();
+        v.sort_by_key(|t| (t.task_id, t.attempt));
+        v.dedup();
+        v
+    }
+
+    /// `cancel`: kills the executors of these runs and forgets them (their results are never
+    /// reported; one already finished leaves the outbox). Returns how many were held here.
+    pub fn cancel(&mut self, tasks: &[TaskRef]) -> usize {
+        let mut n = 0;
+        for t in tasks {
+            if let Some(run) = self.running.remove(t) {
+                // The run ends by itself once its process is killed; its result is dropped.
+                let _ = run.stop.send(());
+                drop(run.handle);
+                n += 1;
+                tracing::info!(worker = %self.worker, task_id = %t.task_id, attempt = t.attempt,
+                    "run cancelled by the dispatcher; killing it");
+            }
+        }
+        let before = self.outbox.len();
+        self.outbox.retain(|(m, _)| !tasks.contains(&m.task));
+        n + (before - self.outbox.len())
+    }
+
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
     }
@@ -111,18 +150,29 @@ impl State {
             let pool = self.pool.clone();
             let done = self.done.clone();
             let worker = self.worker.clone();
+            let (stop, stopped) = oneshot::channel::<()>();
             let handle = tokio::spawn(async move {
-                let slot = pool.reserve().await;
+                // Only an explicit `cancel` stops the run (not the sender going away).
+                let stopped = async {
+                    if stopped.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::pin!(stopped);
+                let slot = tokio::select! {
+                    s = pool.reserve() => s,
+                    () = &mut stopped => return,
+                };
                 let function_id = spec.function_id.clone();
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id, %worker, "task started");
-                let outcome = slot.run(spec).await;
+                let outcome = slot.run_until(spec, stopped).await;
                 let (meta, blob) = conv::result(task, outcome);
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id,
                     %worker, ok = meta.ok, cause = %meta.cause, "task finished");
                 // The receiver only goes away when the worker stops.
                 let _ = done.send(Finished { meta, blob });
             });
-            self.running.insert(task, handle);
+            self.running.insert(task, Run { handle, stop });
             acc.started += 1;
         }
         acc
@@ -162,8 +212,8 @@ impl State {
     /// (the caller hands them back, or the dispatcher treats them as lost).
     pub fn abort_running(&mut self) -> Vec<TaskRef> {
         let refs = self.running();
-        for (_, h) in self.running.drain() {
-            h.abort();
+        for (_, run) in self.running.drain() {
+            run.handle.abort();
         }
         refs
     }

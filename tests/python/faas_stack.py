@@ -233,12 +233,13 @@ class Stack:
         self.dispatcher = self._spawn("dispatcher", args)
         return self.dispatcher
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Starts one more worker (pull and push modes)."""
+    def start_worker(self, endpoint: Optional[str] = None) -> subprocess.Popen[bytes]:
+        """Starts one more worker (pull and push modes), connecting to ``endpoint`` (e.g. a
+        relay) instead of the dispatcher's own when given."""
         n = len(self.workers)
         w = self._spawn(
             f"worker{n}",
-            [str(BIN_DIR / "faas-worker"), self.mode, str(self.processes), self.endpoint,
+            [str(BIN_DIR / "faas-worker"), self.mode, str(self.processes), endpoint or self.endpoint,
              "--config", str(self.worker_config), "--id", f"w{n}-{self.redis_port}"],
         )
         self.workers.append(w)

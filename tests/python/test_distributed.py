@@ -160,3 +160,27 @@ def test_a_restarted_worker_rejoins(mode: str, tmp_path: Path) -> None:
         assert c.run(lambda: 2) == 2
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_runs_survive_a_long_dispatcher_outage(mode: str, tmp_path: Path) -> None:
+    """kill -9 of the dispatcher, back 20 s later (longer than a systemd restart cycle): a task
+    that finished during the outage and a 60 s one that finishes after it both end COMPLETED
+    (workers keep reconnecting and keep their results; orphan_grace_secs outlasts the outage)."""
+    s = Stack(tmp_path, mode=mode, workers=1, processes=2).start()
+    try:
+        c = Client(s.url)
+        fid = c.register(lambda t: __import__("time").sleep(t) or f"slept {t}")
+        short = c.execute(fid, 5)
+        long = c.execute(fid, 60)
+        wait_status(c, short, "RUNNING")
+        wait_status(c, long, "RUNNING")
+        s.worker_running_a_task()
+        s.stop_dispatcher(signal.SIGKILL)
+        time.sleep(20)
+        s.start_dispatcher()
+        assert c.wait(short, timeout=30) == ("COMPLETED", "slept 5")
+        assert c.wait(long, timeout=90) == ("COMPLETED", "slept 60")
+        assert c.run(lambda: "after") == "after"
+    finally:
+        s.stop()

@@ -2,6 +2,7 @@
 //! through `faas::protocol::{encode, decode}`.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ pub struct FakeDispatcher {
     rx: mpsc::UnboundedReceiver<Msg>,
     reader: JoinHandle<()>,
     pinger: Option<JoinHandle<()>>,
+    /// Heartbeats are answered with `ping` by the reader and not passed on (see
+    /// [`FakeDispatcher::serve_heartbeats`]).
+    serve_heartbeats: Arc<AtomicBool>,
 }
 
 impl FakeDispatcher {
@@ -58,7 +62,10 @@ impl FakeDispatcher {
             other => panic!("unexpected endpoint {other}"),
         };
         let (tx, mut rx_half) = socket.split();
+        let tx = Arc::new(Mutex::new(tx));
         let (msg_tx, rx) = mpsc::unbounded_channel();
+        let serve_heartbeats = Arc::new(AtomicBool::new(false));
+        let (serve, answer) = (serve_heartbeats.clone(), tx.clone());
         let reader = tokio::spawn(async move {
             while let Ok(m) = rx_half.recv().await {
                 let mut frames = m.into_vec();
@@ -68,6 +75,10 @@ impl FakeDispatcher {
                     envelope.push(frames.remove(0));
                 }
                 let d = decode(frames).expect("worker sent a valid message");
+                if serve.load(Ordering::SeqCst) && matches!(d.header, Header::Heartbeat { .. }) {
+                    send(&answer, &envelope, &Header::Ping, vec![]).await;
+                    continue;
+                }
                 let msg = Msg {
                     envelope,
                     header: d.header,
@@ -81,11 +92,19 @@ impl FakeDispatcher {
         });
         FakeDispatcher {
             port,
-            tx: Arc::new(Mutex::new(tx)),
+            tx,
             rx,
             reader,
             pinger: None,
+            serve_heartbeats,
         }
+    }
+
+    /// Answers heartbeats with `ping` (as a dispatcher does, on the connection they came on)
+    /// without passing them to the test: for pull workers, whose control socket the tests do
+    /// not follow.
+    pub fn serve_heartbeats(&self) {
+        self.serve_heartbeats.store(true, Ordering::SeqCst);
     }
 
     pub fn endpoint(&self) -> String {

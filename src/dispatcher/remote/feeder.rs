@@ -6,8 +6,7 @@
 //! unseen. Its signs of life go to the [`Pulse`] that the event loop checks before pinging the
 //! watchdog.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -15,18 +14,12 @@ use tokio::sync::{mpsc, watch};
 use super::Event;
 use crate::dispatcher::core::{Core, Recovered};
 use crate::dispatcher::pulse::{pause_after, Pulse};
+use crate::dispatcher::runs::{self, InFlight};
 use crate::shutdown::Shutdown;
 use crate::store::{QueueReader, StoreError};
 
 const READ_BLOCK: Duration = Duration::from_secs(1);
 const RECOVER_EVERY: Duration = Duration::from_secs(10);
-
-/// Queue entry ids this dispatcher is handling (so recovery does not take them twice).
-pub type InFlight = Arc<Mutex<HashSet<String>>>;
-
-pub fn lock(set: &InFlight) -> MutexGuard<'_, HashSet<String>> {
-    set.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Runs until shutdown. `demand` says how many tasks the workers can take right now; the loop
 /// republishes it after every batch, which is what lets the feeder read again.
@@ -83,11 +76,8 @@ pub async fn run(
             }
             Ok(entries) => {
                 note(Ok(()), &reader);
-                {
-                    let mut set = lock(&in_flight);
-                    for e in &entries {
-                        set.insert(e.entry_id.clone());
-                    }
+                for e in &entries {
+                    in_flight.begin(&e.entry_id);
                 }
                 pulse.waiting();
                 if events.send(Event::Entries(entries)).await.is_err() {
@@ -113,19 +103,17 @@ pub async fn run(
     }
 }
 
+/// A recovery pass: still-QUEUED entries go to the loop as entries, RUNNING ones as orphans;
+/// then [`Event::Recovered`] says every run from before is known.
 async fn recover(
     core: &Core,
     reader: &mut QueueReader,
     events: &mpsc::Sender<Event>,
     in_flight: &InFlight,
 ) -> Result<(), StoreError> {
-    reader.adopt_orphans().await?;
-    let pending = reader.read_pending(10_000).await?;
     let mut queued = Vec::new();
-    for entry in pending {
-        if !lock(in_flight).insert(entry.entry_id.clone()) {
-            continue;
-        }
+    let mut pending = runs::pending(reader, in_flight).await?.into_iter();
+    while let Some(entry) = pending.next() {
         let id = entry.entry_id.clone();
         match core.classify_recovered(entry).await {
             Ok(Recovered::Queued(e)) => queued.push(e),
@@ -142,11 +130,12 @@ async fn recover(
                     })
                     .await;
             }
-            Ok(Recovered::Settled) => {
-                lock(in_flight).remove(&id);
-            }
+            Ok(Recovered::Settled) => in_flight.end(&id),
             Err(e) => {
-                lock(in_flight).remove(&id);
+                in_flight.end(&id);
+                for rest in pending.chain(queued) {
+                    in_flight.end(&rest.entry_id);
+                }
                 return Err(e);
             }
         }
@@ -154,5 +143,6 @@ async fn recover(
     if !queued.is_empty() {
         let _ = events.send(Event::Entries(queued)).await;
     }
+    let _ = events.send(Event::Recovered).await;
     Ok(())
 }

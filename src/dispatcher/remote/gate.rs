@@ -5,11 +5,12 @@
 //! Every connection is `fresh`, `challenged` (token mode: its first message is held back until
 //! the worker proves the token for a random nonce) or `bound` to one worker id. A bound
 //! connection's messages pass only when they name its worker; a message naming another worker
-//! is dropped and logged. A worker id has at most one primary connection (the one that said
-//! `hello`; a new one replaces it, e.g. after a reconnect) and one secondary connection (pull
-//! mode's report socket). Without a token, `hello` binds (push mode accepts nothing else from a
-//! fresh connection and answers `unknown`; pull mode binds a fresh connection's first message as
-//! the worker's secondary), so binding there keeps connections apart but is no authentication.
+//! is dropped and logged. A worker id has at most one connection per role: the one that said
+//! `hello` (data), the one that sent a `heartbeat` first (control), and one other (pull mode's
+//! report socket); a new connection in a role replaces the old one (e.g. after a reconnect), which
+//! must then start over. Without a token, the first message binds (push mode answers a fresh
+//! connection whose first message is neither `hello` nor `heartbeat` with `unknown`), so binding
+//! there keeps connections apart but is no authentication.
 //! `hello` advertising more than `max_worker_slots` slots is refused in every mode.
 
 use std::collections::HashMap;
@@ -98,9 +99,30 @@ pub struct Gate {
     cfg: GateConfig,
     nonces: Box<dyn FnMut() -> Option<Nonce> + Send>,
     conns: HashMap<Bytes, Conn>,
-    primary: HashMap<String, Bytes>,
-    secondary: HashMap<String, Bytes>,
+    /// The connection holding each (worker, role).
+    roles: HashMap<(String, Role), Bytes>,
     log: Limiter,
+}
+
+/// What a connection is to its worker, by its first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Role {
+    /// Said `hello`: the data connection (push DEALER, pull fetch socket).
+    Data,
+    /// Started with a `heartbeat`: the control connection.
+    Control,
+    /// Anything else: pull mode's report socket.
+    Other,
+}
+
+impl Role {
+    fn of(h: &Header) -> Role {
+        match h {
+            Header::Hello { .. } => Role::Data,
+            Header::Heartbeat { .. } => Role::Control,
+            _ => Role::Other,
+        }
+    }
 }
 
 /// The worker id a worker message speaks for.
@@ -142,8 +164,7 @@ impl Gate {
             cfg,
             nonces,
             conns: HashMap::new(),
-            primary: HashMap::new(),
-            secondary: HashMap::new(),
+            roles: HashMap::new(),
             log: Limiter::default(),
         }
     }
@@ -209,7 +230,7 @@ impl Gate {
             Some(_) if matches!(msg.header, Header::Auth { .. }) => Verdict::Drop,
             Some(id) if id == worker => {
                 if matches!(msg.header, Header::Hello { .. }) {
-                    self.bind(peer, worker, true);
+                    self.bind(peer, worker, Role::Data);
                 }
                 Verdict::Pass(msg)
             }
@@ -248,12 +269,12 @@ impl Gate {
                 nonce: auth::hex(&nonce),
             });
         }
-        let hello = matches!(msg.header, Header::Hello { .. });
-        if !hello && self.cfg.push {
-            // A push worker's connection starts with hello: ask for it.
+        let role = Role::of(&msg.header);
+        if role == Role::Other && self.cfg.push {
+            // A push worker's data connection starts with hello: ask for it.
             return Verdict::Reply(Header::Unknown);
         }
-        self.bind(peer, &id, hello);
+        self.bind(peer, &id, role);
         Verdict::Pass(msg)
     }
 
@@ -288,33 +309,22 @@ impl Gate {
                 reason: reason.into(),
             });
         }
-        let hello = matches!(held.header, Header::Hello { .. });
-        self.bind(peer, worker_id, hello);
+        let role = Role::of(&held.header);
+        self.bind(peer, worker_id, role);
         tracing::debug!(worker = worker_id, "connection authenticated");
         Verdict::Pass(held)
     }
 
-    /// Binds `peer` to `worker` as its primary (hello) or secondary connection; the connection
-    /// it replaces is forgotten (its next message starts over).
-    fn bind(&mut self, peer: &Bytes, worker: &str, primary: bool) {
-        let slot = if primary {
-            &mut self.primary
-        } else {
-            &mut self.secondary
-        };
-        if let Some(old) = slot.insert(worker.to_owned(), peer.clone()) {
+    /// Binds `peer` to `worker` in `role`; the connection it replaces is forgotten (its next
+    /// message starts over).
+    fn bind(&mut self, peer: &Bytes, worker: &str, role: Role) {
+        // A connection holds one role (a data connection may have started as something else).
+        self.roles
+            .retain(|(w, r), p| !(p == peer && w == worker && *r != role));
+        if let Some(old) = self.roles.insert((worker.to_owned(), role), peer.clone()) {
             if old != *peer {
                 self.conns.remove(&old);
             }
-        }
-        // A connection is one worker's primary or secondary, never both.
-        let other = if primary {
-            &mut self.secondary
-        } else {
-            &mut self.primary
-        };
-        if other.get(worker) == Some(peer) {
-            other.remove(worker);
         }
         if let Some(c) = self.conns.get_mut(peer) {
             c.state = State::Bound {
@@ -342,8 +352,7 @@ impl Gate {
         self.conns
             .retain(|_, c| now.saturating_duration_since(c.last) < IDLE);
         let conns = &self.conns;
-        self.primary.retain(|_, p| conns.contains_key(p));
-        self.secondary.retain(|_, p| conns.contains_key(p));
+        self.roles.retain(|_, p| conns.contains_key(p));
     }
 
     /// The worker `peer` is bound to, if any.
@@ -478,12 +487,15 @@ mod tests {
                 ],
             ),
             (
-                "push: a fresh connection speaking for a worker is asked to say hello",
+                "push: a fresh connection must start with hello (data) or heartbeat (control)",
                 true,
                 vec![
                     (1, hello("a", 4), "pass hello"),
-                    (2, heartbeat("a"), "reply unknown"),
                     (2, report("a"), "reply unknown"),
+                    (3, heartbeat("a"), "pass heartbeat"),
+                    (3, report("b"), "drop"),
+                    (3, heartbeat("a"), "pass heartbeat"),
+                    (1, report("a"), "pass report"),
                 ],
             ),
             (
@@ -492,8 +504,20 @@ mod tests {
                 vec![
                     (1, hello("a", 4), "pass hello"),
                     (2, hello("a", 4), "pass hello"),
+                    (2, report("a"), "pass report"),
+                    (1, report("a"), "reply unknown"),
+                ],
+            ),
+            (
+                "a new control connection replaces the old one; data stays",
+                false,
+                vec![
+                    (1, hello("a", 4), "pass hello"),
                     (2, heartbeat("a"), "pass heartbeat"),
-                    (1, heartbeat("a"), "reply unknown"),
+                    (3, heartbeat("a"), "pass heartbeat"),
+                    (1, heartbeat("a"), "pass heartbeat"),
+                    (4, report("a"), "pass report"),
+                    (4, heartbeat("a"), "pass heartbeat"),
                 ],
             ),
             (
@@ -637,6 +661,6 @@ mod tests {
         let later = t0 + IDLE + Duration::from_secs(1);
         g.inbound(&peer(1), hello("fresh", 1), later);
         assert_eq!(g.conns.len(), 1);
-        assert_eq!(g.primary.len(), 1);
+        assert_eq!(g.roles.len(), 1);
     }
 }

@@ -1,9 +1,11 @@
 //! Pull and push modes: the dispatcher serves ZeroMQ workers (protocol in docs/protocol.md).
 //!
-//! One task owns all state ([`state::Remote`]) and reacts to events: messages from workers (a
-//! receiver task), queue entries (the [`feeder`]), and the results of Redis work done in the
-//! background ([`effects`]). Sends go through per-peer writers ([`outbound`]), so nothing the
-//! network does can stall the loop.
+//! The logic is a pure state machine ([`state::Remote`]: `handle(now, event) -> actions`, no
+//! I/O). This loop feeds it events — messages from workers (a receiver task), queue entries and
+//! recovered orphans (the [`feeder`]), the completions of Redis work, ticks — and performs the
+//! actions it returns ([`effects`]): Redis work runs in background tasks that report back as
+//! events, sends go through per-peer writers ([`outbound`]), so nothing the network does can
+//! stall the loop.
 //!
 //! systemd: `READY=1` once the ROUTER is bound; the loop pings the watchdog while the feeder's
 //! [`Pulse`] shows signs of life (so a wedged loop or a stuck queue reader stops the pings, see
@@ -22,49 +24,22 @@ mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use uuid::Uuid;
 use zeromq::{RouterSocket, Socket, SocketRecv};
 
-use super::core::{Core, Prepared};
+use super::core::Core;
 use super::presence::Presence;
 use super::pulse::Pulse;
 use super::DispatchError;
-use crate::config::DispatcherConfig;
+use crate::config::{DispatcherConfig, Mode};
+use crate::dispatcher::runs::InFlight;
 use crate::notify::{StatusLine, Watchdog};
-use crate::protocol::{decode, guard, Decoded, TaskRef};
+use crate::protocol::{decode, guard};
 use crate::shutdown::Shutdown;
-use crate::store::{QueueEntry, QueueReader};
+use crate::store::QueueReader;
 
-pub use state::Timing;
-
-/// Everything the loop reacts to.
-pub enum Event {
-    /// A message from a worker; `envelope` is the ROUTER identity (+ REQ delimiter).
-    Inbound { envelope: Vec<Bytes>, msg: Decoded },
-    /// New (or recovered, still QUEUED) queue entries.
-    Entries(Vec<QueueEntry>),
-    /// A recovered entry whose task was RUNNING under a dispatcher that is gone.
-    Orphan {
-        task_id: Uuid,
-        attempt: Option<u32>,
-        entry_id: String,
-    },
-    /// Entries claimed for a worker (`count` entries were taken from its credit).
-    Claimed {
-        worker_id: String,
-        count: usize,
-        prepared: Vec<Prepared>,
-    },
-    /// Results stored; acknowledge them (to `reply_to` when a pull report waits for it).
-    Stored {
-        worker_id: String,
-        acks: Vec<TaskRef>,
-        reply_to: Option<Vec<Bytes>>,
-    },
-}
+pub use state::{Action, Event, Remote, Timing};
 
 /// Runs the pull or push loop until `shutdown`, then waits up to `drain` for running tasks.
 pub async fn run(
@@ -95,7 +70,7 @@ pub async fn run(
     let receiver = tokio::spawn(receive(recv, tx.clone(), gate, gate_out));
 
     let (demand_tx, demand_rx) = watch::channel(0usize);
-    let in_flight = feeder::InFlight::default();
+    let in_flight = InFlight::default();
     let pulse = Arc::new(Pulse::default());
     let (feeder_stop, feeder_shutdown) = crate::shutdown::channel();
     let feeder = tokio::spawn(feeder::run(
@@ -112,18 +87,22 @@ pub async fn run(
         misses: cfg.heartbeat_misses.max(1),
         deadline: (cfg.task_deadline_secs > 0.0)
             .then(|| Duration::from_secs_f64(cfg.task_deadline_secs)),
+        orphan_grace: Duration::from_secs_f64(cfg.orphan_grace_secs.max(0.0)),
     };
     let health_of = core.clone();
     let mut presence = Presence::offered(core.store.clone(), core.name.clone(), cfg.mode.as_str());
-    let mut state = state::Remote::new(
+    let mut state = Remote::new(cfg.mode == Mode::Pull, core.name.clone(), timing);
+    let mut fx = effects::Effects {
         core,
-        cfg.mode,
-        timing,
-        outbound::Outbound::new(send),
-        tx,
-        demand_tx,
+        out: outbound::Outbound::new(send),
+        events: tx,
+        demand: demand_tx,
         in_flight,
-    );
+    };
+    let mut step = |state: &mut Remote, ev: Event| {
+        let actions = state.handle(std::time::Instant::now(), ev);
+        fx.perform(actions);
+    };
     let mut tick = tokio::time::interval(timing.interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mode = cfg.mode.as_str();
@@ -148,13 +127,13 @@ pub async fn run(
         presence.offer(|| state.presence());
         tokio::select! {
             _ = shutdown.wait() => break,
-            Some(ev) = rx.recv() => state.handle(ev),
-            _ = tick.tick() => state.tick(),
+            Some(ev) = rx.recv() => step(&mut state, ev),
+            _ = tick.tick() => step(&mut state, Event::Tick),
             _ = wd.due(), if alive => {}
         }
     }
     feeder_stop.trigger();
-    state.start_drain();
+    step(&mut state, Event::Drain);
     tracing::info!(
         running = state.busy(),
         "draining: waiting for running tasks to report"
@@ -164,8 +143,8 @@ pub async fn run(
         wd.poll();
         status.set_with(|| format!("stopping: waiting for {} running tasks", state.busy()));
         tokio::select! {
-            Some(ev) = rx.recv() => state.handle(ev),
-            _ = tick.tick() => state.tick(),
+            Some(ev) = rx.recv() => step(&mut state, ev),
+            _ = tick.tick() => step(&mut state, Event::Tick),
             _ = wd.due() => {}
             _ = tokio::time::sleep_until(until) => {
                 tracing::warn!(left = state.busy(), "drain timeout: running tasks stay with their workers, which report them to the next dispatcher");

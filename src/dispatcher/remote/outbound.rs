@@ -11,16 +11,18 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use zeromq::{RouterSendHalf, SocketSend, ZmqMessage};
 
-use crate::protocol::{encode, Header};
+use crate::protocol::{encode, transfer_allowance, Header};
 
 const QUEUE_PER_PEER: usize = 1024;
+/// A send may take this plus its size at the slowest link's rate
+/// ([`transfer_allowance`]) before the peer counts as hung.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITER_IDLE: Duration = Duration::from_secs(60);
 
 /// The dispatcher's sending side.
 pub struct Outbound {
     send: RouterSendHalf,
-    writers: HashMap<Bytes, mpsc::Sender<ZmqMessage>>,
+    writers: HashMap<Bytes, mpsc::Sender<(ZmqMessage, Duration)>>,
 }
 
 impl Outbound {
@@ -36,7 +38,9 @@ impl Outbound {
         let Some(peer) = envelope.first().cloned() else {
             return;
         };
-        let mut msg = encode(envelope, header, blobs);
+        let bytes: u64 = blobs.iter().map(|b| b.len() as u64).sum();
+        let limit = SEND_TIMEOUT + transfer_allowance(bytes);
+        let mut msg = (encode(envelope, header, blobs), limit);
         for _ in 0..2 {
             let tx = self
                 .writers
@@ -58,11 +62,11 @@ impl Outbound {
     }
 }
 
-fn spawn_writer(mut send: RouterSendHalf) -> mpsc::Sender<ZmqMessage> {
-    let (tx, mut rx) = mpsc::channel::<ZmqMessage>(QUEUE_PER_PEER);
+fn spawn_writer(mut send: RouterSendHalf) -> mpsc::Sender<(ZmqMessage, Duration)> {
+    let (tx, mut rx) = mpsc::channel::<(ZmqMessage, Duration)>(QUEUE_PER_PEER);
     tokio::spawn(async move {
-        while let Ok(Some(msg)) = tokio::time::timeout(WRITER_IDLE, rx.recv()).await {
-            match tokio::time::timeout(SEND_TIMEOUT, send.send(msg)).await {
+        while let Ok(Some((msg, limit))) = tokio::time::timeout(WRITER_IDLE, rx.recv()).await {
+            match tokio::time::timeout(limit, send.send(msg)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "send to worker failed (peer gone?)"),
                 Err(_) => tracing::warn!("send to worker timed out (peer hung?)"),

@@ -1,30 +1,116 @@
-//! The dispatcher's in-memory registry of workers and the runs assigned to them.
+//! The dispatcher's in-memory registry of workers: the runs assigned to each, and the one place
+//! where pull and push differ, how a message reaches a worker ([`Outlet`]).
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::dispatcher::core::{Owned, Running};
-use crate::protocol::{TaskRef, WorkerInfo};
+use crate::dispatcher::runs::task_ref;
+use crate::protocol::{Header, TaskRef, WorkerInfo};
 
 /// A run assigned to a worker (claimed; maybe not yet sent).
 #[derive(Debug, Clone)]
 pub struct Assigned {
     pub owned: Owned,
-    /// Sent to the worker (false while waiting for delivery).
-    pub sent: bool,
+    /// When it was sent to the worker, plus the time its message may take to arrive on a slow
+    /// link (None while waiting for delivery).
+    pub sent_at: Option<Instant>,
     /// When the run is declared lost if no result came (task_deadline_secs).
     pub deadline: Option<Instant>,
+}
+
+impl Assigned {
+    pub fn task(&self) -> TaskRef {
+        task_ref(&self.owned)
+    }
+}
+
+/// How messages reach a worker. Push: its DEALER, at any time. Pull: only as the answer to a
+/// fetch it parked with us (each message to a REQ socket answers exactly one request).
+#[derive(Debug, Clone)]
+pub enum Outlet {
+    Stream(Vec<Bytes>),
+    Parked(Option<(Vec<Bytes>, Instant)>),
+}
+
+impl Outlet {
+    /// The outlet of a worker that just said `hello` on `envelope`.
+    pub fn new(pull: bool, envelope: Vec<Bytes>) -> Self {
+        if pull {
+            Outlet::Parked(None)
+        } else {
+            Outlet::Stream(envelope)
+        }
+    }
+
+    /// A message can go out now.
+    pub fn open(&self) -> bool {
+        match self {
+            Outlet::Stream(_) => true,
+            Outlet::Parked(p) => p.is_some(),
+        }
+    }
+
+    /// The route for one message (a parked fetch is used up).
+    pub fn take(&mut self) -> Option<Vec<Bytes>> {
+        match self {
+            Outlet::Stream(env) => Some(env.clone()),
+            Outlet::Parked(p) => p.take().map(|(env, _)| env),
+        }
+    }
+
+    /// A message from the worker arrived on `envelope` (push: the latest route wins).
+    pub fn heard(&mut self, envelope: &[Bytes]) {
+        if let Outlet::Stream(env) = self {
+            *env = envelope.to_vec();
+        }
+    }
+
+    /// Pull: a fetch waits for an answer.
+    pub fn park(&mut self, envelope: Vec<Bytes>, now: Instant) {
+        if let Outlet::Parked(p) = self {
+            *p = Some((envelope, now));
+        }
+    }
+
+    /// The worker waits on us (a parked fetch): it is alive however long it is quiet.
+    pub fn waiting(&self) -> bool {
+        matches!(self, Outlet::Parked(Some(_)))
+    }
+
+    /// The worker's requests are answered one by one (pull), so a `report` gets its own `ack`.
+    pub fn answers_requests(&self) -> bool {
+        matches!(self, Outlet::Parked(_))
+    }
+
+    /// Time for an idle message: push, nothing sent for an interval (our heartbeat); pull, a
+    /// fetch parked for an interval (answered so the worker knows we are alive).
+    pub fn idle_due(&self, last_sent: Instant, now: Instant, interval: Duration) -> bool {
+        match self {
+            Outlet::Stream(_) => now.saturating_duration_since(last_sent) >= interval,
+            Outlet::Parked(Some((_, since))) => now.saturating_duration_since(*since) >= interval,
+            Outlet::Parked(None) => false,
+        }
+    }
+
+    /// The message that says "nothing to run", carrying pending acknowledgements.
+    pub fn idle_message(&self, acks: Vec<TaskRef>) -> Header {
+        match self {
+            Outlet::Stream(_) if acks.is_empty() => Header::Ping,
+            Outlet::Stream(_) => Header::Ack { acks },
+            Outlet::Parked(_) => Header::Nothing { acks },
+        }
+    }
 }
 
 /// One registered worker.
 #[derive(Debug)]
 pub struct Worker {
     pub info: WorkerInfo,
-    /// Where messages for it go (push: its DEALER; pull: its latest fetch socket).
-    pub envelope: Vec<Bytes>,
+    pub outlet: Outlet,
     pub last_seen: Instant,
     pub last_sent: Instant,
     /// Runs assigned to it, by task id.
@@ -33,44 +119,51 @@ pub struct Worker {
     pub claiming: usize,
     /// Claimed runs waiting to be sent.
     pub ready: Vec<Running>,
-    /// Pull: a fetch waiting for an answer, and since when.
-    pub parked: Option<(Vec<Bytes>, Instant)>,
     /// Stored results to acknowledge in the next message.
     pub acks: Vec<TaskRef>,
+    /// Runs to cancel on the worker in the next message.
+    pub cancels: Vec<TaskRef>,
     /// Results being written to Redis (duplicates are ignored meanwhile).
     pub storing: HashSet<TaskRef>,
+    /// Runs the worker holds that are not assigned to it here (cancelled, past their deadline,
+    /// or not known yet after a restart): they take its slots until it stops listing them.
+    pub foreign: HashSet<TaskRef>,
     /// It said bye: no new tasks.
     pub leaving: bool,
-    /// Runs whose deadline passed (already settled as lost) but which may still occupy a slot on
-    /// the worker until it reports them.
-    pub expired: HashSet<TaskRef>,
 }
 
 impl Worker {
-    pub fn new(info: WorkerInfo, envelope: Vec<Bytes>, now: Instant) -> Self {
+    pub fn new(info: WorkerInfo, outlet: Outlet, now: Instant) -> Self {
         Worker {
             info,
-            envelope,
+            outlet,
             last_seen: now,
             last_sent: now,
             running: HashMap::new(),
             claiming: 0,
             ready: Vec::new(),
-            parked: None,
             acks: Vec::new(),
+            cancels: Vec::new(),
             storing: HashSet::new(),
+            foreign: HashSet::new(),
             leaving: false,
-            expired: HashSet::new(),
         }
     }
 
-    /// Slots not taken by assigned or being-claimed runs.
+    /// Slots not taken by assigned, being-claimed or foreign runs.
     pub fn free(&self) -> usize {
         if self.leaving {
             return 0;
         }
         (self.info.slots as usize)
-            .saturating_sub(self.running.len() + self.claiming + self.expired.len())
+            .saturating_sub(self.running.len() + self.claiming + self.foreign.len())
+    }
+
+    /// The run `t` is assigned to this worker (same attempt).
+    pub fn has(&self, t: &TaskRef) -> bool {
+        self.running
+            .get(&t.task_id)
+            .is_some_and(|a| a.owned.attempt == t.attempt)
     }
 
     /// A short description for logs and failure messages.
@@ -83,13 +176,10 @@ impl Worker {
 }
 
 /// Picks the worker to give tasks to: the one with the most free slots (ties: fewer running),
-/// among those `eligible`.
-pub fn pick<'a>(
-    workers: impl Iterator<Item = &'a Worker>,
-    eligible: impl Fn(&Worker) -> bool,
-) -> Option<String> {
+/// among those whose outlet is open.
+pub fn pick<'a>(workers: impl Iterator<Item = &'a Worker>) -> Option<String> {
     workers
-        .filter(|w| w.free() > 0 && eligible(w))
+        .filter(|w| w.free() > 0 && w.outlet.open())
         .max_by_key(|w| (w.free(), std::cmp::Reverse(w.running.len())))
         .map(|w| w.info.id.clone())
 }
@@ -98,7 +188,7 @@ pub fn pick<'a>(
 mod tests {
     use super::*;
 
-    fn worker(id: &str, slots: u32, running: usize) -> Worker {
+    fn worker(id: &str, slots: u32, running: usize, outlet: Outlet) -> Worker {
         let mut w = Worker::new(
             WorkerInfo {
                 id: id.into(),
@@ -109,7 +199,7 @@ mod tests {
                 protocol: 1,
                 runtime: Default::default(),
             },
-            vec![],
+            outlet,
             Instant::now(),
         );
         for _ in 0..running {
@@ -122,7 +212,7 @@ mod tests {
                         attempt: 1,
                         entry_id: "0-1".into(),
                     },
-                    sent: true,
+                    sent_at: Some(Instant::now()),
                     deadline: None,
                 },
             );
@@ -130,14 +220,55 @@ mod tests {
         w
     }
 
+    fn push() -> Outlet {
+        Outlet::Stream(vec![Bytes::from_static(b"p")])
+    }
+
     #[test]
-    fn picks_the_least_loaded() {
-        let ws = [worker("a", 2, 1), worker("b", 4, 1), worker("c", 4, 4)];
-        assert_eq!(pick(ws.iter(), |_| true).as_deref(), Some("b"));
-        assert_eq!(pick(ws.iter(), |w| w.info.id != "b").as_deref(), Some("a"));
-        let mut leaving = worker("d", 8, 0);
+    fn picks_the_least_loaded_open_worker() {
+        let ws = [
+            worker("a", 2, 1, push()),
+            worker("b", 4, 1, push()),
+            worker("c", 4, 4, push()),
+        ];
+        assert_eq!(pick(ws.iter()).as_deref(), Some("b"));
+        let closed = [
+            worker("b", 4, 1, Outlet::Parked(None)),
+            worker("a", 2, 1, push()),
+        ];
+        assert_eq!(pick(closed.iter()).as_deref(), Some("a"));
+        let mut leaving = worker("d", 8, 0, push());
         leaving.leaving = true;
         assert_eq!(leaving.free(), 0);
-        assert_eq!(pick([worker("c", 1, 1)].iter(), |_| true), None);
+        assert_eq!(pick([worker("c", 1, 1, push())].iter()), None);
+    }
+
+    #[test]
+    fn foreign_runs_take_slots() {
+        let mut w = worker("a", 2, 1, push());
+        w.foreign.insert(TaskRef {
+            task_id: Uuid::new_v4(),
+            attempt: 3,
+        });
+        assert_eq!(w.free(), 0);
+    }
+
+    #[test]
+    fn outlets_differ_only_in_how_they_route() {
+        let now = Instant::now();
+        let env = vec![Bytes::from_static(b"x")];
+        let mut pull = Outlet::new(true, env.clone());
+        assert!(!pull.open() && pull.take().is_none());
+        pull.park(env.clone(), now);
+        assert!(pull.open() && pull.waiting());
+        assert!(pull.idle_due(now, now + Duration::from_secs(1), Duration::from_secs(1)));
+        assert_eq!(pull.take(), Some(env.clone()));
+        assert!(!pull.open());
+        let mut push = Outlet::new(false, env.clone());
+        assert!(push.open() && !push.waiting());
+        assert_eq!(push.take(), Some(env.clone()));
+        assert!(push.open());
+        assert_eq!(push.idle_message(vec![]), Header::Ping);
+        assert_eq!(pull.idle_message(vec![]), Header::Nothing { acks: vec![] });
     }
 }

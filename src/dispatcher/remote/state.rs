@@ -1,42 +1,43 @@
-//! The remote loop's state machine: workers, backlog, orphans, and what each event does to them.
+//! The remote dispatcher as a pure state machine: [`Remote::handle`] takes the time and one
+//! [`Event`] and returns the [`Action`]s to perform. No I/O, no clock, no tasks: the loop in
+//! `remote/mod.rs` feeds events in and performs the actions (sends, Redis work in the
+//! background whose completion comes back as events).
+//!
+//! Pull and push differ only in how a message reaches a worker ([`Outlet`]). Runs recovered from
+//! a dispatcher that is gone follow one rule ([`Remote::orphan`]): they wait `orphan_grace` for
+//! a worker to list or report them, then are settled as lost. What each worker holds is
+//! reconciled against what it lists in `hello`, `heartbeat` and `fetch` (see
+//! [`Remote::reconcile`] and docs/protocol.md).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::effects::{self, Loss, ToStore};
-use super::feeder::InFlight;
-use super::outbound::Outbound;
-use super::registry::{pick, Assigned, Worker};
-use super::Event;
-use crate::config::Mode;
-use crate::dispatcher::core::{Core, Owned, Prepared, Running};
-use crate::protocol::{Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo, VERSION};
+use super::registry::{pick, Assigned, Outlet, Worker};
+use crate::dispatcher::core::{Owned, Prepared, Running};
+use crate::dispatcher::runs::{task_ref, Loss};
+use crate::protocol::{
+    transfer_allowance, Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo, VERSION,
+};
+use crate::runtime::Runtime;
 use crate::store::presence::WorkerPresence;
 use crate::store::QueueEntry;
-
-/// A RUNNING task recovered from a dispatcher that is gone, waiting for its worker to return.
-struct Orphan {
-    attempt: Option<u32>,
-    entry_id: String,
-    until: Instant,
-}
 
 /// How long a handed-back run this dispatcher had no record of is remembered (until its queue
 /// entry turns up in a recovery pass, which runs every 10 s).
 const RELEASED_KEEP: Duration = Duration::from_secs(60);
 
-/// Liveness and deadline settings.
+/// Liveness, deadline and grace settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub interval: Duration,
     pub misses: u32,
+    /// Time a worker has to report a sent run (task_deadline_secs); None: no limit.
     pub deadline: Option<Duration>,
+    /// Time a run recovered from a dispatcher that is gone waits for its worker to come back.
+    pub orphan_grace: Duration,
 }
 
 impl Timing {
@@ -46,50 +47,119 @@ impl Timing {
     }
 }
 
+/// Everything the state machine reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A message from a worker; `envelope` is the ROUTER identity (+ REQ delimiter).
+    Inbound { envelope: Vec<Bytes>, msg: Decoded },
+    /// New (or recovered, still QUEUED) queue entries.
+    Entries(Vec<QueueEntry>),
+    /// A recovered entry whose task was RUNNING under a dispatcher that is gone.
+    Orphan {
+        task_id: Uuid,
+        attempt: Option<u32>,
+        entry_id: String,
+    },
+    /// A recovery pass finished: every run from before the start is known from now on.
+    Recovered,
+    /// Entries claimed for a worker (`count` entries were taken from its credit).
+    Claimed {
+        worker_id: String,
+        count: usize,
+        prepared: Vec<Prepared>,
+    },
+    /// Results stored; acknowledge them (to `reply_to` when a pull report waits for it).
+    Stored {
+        worker_id: String,
+        acks: Vec<TaskRef>,
+        reply_to: Option<Vec<Bytes>>,
+    },
+    /// A user cancelled this RUNNING task (the hook for `POST /cancel` of running tasks): its
+    /// run is cancelled on its worker and the task FAILED with `TaskCancelled`.
+    Cancel { task_id: Uuid },
+    /// Time passed (heartbeats, liveness, deadlines, orphans).
+    Tick,
+    /// The dispatcher is stopping: no more claims.
+    Drain,
+}
+
+/// One result to store: what the worker said, and our record of the run if we have one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToStore {
+    pub meta: ResultMeta,
+    pub blob: Bytes,
+    pub owned: Option<Owned>,
+}
+
+/// What the loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to the peer addressed by `to`.
+    Send {
+        to: Vec<Bytes>,
+        header: Header,
+        blobs: Vec<Bytes>,
+    },
+    /// Claim the entries for a worker (answers with [`Event::Claimed`]).
+    Claim {
+        worker_id: String,
+        entries: Vec<QueueEntry>,
+    },
+    /// Store results (answers with [`Event::Stored`]).
+    Store {
+        worker_id: String,
+        results: Vec<ToStore>,
+        reply_to: Option<Vec<Bytes>>,
+    },
+    /// Settle runs that ended without a result.
+    Settle { losses: Vec<Loss>, reason: String },
+    /// Record a worker's runtime for the tasks claimed for it (None: forget it).
+    Runtime {
+        worker_id: String,
+        runtime: Option<Runtime>,
+    },
+    /// Tell the queue reader how many more entries the workers can take.
+    Demand(usize),
+}
+
+/// A RUNNING task recovered from a dispatcher that is gone, waiting for its worker to return.
+#[derive(Debug)]
+struct Orphan {
+    attempt: Option<u32>,
+    entry_id: String,
+    until: Instant,
+}
+
 pub struct Remote {
-    core: Arc<Core>,
-    mode: Mode,
+    pull: bool,
+    name: String,
     timing: Timing,
-    out: Outbound,
-    events: mpsc::Sender<Event>,
-    demand: watch::Sender<usize>,
-    in_flight: InFlight,
     workers: HashMap<String, Worker>,
     backlog: VecDeque<QueueEntry>,
     orphans: HashMap<Uuid, Orphan>,
     /// Runs handed back by a worker that this dispatcher had no record of: (attempt, forget at).
     released: HashMap<Uuid, (u32, Instant)>,
+    /// A recovery pass has finished: a run nobody here knows is not ours.
+    recovered: bool,
     draining: bool,
+    out: Vec<Action>,
 }
 
 impl Remote {
-    pub fn new(
-        core: Arc<Core>,
-        mode: Mode,
-        timing: Timing,
-        out: Outbound,
-        events: mpsc::Sender<Event>,
-        demand: watch::Sender<usize>,
-        in_flight: InFlight,
-    ) -> Self {
+    /// A dispatcher named `name` serving pull (`pull`) or push workers.
+    pub fn new(pull: bool, name: String, timing: Timing) -> Self {
         Remote {
-            core,
-            mode,
+            pull,
+            name,
             timing,
-            out,
-            events,
-            demand,
-            in_flight,
             workers: HashMap::new(),
             backlog: VecDeque::new(),
             orphans: HashMap::new(),
             released: HashMap::new(),
+            recovered: false,
             draining: false,
+            out: Vec::new(),
         }
-    }
-
-    fn pull(&self) -> bool {
-        self.mode == Mode::Pull
     }
 
     /// Runs assigned to workers, being claimed, or whose results are being stored: what a
@@ -127,9 +197,10 @@ impl Remote {
             .collect()
     }
 
-    pub fn handle(&mut self, ev: Event) {
+    /// Applies `ev` at time `now`; returns what to do.
+    pub fn handle(&mut self, now: Instant, ev: Event) -> Vec<Action> {
         match ev {
-            Event::Inbound { envelope, msg } => self.on_message(envelope, msg),
+            Event::Inbound { envelope, msg } => self.on_message(now, envelope, msg),
             Event::Entries(entries) => {
                 self.backlog.extend(entries);
                 self.assign();
@@ -138,108 +209,208 @@ impl Remote {
                 task_id,
                 attempt,
                 entry_id,
-            } => self.on_orphan(task_id, attempt, entry_id),
+            } => self.orphan(now, task_id, attempt, entry_id),
+            Event::Recovered => self.recovered = true,
             Event::Claimed {
                 worker_id,
                 count,
                 prepared,
-            } => self.on_claimed(&worker_id, count, prepared),
+            } => self.on_claimed(now, &worker_id, count, prepared),
             Event::Stored {
                 worker_id,
                 acks,
                 reply_to,
-            } => self.on_stored(&worker_id, acks, reply_to),
+            } => self.on_stored(now, &worker_id, acks, reply_to),
+            Event::Cancel { task_id } => self.cancel(now, task_id),
+            Event::Tick => self.tick(now),
+            Event::Drain => self.drain(now),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn send(&mut self, to: Vec<Bytes>, header: Header) {
+        self.out.push(Action::Send {
+            to,
+            header,
+            blobs: Vec::new(),
+        });
+    }
+
+    fn settle(&mut self, losses: Vec<Loss>, reason: String) {
+        if !losses.is_empty() {
+            self.out.push(Action::Settle { losses, reason });
         }
     }
 
     // ---- inbound messages ----
 
-    fn on_message(&mut self, envelope: Vec<Bytes>, msg: Decoded) {
+    fn on_message(&mut self, now: Instant, envelope: Vec<Bytes>, msg: Decoded) {
         let Decoded { header, blobs } = msg;
         match header {
-            Header::Hello { worker, running } => self.on_hello(envelope, worker, running),
+            Header::Hello { worker, running } => self.on_hello(now, envelope, worker, running),
             Header::Fetch {
                 worker_id,
                 free,
                 results,
-            } => self.on_fetch(envelope, &worker_id, free, results, blobs),
-            Header::Report { worker_id, results } => {
-                if !self.seen(&envelope, &worker_id, true) {
+                running,
+            } => {
+                if !self.seen(now, &envelope, &worker_id) {
                     return;
                 }
-                let reply_to = self.pull().then(|| envelope.clone());
-                self.on_results(&worker_id, results, blobs, reply_to);
-            }
-            Header::Heartbeat { worker_id, .. } => {
-                self.seen(&envelope, &worker_id, true);
-            }
-            Header::Bye { worker_id } => {
+                self.on_results(now, &worker_id, results, blobs, None);
+                self.reconcile(now, &worker_id, &running);
                 if let Some(w) = self.workers.get_mut(&worker_id) {
-                    w.leaving = true;
-                    w.last_seen = Instant::now();
-                    tracing::info!(worker = %worker_id, running = w.running.len(), "worker leaving");
-                    let acks = std::mem::take(&mut w.acks);
-                    if self.mode == Mode::Pull {
-                        self.out.send(&envelope, &Header::Ack { acks }, Vec::new());
-                    } else {
-                        w.acks = acks;
+                    w.outlet.park(envelope, now);
+                    if w.ready.is_empty() && (free == 0 || w.leaving || self.draining) {
+                        self.flush(now, &worker_id, true);
                     }
-                    self.requeue_ready(&worker_id, "worker is leaving");
-                } else if self.pull() {
-                    self.out
-                        .send(&envelope, &Header::Ack { acks: Vec::new() }, Vec::new());
+                }
+                self.flush(now, &worker_id, false);
+                self.assign();
+            }
+            Header::Report { worker_id, results } => {
+                if !self.seen(now, &envelope, &worker_id) {
+                    return;
+                }
+                let reply_to = self
+                    .workers
+                    .get(&worker_id)
+                    .and_then(|w| w.outlet.answers_requests().then(|| envelope.clone()));
+                self.on_results(now, &worker_id, results, blobs, reply_to);
+            }
+            Header::Heartbeat {
+                worker_id, running, ..
+            } => {
+                // Heartbeats come on the worker's control connection: answered there at once
+                // (its sign of our life, never queued behind a bulk transfer), route unchanged.
+                if self.alive(now, &envelope, &worker_id, false) {
+                    self.send(envelope, Header::Ping);
+                    self.reconcile(now, &worker_id, &running);
+                    self.flush(now, &worker_id, false);
+                    self.assign();
                 }
             }
-            Header::Release { worker_id, tasks } => self.on_release(envelope, &worker_id, tasks),
+            Header::Bye { worker_id } => self.on_bye(now, envelope, &worker_id),
+            Header::Release { worker_id, tasks } => {
+                self.on_release(now, envelope, &worker_id, tasks)
+            }
             other => tracing::warn!(kind = other.kind(), "unexpected message from a worker"),
         }
     }
 
     /// Marks `worker_id` alive. An unknown id is told to say hello again (returns false).
-    fn seen(&mut self, envelope: &[Bytes], worker_id: &str, update_envelope: bool) -> bool {
+    fn seen(&mut self, now: Instant, envelope: &[Bytes], worker_id: &str) -> bool {
+        self.alive(now, envelope, worker_id, true)
+    }
+
+    /// [`Self::seen`]; `route`: the message came on the worker's data connection (push: the
+    /// latest one is where messages go), not on its control connection.
+    fn alive(&mut self, now: Instant, envelope: &[Bytes], worker_id: &str, route: bool) -> bool {
         match self.workers.get_mut(worker_id) {
             Some(w) => {
-                w.last_seen = Instant::now();
-                if update_envelope && self.mode == Mode::Push {
-                    w.envelope = envelope.to_vec();
+                w.last_seen = now;
+                if route {
+                    w.outlet.heard(envelope);
                 }
                 true
             }
             None => {
                 tracing::debug!(worker = %worker_id, "message from an unknown worker; asking it to register");
-                self.out.send(envelope, &Header::Unknown, Vec::new());
+                self.send(envelope.to_vec(), Header::Unknown);
                 false
             }
         }
     }
 
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        envelope: Vec<Bytes>,
+        info: WorkerInfo,
+        running: Vec<TaskRef>,
+    ) {
+        if info.protocol != VERSION {
+            let reason = format!(
+                "protocol version {} is not supported (dispatcher speaks {VERSION})",
+                info.protocol
+            );
+            tracing::warn!(worker = %info.id, %reason, "worker refused");
+            self.send(envelope, Header::Refused { reason });
+            return;
+        }
+        let id = info.id.clone();
+        self.out.push(Action::Runtime {
+            worker_id: id.clone(),
+            runtime: Some(info.runtime.clone()),
+        });
+        let restarted = self
+            .workers
+            .get(&id)
+            .is_some_and(|w| w.info.pid != info.pid || w.info.host != info.host);
+        if restarted {
+            self.remove_worker(&id, "worker restarted");
+        }
+        let outlet = Outlet::new(self.pull, envelope.clone());
+        match self.workers.get_mut(&id) {
+            Some(w) => {
+                tracing::info!(worker = %id, "worker reconnected");
+                w.outlet = outlet;
+                w.last_seen = now;
+                w.info.slots = info.slots;
+            }
+            None => {
+                tracing::info!(worker = %id, slots = info.slots, host = %info.host, pid = info.pid, version = %info.version, "worker joined");
+                self.workers
+                    .insert(id.clone(), Worker::new(info, outlet, now));
+            }
+        }
+        self.reconcile(now, &id, &running);
+        let welcome = Header::Welcome {
+            dispatcher: self.name.clone(),
+            heartbeat_ms: u64::try_from(self.timing.interval.as_millis()).unwrap_or(u64::MAX),
+            heartbeat_misses: self.timing.misses,
+        };
+        self.send(envelope, welcome);
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_sent = now;
+        }
+        self.flush(now, &id, false);
+        self.assign();
+    }
+
+    fn on_bye(&mut self, now: Instant, envelope: Vec<Bytes>, worker_id: &str) {
+        let acks = match self.workers.get_mut(worker_id) {
+            Some(w) => {
+                w.leaving = true;
+                w.last_seen = now;
+                w.last_sent = now;
+                tracing::info!(worker = %worker_id, running = w.running.len(), "worker leaving");
+                std::mem::take(&mut w.acks)
+            }
+            None => Vec::new(),
+        };
+        self.send(envelope, Header::Ack { acks });
+        self.requeue_ready(worker_id, "worker is leaving");
+        self.assign();
+    }
+
     /// A stopping worker killed these runs: re-queue them (fenced by attempt) and acknowledge.
-    fn on_release(&mut self, envelope: Vec<Bytes>, worker_id: &str, tasks: Vec<TaskRef>) {
-        if !self.seen(&envelope, worker_id, true) {
+    fn on_release(
+        &mut self,
+        now: Instant,
+        envelope: Vec<Bytes>,
+        worker_id: &str,
+        tasks: Vec<TaskRef>,
+    ) {
+        if !self.seen(now, &envelope, worker_id) {
             return; // it registers again and repeats the release
         }
-        let Some(w) = self.workers.get_mut(worker_id) else {
-            return;
-        };
-        let now = Instant::now();
         let mut back = Vec::with_capacity(tasks.len());
         for t in &tasks {
-            let mine = w
-                .running
-                .get(&t.task_id)
-                .is_some_and(|a| a.owned.attempt == t.attempt);
-            let orphan = self
-                .orphans
-                .get(&t.task_id)
-                .is_some_and(|o| o.attempt == Some(t.attempt));
-            if let Some(a) = w.running.remove(&t.task_id).filter(|_| mine) {
-                back.push(Loss::Released(a.owned));
-            } else if let Some(o) = self.orphans.remove(&t.task_id).filter(|_| orphan) {
-                back.push(Loss::Released(Owned {
-                    task_id: t.task_id,
-                    attempt: t.attempt,
-                    entry_id: o.entry_id,
-                }));
+            tracing::info!(task_id = %t.task_id, attempt = t.attempt, worker = %worker_id,
+                "worker stopped before the task finished and handed it back");
+            if let Some(owned) = self.take_run(worker_id, t) {
+                back.push(Loss::Released(owned));
             } else {
                 // No record here yet (this dispatcher restarted): settle it when its entry is
                 // recovered, rather than waiting for a worker that is gone.
@@ -249,14 +420,16 @@ impl Remote {
                     .insert(t.task_id, (t.attempt, now + RELEASED_KEEP));
             }
         }
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return;
+        };
         for t in &tasks {
-            tracing::info!(task_id = %t.task_id, attempt = t.attempt, worker = %worker_id,
-                "worker stopped before the task finished and handed it back");
+            w.foreign.remove(t);
         }
         let mut acks = std::mem::take(&mut w.acks);
         acks.extend(tasks);
         w.last_sent = now;
-        self.out.send(&envelope, &Header::Ack { acks }, Vec::new());
+        self.send(envelope, Header::Ack { acks });
         self.settle(
             back,
             format!("worker {worker_id} stopped before the task finished"),
@@ -264,197 +437,226 @@ impl Remote {
         self.assign();
     }
 
-    fn on_hello(&mut self, envelope: Vec<Bytes>, info: WorkerInfo, running: Vec<TaskRef>) {
-        if info.protocol != VERSION {
-            let reason = format!(
-                "protocol version {} is not supported (dispatcher speaks {VERSION})",
-                info.protocol
-            );
-            tracing::warn!(worker = %info.id, %reason, "worker refused");
-            self.out
-                .send(&envelope, &Header::Refused { reason }, Vec::new());
-            return;
-        }
-        let now = Instant::now();
-        let id = info.id.clone();
-        self.core.set_runtime(&id, Some(info.runtime.clone()));
-        let restarted = self
-            .workers
-            .get(&id)
-            .is_some_and(|w| w.info.pid != info.pid || w.info.host != info.host);
-        if restarted {
-            self.remove_worker(&id, "worker restarted");
-        }
-        match self.workers.get_mut(&id) {
-            Some(w) => {
-                tracing::info!(worker = %id, "worker reconnected");
-                w.envelope = envelope.clone();
-                w.last_seen = now;
-                w.parked = None;
-                w.info.slots = info.slots;
-            }
-            None => {
-                tracing::info!(worker = %id, slots = info.slots, host = %info.host, pid = info.pid, version = %info.version, "worker joined");
-                self.workers
-                    .insert(id.clone(), Worker::new(info, envelope.clone(), now));
+    /// Our record of run `t` reported by `worker_id`, taken out: assigned to that worker, or an
+    /// orphan from before a restart (any worker may claim it: the old assignment is unknown).
+    fn take_run(&mut self, worker_id: &str, t: &TaskRef) -> Option<Owned> {
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            if w.has(t) {
+                return w.running.remove(&t.task_id).map(|a| a.owned);
             }
         }
-        // Adopt runs a previous dispatcher gave this worker.
-        if let Some(w) = self.workers.get_mut(&id) {
-            for t in running {
-                let adopt = self
-                    .orphans
-                    .get(&t.task_id)
-                    .is_some_and(|o| o.attempt == Some(t.attempt));
-                if adopt {
-                    if let Some(o) = self.orphans.remove(&t.task_id) {
-                        tracing::info!(task_id = %t.task_id, worker = %id, "running task adopted from before the restart");
-                        w.running.insert(
-                            t.task_id,
-                            Assigned {
-                                owned: Owned {
-                                    task_id: t.task_id,
-                                    attempt: t.attempt,
-                                    entry_id: o.entry_id,
-                                },
-                                sent: true,
-                                deadline: self.timing.deadline.map(|d| now + d),
-                            },
-                        );
-                    }
-                }
-            }
+        if self
+            .orphans
+            .get(&t.task_id)
+            .is_some_and(|o| o.attempt == Some(t.attempt))
+        {
+            return self.orphans.remove(&t.task_id).map(|o| Owned {
+                task_id: t.task_id,
+                attempt: t.attempt,
+                entry_id: o.entry_id,
+            });
         }
-        let welcome = Header::Welcome {
-            dispatcher: self.core.name.clone(),
-            heartbeat_ms: u64::try_from(self.timing.interval.as_millis()).unwrap_or(u64::MAX),
-            heartbeat_misses: self.timing.misses,
-        };
-        self.out.send(&envelope, &welcome, Vec::new());
-        if let Some(w) = self.workers.get_mut(&id) {
-            w.last_sent = now;
-        }
-        self.deliver(&id);
-        self.assign();
+        None
     }
 
-    fn on_fetch(
-        &mut self,
-        envelope: Vec<Bytes>,
-        worker_id: &str,
-        free: u32,
-        results: Vec<ResultMeta>,
-        blobs: Vec<Bytes>,
-    ) {
-        if !self.seen(&envelope, worker_id, false) {
-            return;
-        }
-        self.on_results(worker_id, results, blobs, None);
-        let draining = self.draining;
-        let Some(w) = self.workers.get_mut(worker_id) else {
-            return;
-        };
-        w.envelope = envelope.clone();
-        w.parked = Some((envelope, Instant::now()));
-        if !w.ready.is_empty() {
-            self.deliver(worker_id);
-        } else if free == 0 || w.leaving || draining {
-            self.answer_parked(worker_id);
-        } else {
-            self.assign();
-        }
+    /// The worker assigned run `t`, if it is another one than `worker_id`.
+    fn assigned_elsewhere(&self, worker_id: &str, t: &TaskRef) -> Option<String> {
+        self.workers
+            .values()
+            .find(|w| w.info.id != worker_id && w.has(t))
+            .map(|w| w.info.id.clone())
     }
 
+    /// Results from a worker: stored when the run is assigned to it (or an orphan, or unknown
+    /// before the first recovery pass finished); refused (acknowledged, not stored) otherwise.
     fn on_results(
         &mut self,
+        now: Instant,
         worker_id: &str,
         results: Vec<ResultMeta>,
         blobs: Vec<Bytes>,
         reply_to: Option<Vec<Bytes>>,
     ) {
-        let Some(w) = self.workers.get_mut(worker_id) else {
-            return;
-        };
         let mut batch = Vec::with_capacity(results.len());
+        let mut refused = Vec::new();
         for (meta, blob) in results.into_iter().zip(blobs) {
-            if !w.storing.insert(meta.task) {
+            let t = meta.task;
+            let Some(w) = self.workers.get_mut(worker_id) else {
+                return;
+            };
+            if w.storing.contains(&t) {
                 continue; // already being stored: the ack will come
             }
-            w.expired.remove(&meta.task);
-            let mine = w
-                .running
-                .get(&meta.task.task_id)
-                .is_some_and(|a| a.owned.attempt == meta.task.attempt);
-            let owned = if mine {
-                w.running.remove(&meta.task.task_id).map(|a| a.owned)
-            } else if self
-                .orphans
-                .get(&meta.task.task_id)
-                .is_some_and(|o| o.attempt == Some(meta.task.attempt))
-            {
-                self.orphans.remove(&meta.task.task_id).map(|o| Owned {
-                    task_id: meta.task.task_id,
-                    attempt: meta.task.attempt,
-                    entry_id: o.entry_id,
-                })
-            } else {
-                None
-            };
+            w.foreign.remove(&t);
+            let owned = self.take_run(worker_id, &t);
+            let elsewhere = self.assigned_elsewhere(worker_id, &t);
+            if owned.is_none() && (elsewhere.is_some() || self.recovered) {
+                tracing::warn!(task_id = %t.task_id, attempt = t.attempt, worker = %worker_id,
+                    assigned_to = elsewhere.as_deref().unwrap_or("nobody"),
+                    "result for a run not assigned to this worker refused (acknowledged, not stored)");
+                refused.push(t);
+                continue;
+            }
+            if let Some(w) = self.workers.get_mut(worker_id) {
+                w.storing.insert(t);
+            }
             batch.push(ToStore { meta, blob, owned });
+        }
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            w.acks.extend(refused);
         }
         if batch.is_empty() {
             if let Some(to) = reply_to {
-                let acks = std::mem::take(&mut w.acks);
-                self.out.send(&to, &Header::Ack { acks }, Vec::new());
+                let acks = self
+                    .workers
+                    .get_mut(worker_id)
+                    .map(|w| std::mem::take(&mut w.acks))
+                    .unwrap_or_default();
+                self.send(to, Header::Ack { acks });
+            } else {
+                self.flush(now, worker_id, false);
             }
             return;
         }
-        effects::store(
-            self.core.clone(),
-            worker_id.to_string(),
-            batch,
+        self.out.push(Action::Store {
+            worker_id: worker_id.to_string(),
+            results: batch,
             reply_to,
-            self.events.clone(),
-            self.in_flight.clone(),
-        );
+        });
         self.assign();
     }
 
-    fn on_stored(&mut self, worker_id: &str, acks: Vec<TaskRef>, reply_to: Option<Vec<Bytes>>) {
+    fn on_stored(
+        &mut self,
+        now: Instant,
+        worker_id: &str,
+        acks: Vec<TaskRef>,
+        reply_to: Option<Vec<Bytes>>,
+    ) {
         let Some(w) = self.workers.get_mut(worker_id) else {
             if let Some(to) = reply_to {
-                self.out.send(&to, &Header::Ack { acks }, Vec::new());
+                self.send(to, Header::Ack { acks });
             }
             return;
         };
         for a in &acks {
             w.storing.remove(a);
         }
-        match (reply_to, self.mode) {
-            (Some(to), _) => {
-                let mut all = std::mem::take(&mut w.acks);
-                all.extend(acks);
-                self.out.send(&to, &Header::Ack { acks: all }, Vec::new());
+        w.acks.extend(acks);
+        match reply_to {
+            Some(to) => {
+                let acks = std::mem::take(&mut w.acks);
+                self.send(to, Header::Ack { acks });
             }
-            (None, Mode::Push) => {
-                let env = w.envelope.clone();
-                w.last_sent = Instant::now();
-                self.out.send(&env, &Header::Ack { acks }, Vec::new());
-            }
-            (None, _) => {
-                w.acks.extend(acks);
-                // Hand the acks over now rather than at the next interval.
-                if w.ready.is_empty() {
-                    self.answer_parked(worker_id);
+            None => self.flush(now, worker_id, false),
+        }
+    }
+
+    // ---- reconciliation ----
+
+    /// Compares what a worker says it holds (`listed`) with what is assigned to it here:
+    /// - a run sent more than one liveness threshold ago (plus the time its message may take on a
+    ///   slow link) that it does not list (and whose result is not being stored) is lost:
+    ///   re-queued or FAILED per `max_retries`;
+    /// - a run it lists that is an orphan from before a restart is adopted;
+    /// - any other run it lists is not wanted here (another attempt, another worker's, settled):
+    ///   it is cancelled, and takes a slot until the worker stops listing it. Before the first
+    ///   recovery pass finished, unknown runs are only counted, not cancelled (they may be
+    ///   orphans not read yet).
+    fn reconcile(&mut self, now: Instant, worker_id: &str, listed: &[TaskRef]) {
+        let threshold = self.timing.threshold();
+        let deadline = self.timing.deadline;
+        let recovered = self.recovered;
+        let mut adopted = Vec::new();
+        let mut unknown = HashSet::new();
+        {
+            let Some(w) = self.workers.get(worker_id) else {
+                return;
+            };
+            for t in listed {
+                if w.has(t) || w.storing.contains(t) {
+                    continue;
+                }
+                let orphan = self
+                    .orphans
+                    .get(&t.task_id)
+                    .is_some_and(|o| o.attempt == Some(t.attempt));
+                if orphan {
+                    adopted.push(*t);
+                } else {
+                    unknown.insert(*t);
                 }
             }
+        }
+        let adopted: Vec<Owned> = adopted
+            .iter()
+            .filter_map(|t| self.take_run("", t))
+            .collect();
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return;
+        };
+        for owned in adopted {
+            tracing::info!(task_id = %owned.task_id, attempt = owned.attempt, worker = %worker_id,
+                "running task adopted from before the restart");
+            w.running.insert(
+                owned.task_id,
+                Assigned {
+                    owned,
+                    sent_at: Some(now),
+                    deadline: deadline.map(|d| now + d),
+                },
+            );
+        }
+        let held: HashSet<&TaskRef> = listed.iter().collect();
+        let missing: Vec<Uuid> = w
+            .running
+            .values()
+            .filter(|a| {
+                a.sent_at
+                    .is_some_and(|s| now.saturating_duration_since(s) >= threshold)
+                    && !held.contains(&a.task())
+                    && !w.storing.contains(&a.task())
+            })
+            .map(|a| a.owned.task_id)
+            .collect();
+        let lost: Vec<Loss> = missing
+            .iter()
+            .filter_map(|id| w.running.remove(id))
+            .map(|a| Loss::lost(a.owned))
+            .collect();
+        if recovered {
+            let cancel: Vec<TaskRef> = unknown
+                .iter()
+                .filter(|t| !w.foreign.contains(t) || !w.cancels.contains(t))
+                .copied()
+                .collect();
+            for t in &cancel {
+                tracing::info!(task_id = %t.task_id, attempt = t.attempt, worker = %worker_id,
+                    "worker holds a run not assigned to it; cancelling it");
+            }
+            for t in cancel {
+                if !w.cancels.contains(&t) {
+                    w.cancels.push(t);
+                }
+            }
+        }
+        w.foreign = unknown;
+        if !lost.is_empty() {
+            let who = w.describe();
+            tracing::warn!(worker = %worker_id, tasks = lost.len(), "worker does not have tasks sent to it");
+            self.settle(
+                lost,
+                format!("worker {who} does not have the task (it was sent but never arrived, or the worker lost it)"),
+            );
         }
     }
 
     // ---- claiming and delivery ----
 
-    fn on_orphan(&mut self, task_id: Uuid, attempt: Option<u32>, entry_id: String) {
-        if attempt.is_none() {
+    /// The one orphan rule: a run recovered from a dispatcher that is gone waits `orphan_grace`
+    /// for a worker to list or report it, unless a worker already handed it back.
+    fn orphan(&mut self, now: Instant, task_id: Uuid, attempt: Option<u32>, entry_id: String) {
+        let Some(a) = attempt else {
             self.settle(
                 vec![Loss::Lost {
                     task_id,
@@ -464,54 +666,65 @@ impl Remote {
                 "the task's record is incomplete".into(),
             );
             return;
-        }
-        if self.was_released(task_id, attempt, &entry_id) {
+        };
+        if self.released.get(&task_id).is_some_and(|(r, _)| *r == a) {
+            self.released.remove(&task_id);
+            let owned = Owned {
+                task_id,
+                attempt: a,
+                entry_id,
+            };
+            self.settle(
+                vec![Loss::Released(owned)],
+                "its worker stopped before the task finished".into(),
+            );
             return;
         }
-        // Two liveness thresholds: time for its worker to notice the restart and say hello.
-        let until = Instant::now() + self.timing.threshold() * 2 + self.timing.interval;
-        tracing::info!(task_id = %task_id, attempt, "running task from before the restart: waiting for its worker");
+        let t = TaskRef {
+            task_id,
+            attempt: a,
+        };
+        let holder = self
+            .workers
+            .values()
+            .find(|w| w.foreign.contains(&t))
+            .map(|w| w.info.id.clone());
         self.orphans.insert(
             task_id,
             Orphan {
                 attempt,
                 entry_id,
-                until,
+                until: now + self.timing.orphan_grace,
             },
         );
-    }
-
-    /// True (and the run is re-queued) if a worker already handed this orphan back.
-    fn was_released(&mut self, task_id: Uuid, attempt: Option<u32>, entry_id: &str) -> bool {
-        let Some(attempt) = attempt else {
-            return false;
-        };
-        if self
-            .released
-            .get(&task_id)
-            .is_none_or(|(a, _)| *a != attempt)
-        {
-            return false;
+        match holder {
+            Some(id) => {
+                // Its worker already listed it: adopt at once.
+                let listed: Vec<TaskRef> = self
+                    .workers
+                    .get(&id)
+                    .map(|w| {
+                        w.foreign
+                            .iter()
+                            .copied()
+                            .chain(w.running.values().map(Assigned::task))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.reconcile(now, &id, &listed);
+            }
+            None => {
+                tracing::info!(task_id = %task_id, attempt, grace_secs = self.timing.orphan_grace.as_secs_f64(),
+                    "running task from before the restart: waiting for its worker");
+            }
         }
-        self.released.remove(&task_id);
-        let owned = Owned {
-            task_id,
-            attempt,
-            entry_id: entry_id.to_string(),
-        };
-        self.settle(
-            vec![Loss::Released(owned)],
-            "its worker stopped before the task finished".into(),
-        );
-        true
     }
 
-    /// Gives backlog entries to workers with free slots, most free first, in batches.
+    /// Gives backlog entries to workers with free slots and an open outlet, most free first.
     fn assign(&mut self) {
         if !self.draining {
-            let pull = self.pull();
             while !self.backlog.is_empty() {
-                let Some(id) = pick(self.workers.values(), |w| !pull || w.parked.is_some()) else {
+                let Some(id) = pick(self.workers.values()) else {
                     break;
                 };
                 let Some(w) = self.workers.get_mut(&id) else {
@@ -519,155 +732,130 @@ impl Remote {
                 };
                 let n = w.free().min(self.backlog.len());
                 w.claiming += n;
-                let batch: Vec<QueueEntry> = self.backlog.drain(..n).collect();
-                effects::claim(
-                    self.core.clone(),
-                    id,
-                    batch,
-                    self.events.clone(),
-                    self.in_flight.clone(),
-                );
+                let entries: Vec<QueueEntry> = self.backlog.drain(..n).collect();
+                self.out.push(Action::Claim {
+                    worker_id: id,
+                    entries,
+                });
             }
         }
-        self.publish_demand();
+        self.demand();
     }
 
-    fn publish_demand(&self) {
+    fn demand(&mut self) {
         let capacity: usize = if self.draining {
             0
         } else {
             self.workers.values().map(Worker::free).sum()
         };
-        let _ = self
-            .demand
-            .send(capacity.saturating_sub(self.backlog.len()));
+        self.out
+            .push(Action::Demand(capacity.saturating_sub(self.backlog.len())));
     }
 
-    fn on_claimed(&mut self, worker_id: &str, count: usize, prepared: Vec<Prepared>) {
-        let now = Instant::now();
+    fn on_claimed(&mut self, now: Instant, worker_id: &str, count: usize, prepared: Vec<Prepared>) {
         let mut undelivered = Vec::new();
-        match self.workers.get_mut(worker_id) {
-            Some(w) => {
-                w.claiming = w.claiming.saturating_sub(count);
-                for p in prepared {
-                    match p {
-                        Prepared::Run(r) if !w.leaving => {
-                            w.running.insert(
-                                r.owned.task_id,
-                                Assigned {
-                                    owned: r.owned.clone(),
-                                    sent: false,
-                                    deadline: None,
-                                },
-                            );
-                            w.ready.push(r);
-                        }
-                        Prepared::Run(r) => undelivered.push(Loss::Undelivered(r.owned)),
-                        Prepared::Orphan {
-                            task_id,
-                            attempt,
-                            entry_id,
-                        } => {
-                            if self
-                                .released
-                                .get(&task_id)
-                                .is_some_and(|(a, _)| Some(*a) == attempt)
-                            {
-                                self.released.remove(&task_id);
-                                let owned = attempt.map(|attempt| Owned {
-                                    task_id,
-                                    attempt,
-                                    entry_id,
-                                });
-                                undelivered.extend(owned.map(Loss::Released));
-                                continue;
-                            }
-                            let until = now + self.timing.threshold() * 2;
-                            self.orphans.insert(
-                                task_id,
-                                Orphan {
-                                    attempt,
-                                    entry_id,
-                                    until,
-                                },
-                            );
-                        }
-                        Prepared::Settled => {}
-                    }
+        let mut orphans = Vec::new();
+        let draining = self.draining;
+        let mut worker = self.workers.get_mut(worker_id);
+        if let Some(w) = worker.as_deref_mut() {
+            w.claiming = w.claiming.saturating_sub(count);
+        }
+        // Runs go to a worker that is still here and takes tasks; otherwise back to the queue.
+        let mut taker = worker.filter(|w| !w.leaving && !draining);
+        for p in prepared {
+            match (p, taker.as_deref_mut()) {
+                (Prepared::Run(r), Some(w)) => {
+                    w.running.insert(
+                        r.owned.task_id,
+                        Assigned {
+                            owned: r.owned.clone(),
+                            sent_at: None,
+                            deadline: None,
+                        },
+                    );
+                    w.ready.push(r);
                 }
+                (Prepared::Run(r), None) => undelivered.push(Loss::Undelivered(r.owned)),
+                (
+                    Prepared::Orphan {
+                        task_id,
+                        attempt,
+                        entry_id,
+                    },
+                    _,
+                ) => orphans.push((task_id, attempt, entry_id)),
+                (Prepared::Settled, _) => {}
             }
-            None => {
-                for p in prepared {
-                    if let Prepared::Run(r) = p {
-                        undelivered.push(Loss::Undelivered(r.owned));
-                    }
-                }
-            }
+        }
+        for (task_id, attempt, entry_id) in orphans {
+            self.orphan(now, task_id, attempt, entry_id);
         }
         self.settle(
             undelivered,
             format!("worker {worker_id} went away before the task was sent"),
         );
-        self.deliver(worker_id);
+        self.flush(now, worker_id, false);
         self.assign();
     }
 
-    /// Sends claimed runs to the worker (pull: only into a parked fetch).
-    fn deliver(&mut self, worker_id: &str) {
+    /// Sends what waits for the worker while its outlet is open, one message each: cancels,
+    /// then claimed runs (with acks), then (if `idle` or acks wait) the idle message.
+    fn flush(&mut self, now: Instant, worker_id: &str, mut idle: bool) {
         let deadline = self.timing.deadline;
-        let mode = self.mode;
-        let Some(w) = self.workers.get_mut(worker_id) else {
-            return;
-        };
-        if w.ready.is_empty() {
-            return;
-        }
-        let envelope = match mode {
-            Mode::Pull => match w.parked.take() {
-                Some((env, _)) => env,
-                None => return,
-            },
-            _ => w.envelope.clone(),
-        };
-        let now = Instant::now();
-        let ready = std::mem::take(&mut w.ready);
-        let mut tasks = Vec::with_capacity(ready.len());
-        let mut blobs = Vec::with_capacity(ready.len() * 2);
-        for Running {
-            owned,
-            function_id,
-            spec,
-        } in ready
-        {
-            if let Some(a) = w.running.get_mut(&owned.task_id) {
-                a.sent = true;
-                a.deadline = deadline.map(|d| now + d);
+        loop {
+            let Some(w) = self.workers.get_mut(worker_id) else {
+                return;
+            };
+            if !w.outlet.open() {
+                return;
             }
-            tasks.push(TaskMeta {
-                task: effects::task_ref(&owned),
-                function_id,
-                timeout_ms: spec
-                    .timeout
-                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            });
-            blobs.push(spec.fn_payload);
-            blobs.push(spec.args_payload);
-        }
-        let acks = std::mem::take(&mut w.acks);
-        w.last_sent = now;
-        tracing::debug!(worker = %worker_id, tasks = tasks.len(), "tasks sent");
-        self.out
-            .send(&envelope, &Header::Tasks { tasks, acks }, blobs);
-    }
-
-    /// Pull: answers a parked fetch with `nothing` (and any acks).
-    fn answer_parked(&mut self, worker_id: &str) {
-        if let Some(w) = self.workers.get_mut(worker_id) {
-            if let Some((env, _)) = w.parked.take() {
+            let (header, blobs) = if !w.cancels.is_empty() {
+                let tasks = std::mem::take(&mut w.cancels);
+                (Header::Cancel { tasks }, Vec::new())
+            } else if !w.ready.is_empty() {
+                let ready = std::mem::take(&mut w.ready);
+                let bytes: u64 = ready
+                    .iter()
+                    .map(|r| (r.spec.fn_payload.len() + r.spec.args_payload.len()) as u64)
+                    .sum();
+                let arrives = now + transfer_allowance(bytes);
+                let mut tasks = Vec::with_capacity(ready.len());
+                let mut blobs = Vec::with_capacity(ready.len() * 2);
+                for Running {
+                    owned,
+                    function_id,
+                    spec,
+                } in ready
+                {
+                    if let Some(a) = w.running.get_mut(&owned.task_id) {
+                        a.sent_at = Some(arrives);
+                        a.deadline = deadline.map(|d| now + d);
+                    }
+                    tasks.push(TaskMeta {
+                        task: task_ref(&owned),
+                        function_id,
+                        timeout_ms: spec
+                            .timeout
+                            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    });
+                    blobs.push(spec.fn_payload);
+                    blobs.push(spec.args_payload);
+                }
+                tracing::debug!(worker = %worker_id, tasks = tasks.len(), "tasks sent");
                 let acks = std::mem::take(&mut w.acks);
-                w.last_sent = Instant::now();
-                self.out.send(&env, &Header::Nothing { acks }, Vec::new());
-            }
+                (Header::Tasks { tasks, acks }, blobs)
+            } else if idle || !w.acks.is_empty() {
+                idle = false;
+                let acks = std::mem::take(&mut w.acks);
+                (w.outlet.idle_message(acks), Vec::new())
+            } else {
+                return;
+            };
+            let Some(to) = w.outlet.take() else {
+                return;
+            };
+            w.last_sent = now;
+            self.out.push(Action::Send { to, header, blobs });
         }
     }
 
@@ -685,44 +873,19 @@ impl Remote {
         self.settle(losses, format!("worker {worker_id}: {reason}"));
     }
 
-    /// Settles lost or undelivered runs in the background.
-    fn settle(&self, losses: Vec<Loss>, reason: String) {
-        effects::settle(self.core.clone(), losses, reason, self.in_flight.clone());
-    }
-
     // ---- time ----
 
     /// Heartbeats, parked answers, liveness, deadlines, orphans.
-    pub fn tick(&mut self) {
-        let now = Instant::now();
+    fn tick(&mut self, now: Instant) {
         let interval = self.timing.interval;
         let ids: Vec<String> = self.workers.keys().cloned().collect();
         for id in &ids {
-            let Some(w) = self.workers.get_mut(id) else {
-                continue;
-            };
-            match self.mode {
-                Mode::Pull => {
-                    if w.parked
-                        .as_ref()
-                        .is_some_and(|(_, since)| now - *since >= interval)
-                    {
-                        self.answer_parked(id);
-                    }
-                }
-                _ => {
-                    if now - w.last_sent >= interval {
-                        w.last_sent = now;
-                        let env = w.envelope.clone();
-                        let acks = std::mem::take(&mut w.acks);
-                        let h = if acks.is_empty() {
-                            Header::Ping
-                        } else {
-                            Header::Ack { acks }
-                        };
-                        self.out.send(&env, &h, Vec::new());
-                    }
-                }
+            let due = self
+                .workers
+                .get(id)
+                .is_some_and(|w| w.outlet.idle_due(w.last_sent, now, interval));
+            if due {
+                self.flush(now, id, true);
             }
         }
         // Liveness: a parked fetch means the worker is waiting on us.
@@ -730,7 +893,9 @@ impl Remote {
         let dead: Vec<String> = self
             .workers
             .values()
-            .filter(|w| w.parked.is_none() && now - w.last_seen > threshold)
+            .filter(|w| {
+                !w.outlet.waiting() && now.saturating_duration_since(w.last_seen) > threshold
+            })
             .map(|w| w.info.id.clone())
             .collect();
         for id in dead {
@@ -742,8 +907,89 @@ impl Remote {
             );
             self.remove_worker(&id, &silence);
         }
-        // Deadlines.
-        for w in self.workers.values_mut() {
+        self.deadlines(now);
+        self.released.retain(|_, (_, until)| now < *until);
+        // Orphans whose worker never came back (while stopping they stay for the next start).
+        if !self.draining {
+            let gone: Vec<Uuid> = self
+                .orphans
+                .iter()
+                .filter(|(_, o)| now >= o.until)
+                .map(|(id, _)| *id)
+                .collect();
+            let losses = gone
+                .iter()
+                .filter_map(|id| self.orphans.remove(id).map(|o| (id, o)))
+                .map(|(id, o)| Loss::Lost {
+                    task_id: *id,
+                    attempt: o.attempt,
+                    entry_id: o.entry_id,
+                })
+                .collect();
+            self.settle(
+                losses,
+                format!(
+                    "its worker did not return within {:.0} s after the dispatcher restarted",
+                    self.timing.orphan_grace.as_secs_f64()
+                ),
+            );
+        }
+        self.demand();
+    }
+
+    /// A user cancel of a running task: the worker holding it is sent `cancel` (the run keeps
+    /// its slot until the worker stops listing it) and the task is FAILED with `TaskCancelled`.
+    /// An unsent run (still `ready`) is just dropped; an orphan is settled the same way.
+    fn cancel(&mut self, now: Instant, task_id: Uuid) {
+        let holder = self
+            .workers
+            .values()
+            .find(|w| w.running.contains_key(&task_id))
+            .map(|w| w.info.id.clone());
+        let owned = match &holder {
+            Some(id) => self.workers.get_mut(id).and_then(|w| {
+                let a = w.running.remove(&task_id)?;
+                w.ready.retain(|r| r.owned.task_id != task_id);
+                if a.sent_at.is_some() {
+                    w.foreign.insert(a.task());
+                    w.cancels.push(a.task());
+                }
+                Some(a.owned)
+            }),
+            None => self.orphans.remove(&task_id).and_then(|o| {
+                o.attempt.map(|attempt| Owned {
+                    task_id,
+                    attempt,
+                    entry_id: o.entry_id,
+                })
+            }),
+        };
+        let Some(owned) = owned else {
+            tracing::debug!(task_id = %task_id, "cancel for a run not held here; ignored");
+            return;
+        };
+        tracing::info!(task_id = %task_id, attempt = owned.attempt, worker = holder.as_deref().unwrap_or("none"),
+            "running task cancelled");
+        self.settle(
+            vec![Loss::Cancelled(owned)],
+            "the task was cancelled while it was running".into(),
+        );
+        if let Some(id) = holder {
+            self.flush(now, &id, false);
+        }
+        self.assign();
+    }
+
+    /// Runs past their deadline are lost; the worker is told to cancel them.
+    fn deadlines(&mut self, now: Instant) {
+        let Some(limit) = self.timing.deadline else {
+            return;
+        };
+        let ids: Vec<String> = self.workers.keys().cloned().collect();
+        for id in ids {
+            let Some(w) = self.workers.get_mut(&id) else {
+                continue;
+            };
             let expired: Vec<Uuid> = w
                 .running
                 .iter()
@@ -755,47 +1001,19 @@ impl Remote {
             }
             let mut losses = Vec::with_capacity(expired.len());
             for a in expired.iter().filter_map(|id| w.running.remove(id)) {
-                w.expired.insert(effects::task_ref(&a.owned));
-                losses.push(Loss::Lost {
-                    task_id: a.owned.task_id,
-                    attempt: Some(a.owned.attempt),
-                    entry_id: a.owned.entry_id,
-                });
+                w.foreign.insert(a.task());
+                w.cancels.push(a.task());
+                losses.push(Loss::lost(a.owned));
             }
             let reason = format!(
                 "worker {} did not report the result within the {:.1} s deadline",
                 w.describe(),
-                self.timing.deadline.unwrap_or_default().as_secs_f64()
+                limit.as_secs_f64()
             );
-            tracing::warn!(worker = %w.info.id, tasks = expired.len(), "task deadline passed");
-            effects::settle(self.core.clone(), losses, reason, self.in_flight.clone());
+            tracing::warn!(worker = %id, tasks = expired.len(), "task deadline passed; cancelling");
+            self.settle(losses, reason);
+            self.flush(now, &id, false);
         }
-        self.released.retain(|_, (_, until)| now < *until);
-        // Orphans whose worker never came back (while stopping they stay for the next start).
-        if self.draining {
-            self.publish_demand();
-            return;
-        }
-        let gone: Vec<Uuid> = self
-            .orphans
-            .iter()
-            .filter(|(_, o)| now >= o.until)
-            .map(|(id, _)| *id)
-            .collect();
-        let losses = gone
-            .iter()
-            .filter_map(|id| self.orphans.remove(id).map(|o| (id, o)))
-            .map(|(id, o)| Loss::Lost {
-                task_id: *id,
-                attempt: o.attempt,
-                entry_id: o.entry_id,
-            })
-            .collect();
-        self.settle(
-            losses,
-            "its worker did not return after the dispatcher restarted".into(),
-        );
-        self.publish_demand();
     }
 
     /// Forgets a worker; its sent runs are lost, its unsent ones go back to the queue.
@@ -803,46 +1021,48 @@ impl Remote {
         let Some(w) = self.workers.remove(id) else {
             return;
         };
-        self.core.set_runtime(id, None);
+        self.out.push(Action::Runtime {
+            worker_id: id.to_string(),
+            runtime: None,
+        });
         let who = w.describe();
         if w.running.is_empty() {
             tracing::info!(worker = %id, reason, "worker left");
         } else {
             tracing::warn!(worker = %id, reason, tasks = w.running.len(), "worker lost with running tasks");
         }
-        let mut lost = Vec::new();
-        let mut undelivered = Vec::new();
-        for a in w.running.into_values() {
-            if a.sent {
-                lost.push(Loss::Lost {
-                    task_id: a.owned.task_id,
-                    attempt: Some(a.owned.attempt),
-                    entry_id: a.owned.entry_id,
-                });
-            } else {
-                undelivered.push(Loss::Undelivered(a.owned));
-            }
-        }
-        self.settle(lost, format!("worker {who} was lost: {reason}"));
+        let (sent, unsent): (Vec<Assigned>, Vec<Assigned>) =
+            w.running.into_values().partition(|a| a.sent_at.is_some());
         self.settle(
-            undelivered,
+            sent.into_iter().map(|a| Loss::lost(a.owned)).collect(),
+            format!("worker {who} was lost: {reason}"),
+        );
+        self.settle(
+            unsent
+                .into_iter()
+                .map(|a| Loss::Undelivered(a.owned))
+                .collect(),
             format!("worker {who} was lost before the task was sent"),
         );
         self.assign();
     }
 
-    /// Stops taking tasks: parked fetches are answered, no more claims.
-    pub fn start_drain(&mut self) {
+    /// Stops taking tasks: unsent runs go back, parked fetches are answered, no more claims.
+    fn drain(&mut self, now: Instant) {
         self.draining = true;
         let ids: Vec<String> = self.workers.keys().cloned().collect();
         for id in &ids {
             self.requeue_ready(id, "dispatcher is stopping");
-            if self.pull() {
-                self.answer_parked(id);
+            if self.workers.get(id).is_some_and(|w| w.outlet.waiting()) {
+                self.flush(now, id, true);
             }
         }
         // Entries read but not yet given to anyone stay pending for the next start.
         self.backlog.clear();
-        self.publish_demand();
+        self.demand();
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

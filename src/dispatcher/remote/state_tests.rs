@@ -1,0 +1,726 @@
+//! Table-driven tests of the remote state machine: every case is a script of events at given
+//! times and the actions each must (or must not) produce.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::*;
+use crate::executor::TaskSpec;
+
+const HB: Duration = Duration::from_millis(100);
+const MISSES: u32 = 4;
+/// Liveness threshold of the tests: 400 ms (the times in the scripts below rely on it).
+const _THRESHOLD: () = assert!(HB.as_millis() as u64 * MISSES as u64 == 400);
+const GRACE_MS: u64 = 5_000;
+const DEADLINE_MS: u64 = 3_000;
+
+fn timing(deadline: bool) -> Timing {
+    Timing {
+        interval: HB,
+        misses: MISSES,
+        deadline: deadline.then_some(Duration::from_millis(DEADLINE_MS)),
+        orphan_grace: Duration::from_millis(GRACE_MS),
+    }
+}
+
+fn tid(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn r(n: u128, attempt: u32) -> TaskRef {
+    TaskRef {
+        task_id: tid(n),
+        attempt,
+    }
+}
+
+fn env(worker: &str) -> Vec<Bytes> {
+    vec![Bytes::from(format!("peer-{worker}"))]
+}
+
+/// A pull worker's fetch socket has its own identity.
+fn fetch_env(worker: &str) -> Vec<Bytes> {
+    vec![Bytes::from(format!("fetch-{worker}")), Bytes::new()]
+}
+
+fn info(worker: &str, pid: u32, protocol: u32) -> WorkerInfo {
+    WorkerInfo {
+        id: worker.into(),
+        slots: 2,
+        host: "h".into(),
+        pid,
+        version: "test".into(),
+        protocol,
+        runtime: Runtime::default(),
+    }
+}
+
+fn inbound(to: Vec<Bytes>, header: Header, blobs: Vec<Bytes>) -> Event {
+    Event::Inbound {
+        envelope: to,
+        msg: Decoded { header, blobs },
+    }
+}
+
+fn hello(worker: &str, pid: u32, running: Vec<TaskRef>) -> Event {
+    inbound(
+        env(worker),
+        Header::Hello {
+            worker: info(worker, pid, VERSION),
+            running,
+        },
+        vec![],
+    )
+}
+
+fn heartbeat(worker: &str, running: Vec<TaskRef>) -> Event {
+    inbound(
+        env(worker),
+        Header::Heartbeat {
+            worker_id: worker.into(),
+            free: 0,
+            running,
+        },
+        vec![],
+    )
+}
+
+fn fetch(worker: &str, free: u32, running: Vec<TaskRef>) -> Event {
+    inbound(
+        fetch_env(worker),
+        Header::Fetch {
+            worker_id: worker.into(),
+            free,
+            results: vec![],
+            running,
+        },
+        vec![],
+    )
+}
+
+fn report(worker: &str, t: TaskRef) -> Event {
+    inbound(
+        env(worker),
+        Header::Report {
+            worker_id: worker.into(),
+            results: vec![ResultMeta {
+                task: t,
+                ok: true,
+                cause: String::new(),
+            }],
+        },
+        vec![Bytes::from_static(b"result")],
+    )
+}
+
+fn entry(n: u128) -> QueueEntry {
+    QueueEntry {
+        entry_id: format!("{n}-0"),
+        task_id: Some(tid(n)),
+    }
+}
+
+fn owned(n: u128, attempt: u32) -> Owned {
+    Owned {
+        task_id: tid(n),
+        attempt,
+        entry_id: format!("{n}-0"),
+    }
+}
+
+fn claimed(worker: &str, n: u128) -> Event {
+    let o = owned(n, 1);
+    Event::Claimed {
+        worker_id: worker.into(),
+        count: 1,
+        prepared: vec![Prepared::Run(Running {
+            function_id: tid(999),
+            spec: TaskSpec {
+                task_id: o.task_id.to_string(),
+                function_id: tid(999).to_string(),
+                fn_payload: Bytes::from_static(b"f"),
+                args_payload: Bytes::from_static(b"a"),
+                timeout: None,
+            },
+            owned: o,
+        })],
+    }
+}
+
+fn stored(worker: &str, t: TaskRef) -> Event {
+    Event::Stored {
+        worker_id: worker.into(),
+        acks: vec![t],
+        reply_to: None,
+    }
+}
+
+fn orphan(n: u128) -> Event {
+    Event::Orphan {
+        task_id: tid(n),
+        attempt: Some(1),
+        entry_id: format!("{n}-0"),
+    }
+}
+
+/// What one step's actions must show.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// A message of this kind went to this envelope.
+    Sent(Vec<Bytes>, &'static str),
+    /// No message of this kind went out.
+    NotSent(&'static str),
+    /// `cancel` listing this run.
+    Cancels(TaskRef),
+    /// Entries claimed for this worker.
+    Claims(&'static str, usize),
+    /// Results stored: for each, whether our record of the run came with it.
+    Stores(Vec<bool>),
+    NoStore,
+    /// Settled runs: (lost, undelivered, released).
+    Settles(usize, usize, usize),
+    /// A run settled as cancelled by a user.
+    SettlesCancelled(TaskRef),
+    NoSettle,
+    /// The demand published last.
+    Demand(usize),
+}
+
+fn check(case: &str, step: usize, actions: &[Action], e: &Expect) {
+    let sent = |kind: &'static str| {
+        actions.iter().filter_map(move |a| match a {
+            Action::Send { to, header, .. } if header.kind() == kind => Some((to, header)),
+            _ => None,
+        })
+    };
+    let settled = || {
+        let (mut lost, mut undelivered, mut released) = (0, 0, 0);
+        for a in actions {
+            if let Action::Settle { losses, .. } = a {
+                for l in losses {
+                    match l {
+                        Loss::Lost { .. } => lost += 1,
+                        Loss::Undelivered(_) => undelivered += 1,
+                        Loss::Released(_) => released += 1,
+                        Loss::Cancelled(_) => {}
+                    }
+                }
+            }
+        }
+        (lost, undelivered, released)
+    };
+    let ok = match e {
+        Expect::Sent(to, kind) => sent(kind).any(|(t, _)| t == to),
+        Expect::NotSent(kind) => sent(kind).next().is_none(),
+        Expect::Cancels(t) => sent("cancel")
+            .any(|(_, h)| matches!(h, Header::Cancel { tasks } if tasks.contains(t))),
+        Expect::Claims(worker, n) => actions.iter().any(|a| {
+            matches!(a, Action::Claim { worker_id, entries } if worker_id == worker && entries.len() == *n)
+        }),
+        Expect::Stores(owned) => actions.iter().any(|a| {
+            matches!(a, Action::Store { results, .. }
+                if results.iter().map(|r| r.owned.is_some()).collect::<Vec<_>>() == *owned)
+        }),
+        Expect::NoStore => !actions.iter().any(|a| matches!(a, Action::Store { .. })),
+        Expect::Settles(l, u, r) => settled() == (*l, *u, *r),
+        Expect::NoSettle => {
+            settled() == (0, 0, 0)
+                && !actions.iter().any(|a| matches!(a, Action::Settle { .. }))
+        }
+        Expect::SettlesCancelled(t) => actions.iter().any(|a| {
+            matches!(a, Action::Settle { losses, .. }
+                if losses.contains(&Loss::Cancelled(Owned { task_id: t.task_id, attempt: t.attempt, entry_id: format!("{}-0", t.task_id.as_u128()) })))
+        }),
+        Expect::Demand(n) => {
+            actions
+                .iter()
+                .rev()
+                .find_map(|a| match a {
+                    Action::Demand(d) => Some(*d),
+                    _ => None,
+                })
+                == Some(*n)
+        }
+    };
+    assert!(ok, "{case}, step {step}: expected {e:?} in {actions:#?}");
+}
+
+struct Case {
+    name: &'static str,
+    pull: bool,
+    deadline: bool,
+    /// (milliseconds since the start, event, expectations)
+    steps: Vec<(u64, Event, Vec<Expect>)>,
+}
+
+fn run(case: Case) {
+    let t0 = Instant::now();
+    let mut remote = Remote::new(case.pull, "d".into(), timing(case.deadline));
+    for (i, (at, ev, expects)) in case.steps.into_iter().enumerate() {
+        let actions = remote.handle(t0 + Duration::from_millis(at), ev);
+        for e in &expects {
+            check(case.name, i, &actions, e);
+        }
+    }
+}
+
+/// Push worker `w` registered at 0 ms, then run `n` claimed and sent to it at 10 ms.
+fn push_with_run(worker: &'static str, n: u128) -> Vec<(u64, Event, Vec<Expect>)> {
+    vec![
+        (
+            0,
+            hello(worker, 1, vec![]),
+            vec![Expect::Sent(env(worker), "welcome")],
+        ),
+        (1, Event::Recovered, vec![]),
+        (
+            5,
+            Event::Entries(vec![entry(n)]),
+            vec![Expect::Claims(worker, 1)],
+        ),
+        (
+            10,
+            claimed(worker, n),
+            vec![Expect::Sent(env(worker), "tasks")],
+        ),
+    ]
+}
+
+fn with(
+    mut a: Vec<(u64, Event, Vec<Expect>)>,
+    b: Vec<(u64, Event, Vec<Expect>)>,
+) -> Vec<(u64, Event, Vec<Expect>)> {
+    a.extend(b);
+    a
+}
+
+#[test]
+fn transitions() {
+    let cases = vec![
+        Case {
+            name: "hello registers and opens credit; a wrong protocol is refused",
+            pull: false,
+            deadline: false,
+            steps: vec![
+                (
+                    0,
+                    hello("a", 1, vec![]),
+                    vec![Expect::Sent(env("a"), "welcome"), Expect::Demand(2)],
+                ),
+                (
+                    1,
+                    inbound(
+                        env("b"),
+                        Header::Hello {
+                            worker: info("b", 2, VERSION + 7),
+                            running: vec![],
+                        },
+                        vec![],
+                    ),
+                    vec![Expect::Sent(env("b"), "refused")],
+                ),
+            ],
+        },
+        Case {
+            name: "re-hello listing its run keeps it",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (
+                        900,
+                        hello("a", 1, vec![r(1, 1)]),
+                        vec![
+                            Expect::Sent(env("a"), "welcome"),
+                            Expect::NoSettle,
+                            Expect::NotSent("cancel"),
+                        ],
+                    ),
+                    (950, report("a", r(1, 1)), vec![Expect::Stores(vec![true])]),
+                ],
+            ),
+        },
+        Case {
+            name: "re-hello with an empty running list loses the run sent to it",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![(900, hello("a", 1, vec![]), vec![Expect::Settles(1, 0, 0)])],
+            ),
+        },
+        Case {
+            name: "a restarted worker (new pid) loses its old runs and they are cancelled",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![(
+                    100,
+                    hello("a", 2, vec![r(1, 1)]),
+                    vec![Expect::Settles(1, 0, 0), Expect::Cancels(r(1, 1))],
+                )],
+            ),
+        },
+        Case {
+            name:
+                "heartbeat with the run keeps it; without it, a threshold after sending, loses it",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    // Sent 40 ms ago: the tasks message may still be on its way.
+                    (50, heartbeat("a", vec![]), vec![Expect::NoSettle]),
+                    (300, heartbeat("a", vec![r(1, 1)]), vec![Expect::NoSettle]),
+                    (600, heartbeat("a", vec![]), vec![Expect::Settles(1, 0, 0)]),
+                    // The run is gone here: its late result is refused.
+                    (
+                        650,
+                        report("a", r(1, 1)),
+                        vec![Expect::NoStore, Expect::Sent(env("a"), "ack")],
+                    ),
+                ],
+            ),
+        },
+        Case {
+            name: "result from the assigned worker is stored and acknowledged",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (100, report("a", r(1, 1)), vec![Expect::Stores(vec![true])]),
+                    // A duplicate while it is being stored is ignored.
+                    (110, report("a", r(1, 1)), vec![Expect::NoStore]),
+                    (
+                        120,
+                        heartbeat("a", vec![r(1, 1)]),
+                        vec![Expect::NoSettle, Expect::NotSent("cancel")],
+                    ),
+                    (
+                        150,
+                        stored("a", r(1, 1)),
+                        vec![Expect::Sent(env("a"), "ack")],
+                    ),
+                ],
+            ),
+        },
+        Case {
+            name: "result from another worker is refused (acknowledged, not stored)",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (
+                        20,
+                        hello("b", 2, vec![]),
+                        vec![Expect::Sent(env("b"), "welcome")],
+                    ),
+                    (
+                        100,
+                        report("b", r(1, 1)),
+                        vec![Expect::NoStore, Expect::Sent(env("b"), "ack")],
+                    ),
+                    (120, report("a", r(1, 1)), vec![Expect::Stores(vec![true])]),
+                ],
+            ),
+        },
+        Case {
+            name: "a silent worker is lost: sent runs re-run or FAILED",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (
+                        300,
+                        Event::Tick,
+                        vec![Expect::NoSettle, Expect::Sent(env("a"), "ping")],
+                    ),
+                    (
+                        401,
+                        Event::Tick,
+                        vec![Expect::Settles(1, 0, 0), Expect::Demand(0)],
+                    ),
+                    (
+                        450,
+                        heartbeat("a", vec![r(1, 1)]),
+                        vec![Expect::Sent(env("a"), "unknown")],
+                    ),
+                ],
+            ),
+        },
+        Case {
+            name: "a run past its deadline is lost and cancelled on the worker",
+            pull: false,
+            deadline: true,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (2_900, heartbeat("a", vec![r(1, 1)]), vec![Expect::NoSettle]),
+                    (
+                        3_011,
+                        Event::Tick,
+                        vec![Expect::Settles(1, 0, 0), Expect::Cancels(r(1, 1))],
+                    ),
+                    // Until the worker stops listing it, it holds a slot.
+                    (
+                        3_050,
+                        heartbeat("a", vec![r(1, 1)]),
+                        vec![Expect::Demand(1)],
+                    ),
+                    (3_100, heartbeat("a", vec![]), vec![Expect::Demand(2)]),
+                ],
+            ),
+        },
+        Case {
+            name: "a run the worker holds that is not ours is cancelled once recovery is done",
+            pull: false,
+            deadline: false,
+            steps: vec![
+                (
+                    0,
+                    hello("a", 1, vec![r(7, 2)]),
+                    vec![Expect::NotSent("cancel"), Expect::Demand(1)],
+                ),
+                (10, Event::Recovered, vec![]),
+                (
+                    100,
+                    heartbeat("a", vec![r(7, 2)]),
+                    vec![Expect::Cancels(r(7, 2)), Expect::Demand(1)],
+                ),
+                (
+                    200,
+                    heartbeat("a", vec![]),
+                    vec![Expect::NotSent("cancel"), Expect::Demand(2)],
+                ),
+            ],
+        },
+        Case {
+            name: "an orphan is adopted by the worker that lists it, and its result stored",
+            pull: false,
+            deadline: false,
+            steps: vec![
+                (0, orphan(3), vec![Expect::NoSettle]),
+                (10, Event::Recovered, vec![]),
+                (
+                    20,
+                    hello("a", 1, vec![r(3, 1)]),
+                    vec![Expect::NotSent("cancel"), Expect::Demand(1)],
+                ),
+                (6_000, heartbeat("a", vec![r(3, 1)]), vec![Expect::NoSettle]),
+                (6_001, Event::Tick, vec![Expect::NoSettle]),
+                (
+                    6_010,
+                    report("a", r(3, 1)),
+                    vec![Expect::Stores(vec![true])],
+                ),
+            ],
+        },
+        Case {
+            name: "a worker that listed a run before its orphan was read adopts it then",
+            pull: false,
+            deadline: false,
+            steps: vec![
+                (
+                    0,
+                    hello("a", 1, vec![r(3, 1)]),
+                    vec![Expect::NotSent("cancel")],
+                ),
+                (10, orphan(3), vec![]),
+                (20, Event::Recovered, vec![]),
+                (
+                    100,
+                    heartbeat("a", vec![r(3, 1)]),
+                    vec![Expect::NotSent("cancel"), Expect::NoSettle],
+                ),
+                (6_000, heartbeat("a", vec![r(3, 1)]), vec![Expect::NoSettle]),
+                (6_001, Event::Tick, vec![Expect::NoSettle]),
+            ],
+        },
+        Case {
+            name: "an orphan nobody claims is lost after the grace",
+            pull: false,
+            deadline: false,
+            steps: vec![
+                (0, orphan(3), vec![]),
+                (4_900, Event::Tick, vec![Expect::NoSettle]),
+                (5_001, Event::Tick, vec![Expect::Settles(1, 0, 0)]),
+            ],
+        },
+        Case {
+            name: "a user cancel of a running task cancels it on its worker and settles it",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (
+                        100,
+                        Event::Cancel { task_id: tid(1) },
+                        vec![
+                            Expect::SettlesCancelled(r(1, 1)),
+                            Expect::Cancels(r(1, 1)),
+                            Expect::Demand(1),
+                        ],
+                    ),
+                    // Its late result is refused; once the worker stops listing it, the slot is free.
+                    (150, report("a", r(1, 1)), vec![Expect::NoStore]),
+                    (
+                        200,
+                        heartbeat("a", vec![]),
+                        vec![Expect::NoSettle, Expect::Demand(2)],
+                    ),
+                    (
+                        210,
+                        Event::Cancel { task_id: tid(1) },
+                        vec![Expect::NoSettle, Expect::NotSent("cancel")],
+                    ),
+                ],
+            ),
+        },
+        Case {
+            name: "release hands runs back; bye closes the credit",
+            pull: false,
+            deadline: false,
+            steps: with(
+                push_with_run("a", 1),
+                vec![
+                    (
+                        100,
+                        inbound(
+                            env("a"),
+                            Header::Bye {
+                                worker_id: "a".into(),
+                            },
+                            vec![],
+                        ),
+                        vec![Expect::Sent(env("a"), "ack"), Expect::Demand(0)],
+                    ),
+                    (
+                        200,
+                        inbound(
+                            env("a"),
+                            Header::Release {
+                                worker_id: "a".into(),
+                                tasks: vec![r(1, 1)],
+                            },
+                            vec![],
+                        ),
+                        vec![Expect::Settles(0, 0, 1), Expect::Sent(env("a"), "ack")],
+                    ),
+                ],
+            ),
+        },
+        Case {
+            name: "pull: a fetch is parked, answered with the claimed run, then with nothing",
+            pull: true,
+            deadline: false,
+            steps: vec![
+                (
+                    0,
+                    hello("p", 1, vec![]),
+                    vec![Expect::Sent(env("p"), "welcome"), Expect::Demand(2)],
+                ),
+                (
+                    10,
+                    fetch("p", 2, vec![]),
+                    vec![Expect::NotSent("nothing"), Expect::Demand(2)],
+                ),
+                (
+                    20,
+                    Event::Entries(vec![entry(1)]),
+                    vec![Expect::Claims("p", 1)],
+                ),
+                (
+                    30,
+                    claimed("p", 1),
+                    vec![Expect::Sent(fetch_env("p"), "tasks")],
+                ),
+                (
+                    40,
+                    fetch("p", 0, vec![r(1, 1)]),
+                    vec![Expect::Sent(fetch_env("p"), "nothing")],
+                ),
+                (
+                    50,
+                    fetch("p", 1, vec![r(1, 1)]),
+                    vec![Expect::NotSent("nothing")],
+                ),
+                (
+                    151,
+                    Event::Tick,
+                    vec![Expect::Sent(fetch_env("p"), "nothing")],
+                ),
+                // Parked fetches keep a pull worker alive; without one it is lost.
+                (700, Event::Tick, vec![Expect::Settles(1, 0, 0)]),
+            ],
+        },
+        Case {
+            name: "pull: a cancel answers the parked fetch before new tasks",
+            pull: true,
+            deadline: false,
+            steps: vec![
+                (0, hello("p", 1, vec![]), vec![]),
+                (5, Event::Recovered, vec![]),
+                (
+                    10,
+                    fetch("p", 1, vec![r(9, 4)]),
+                    vec![Expect::Cancels(r(9, 4)), Expect::NotSent("tasks")],
+                ),
+            ],
+        },
+        Case {
+            name: "drain: unsent runs go back, parked fetches are answered, no more demand",
+            pull: true,
+            deadline: false,
+            steps: vec![
+                (0, hello("p", 1, vec![]), vec![]),
+                (10, fetch("p", 2, vec![]), vec![]),
+                (
+                    20,
+                    Event::Entries(vec![entry(1), entry(2)]),
+                    vec![Expect::Claims("p", 2)],
+                ),
+                (25, fetch("p", 2, vec![]), vec![]),
+                (
+                    30,
+                    Event::Drain,
+                    vec![Expect::Sent(fetch_env("p"), "nothing"), Expect::Demand(0)],
+                ),
+                (
+                    40,
+                    claimed("p", 1),
+                    vec![
+                        Expect::NotSent("tasks"),
+                        Expect::Settles(0, 1, 0),
+                        Expect::Demand(0),
+                    ],
+                ),
+            ],
+        },
+    ];
+    for case in cases {
+        run(case);
+    }
+}
+
+#[test]
+fn busy_counts_assigned_claiming_and_storing_runs() {
+    let t0 = Instant::now();
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    for (at, ev, _) in push_with_run("a", 1) {
+        remote.handle(t0 + Duration::from_millis(at), ev);
+    }
+    assert_eq!(remote.busy(), 1);
+    remote.handle(t0 + Duration::from_millis(20), report("a", r(1, 1)));
+    assert_eq!(remote.busy(), 1, "being stored");
+    remote.handle(t0 + Duration::from_millis(30), stored("a", r(1, 1)));
+    assert_eq!(remote.busy(), 0);
+    assert!(remote.summary().starts_with("1 workers, 2 slots, 2 free"));
+}
