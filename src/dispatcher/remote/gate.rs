@@ -234,6 +234,9 @@ impl Gate {
                 }
                 Verdict::Pass(msg)
             }
+            // A hello for another worker starts the connection over (a proof for that worker
+            // when there is a token).
+            Some(_) if matches!(msg.header, Header::Hello { .. }) => self.fresh(peer, msg, now),
             Some(id) => {
                 let reason = format!("message names worker {id} on a connection bound to {worker}");
                 self.refuse(peer, now, &reason, Some(id));
@@ -320,7 +323,7 @@ impl Gate {
     fn bind(&mut self, peer: &Bytes, worker: &str, role: Role) {
         // A connection holds one role (a data connection may have started as something else).
         self.roles
-            .retain(|(w, r), p| !(p == peer && w == worker && *r != role));
+            .retain(|(w, r), p| p != peer || (w == worker && *r == role));
         if let Some(old) = self.roles.insert((worker.to_owned(), role), peer.clone()) {
             if old != *peer {
                 self.conns.remove(&old);
@@ -483,7 +486,10 @@ mod tests {
                     (1, heartbeat("a"), "pass heartbeat"),
                     (1, heartbeat("b"), "drop"),
                     (1, report("b"), "drop"),
-                    (1, hello("b", 4), "drop"),
+                    // A hello for another worker rebinds (no token: as any new connection could).
+                    (1, hello("b", 4), "pass hello"),
+                    (1, heartbeat("a"), "drop"),
+                    (1, heartbeat("b"), "pass heartbeat"),
                 ],
             ),
             (
@@ -602,6 +608,12 @@ mod tests {
             // Replaying a proof on the bound connection, or another id: dropped.
             assert_eq!(kind(&g.inbound(&p1, auth("a", ok), now)), "drop");
             assert_eq!(kind(&g.inbound(&p1, heartbeat("b"), now)), "drop");
+            // A hello for another worker must prove that worker: challenged, held.
+            assert_eq!(kind(&g.inbound(&p1, hello("b", 4), now)), "reply challenge");
+            assert_eq!(g.bound_to(&p1), None);
+            let v = g.inbound(&p1, hello("a", 4), now);
+            let again = prove(&v, "a");
+            assert_eq!(kind(&g.inbound(&p1, auth("a", again), now)), "pass hello");
             // p2 still challenged: its held hello passes with its own proof.
             assert_eq!(kind(&g.inbound(&p2, auth("a", for_p2), now)), "pass hello");
             // ... and, being a newer hello for "a", it replaced p1.
