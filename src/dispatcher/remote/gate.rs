@@ -29,6 +29,9 @@ const PRUNE_AT: usize = 1024;
 const IDLE: Duration = Duration::from_secs(600);
 /// Hard cap on tracked connections; messages from new ones are dropped beyond it.
 const MAX_CONNS: usize = 65_536;
+/// A challenged connection still talking without an answer this long after the challenge is
+/// logged as refused (a worker may send one more message before its answer goes out).
+const UNPROVEN_LOG_AFTER: Duration = Duration::from_secs(5);
 /// At most one warning about refused peers per this period (the rest are counted).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -67,6 +70,8 @@ struct Conn {
     last: Instant,
     /// A refusal on this connection was logged already.
     logged: bool,
+    /// When the current challenge was issued.
+    challenged_at: Instant,
 }
 
 /// Rate limit for warnings about refused peers.
@@ -186,6 +191,7 @@ impl Gate {
                     state: State::Fresh,
                     last: now,
                     logged: false,
+                    challenged_at: now,
                 },
             );
         }
@@ -213,12 +219,7 @@ impl Gate {
                 Header::Auth { worker_id, proof } => {
                     self.answer(peer, &nonce, held, &worker_id, &proof, now)
                 }
-                _ => {
-                    // Still not proven: a peer without the token keeps talking (logged once).
-                    let id = named(&msg.header).map(str::to_owned);
-                    self.refuse(peer, now, "message before authentication", id.as_deref());
-                    self.fresh(peer, msg, now)
-                }
+                _ => self.unproven(peer, nonce, msg, now),
             },
             State::Fresh => self.fresh(peer, msg, now),
         }
@@ -267,6 +268,7 @@ impl Gate {
                     nonce,
                     held: stripped(msg),
                 };
+                c.challenged_at = now;
             }
             return Verdict::Reply(Header::Challenge {
                 nonce: auth::hex(&nonce),
@@ -279,6 +281,34 @@ impl Gate {
         }
         self.bind(peer, &id, role);
         Verdict::Pass(msg)
+    }
+
+    /// Another message on a challenged connection: it replaces the held one, under the same
+    /// nonce (a worker may send, e.g., its next heartbeat before its answer arrives; a new nonce
+    /// would fail that answer). A peer that never answers is logged once.
+    fn unproven(&mut self, peer: &Bytes, nonce: Nonce, msg: Decoded, now: Instant) -> Verdict {
+        let Some(id) = named(&msg.header).map(str::to_owned) else {
+            return Verdict::Drop;
+        };
+        let nagging = self.conns.get_mut(peer).is_some_and(|c| {
+            c.state = State::Challenged {
+                nonce,
+                held: stripped(msg),
+            };
+            let waited = now.saturating_duration_since(c.challenged_at) >= UNPROVEN_LOG_AFTER;
+            waited && !c.logged
+        });
+        if nagging {
+            self.refuse(
+                peer,
+                now,
+                "messages without answering the challenge",
+                Some(&id),
+            );
+        }
+        Verdict::Reply(Header::Challenge {
+            nonce: auth::hex(&nonce),
+        })
     }
 
     /// An `auth` answering the challenge `nonce` that holds `held`.
@@ -619,6 +649,25 @@ mod tests {
             // ... and, being a newer hello for "a", it replaced p1.
             assert_eq!(g.bound_to(&p1), None);
         }
+    }
+
+    #[test]
+    fn a_message_before_the_answer_keeps_the_nonce() {
+        let mut g = gate(true, false);
+        let now = Instant::now();
+        let p = peer(3);
+        let first = g.inbound(&p, heartbeat("a"), now);
+        // The next heartbeat goes out before the answer: same challenge, newest message held.
+        let second = g.inbound(&p, heartbeat("a"), now + Duration::from_millis(250));
+        assert_eq!(first, second);
+        let proof = prove(&first, "a");
+        assert_eq!(
+            kind(&g.inbound(&p, auth("a", proof.clone()), now)),
+            "pass heartbeat"
+        );
+        // The answer to the repeated challenge comes on a proven connection: dropped.
+        assert_eq!(kind(&g.inbound(&p, auth("a", proof), now)), "drop");
+        assert_eq!(g.bound_to(&p), Some("a"));
     }
 
     #[test]
