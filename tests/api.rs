@@ -665,20 +665,76 @@ async fn cancel_queued_running_finished_and_unknown() {
             .contains("already finished"),
         "{v}"
     );
-    // Running: 409, said so honestly.
+    // Running: FAILED with TaskCancelled at once, its id published on the cancel channel (the
+    // dispatcher running it kills the executor), and the run's late result is refused as stale.
     let r = api.task(&fid).await;
-    assert!(matches!(
-        api.store.claim(&r, "w").await.expect("claim"),
-        Claim::Running { .. }
-    ));
-    let (code, v) = api.post(&format!("/cancel/{r}"), json!({})).await;
-    assert_eq!(code, StatusCode::CONFLICT);
+    let Claim::Running { attempt, .. } = api.store.claim(&r, "w").await.expect("claim") else {
+        panic!("expected RUNNING");
+    };
+    // With running=false a RUNNING task is left alone (409) and keeps its run.
+    let (code, v) = api
+        .post(&format!("/cancel/{r}?running=false"), json!({}))
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{v}");
     assert!(
-        v["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("cannot be cancelled yet"),
+        v["detail"].as_str().expect("detail").contains("RUNNING"),
         "{v}"
+    );
+    let (code, _) = api
+        .post(&format!("/cancel/{r}?running=maybe"), json!({}))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut sub = api.redis.conn();
+    let mut pubsub = sub.as_pubsub();
+    pubsub
+        .subscribe(faas::store::keys::CANCEL_CHANNEL)
+        .expect("subscribe");
+    let (code, v) = api.post(&format!("/cancel/{r}"), json!({})).await;
+    assert_eq!(
+        (code, v),
+        (StatusCode::OK, json!({"task_id": r, "status": "FAILED"}))
+    );
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let msg = pubsub
+        .get_message()
+        .expect("published on the cancel channel");
+    assert_eq!(msg.get_payload::<String>().expect("payload"), r.to_string());
+    let (_, v) = api.get(&format!("/result/{r}")).await;
+    let text = util::python::describe(&unb64(v["result"].as_str().expect("result")));
+    assert!(
+        text.contains("TaskCancelled") && text.contains("while running"),
+        "{text}"
+    );
+    let late = api
+        .store
+        .finish(&Finish {
+            task_id: r,
+            from: TaskStatus::Running,
+            attempt: Some(attempt),
+            status: TaskStatus::Completed,
+            result: b"late",
+            error: "",
+            entry_id: None,
+        })
+        .await
+        .expect("finish");
+    assert_eq!(
+        late,
+        faas::store::Recorded::Stale,
+        "the cancelled run's result is dropped"
+    );
+    // Queued cancels are not published there (nothing runs them).
+    let q = api.task(&fid).await;
+    let (code, _) = api.post(&format!("/cancel/{q}"), json!({})).await;
+    assert_eq!(code, StatusCode::OK);
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    assert!(
+        pubsub.get_message().is_err(),
+        "no cancel message for a queued task"
     );
     let (code, _) = api
         .post(&format!("/cancel/{}", Uuid::new_v4()), json!({}))

@@ -532,7 +532,20 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
             d.reply(&f, h, blobs).await;
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Close only once the worker holds both (its heartbeat or fetch lists them).
+    loop {
+        let m = d.recv(T).await;
+        let held = match &m.header {
+            Header::Heartbeat { running, .. } | Header::Fetch { running, .. } => running.clone(),
+            _ => vec![],
+        };
+        if m.kind() == "fetch" {
+            d.reply(&m, Header::Nothing { acks: vec![] }, vec![]).await;
+        }
+        if held.contains(&long.r()) && held.contains(&short.r()) {
+            break;
+        }
+    }
     d.close().await;
     // `short` finishes while the dispatcher is away.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -567,7 +580,9 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
     stop(&mut d, w).await;
 }
 
-#[tokio::test]
+// Two threads: the pull worker opens three guarded connections at once, and on the test's single
+// thread (shared with the fake dispatcher) its first `hello` sometimes missed the 300 ms budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_reconnects_after_dispatcher_restart() {
     let _serial = SERIAL.lock().await;
     reconnects_after_dispatcher_restart(WorkerMode::Pull).await;

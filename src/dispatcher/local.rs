@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use super::cancels::{self, LocalStops};
 use super::core::{Core, Owned, Prepared};
 use super::presence::Presence;
 use super::pulse::{pause_after, Outcome, Pulse};
@@ -35,6 +36,8 @@ struct Local {
     pool: Arc<ExecutorPool>,
     /// Queue entries being run by this process, with the run once the task is claimed.
     in_flight: InFlight,
+    /// Stop signals of the runs, fired when their task is cancelled while running.
+    stops: LocalStops,
     running: JoinSet<()>,
 }
 
@@ -52,8 +55,10 @@ pub async fn run(
         core,
         pool,
         in_flight: InFlight::default(),
+        stops: LocalStops::default(),
         running: JoinSet::new(),
     };
+    let _cancels = cancels::follow(l.core.clone(), l.in_flight.clone(), l.stops.clone());
     let mut wd = Watchdog::from_env();
     let pulse = Arc::new(Pulse::default());
     let status = StatusLine::spawn();
@@ -243,13 +248,16 @@ impl Local {
     fn start(&mut self, slot: Slot, entry: QueueEntry, recovered: bool) {
         let core = self.core.clone();
         let in_flight = self.in_flight.clone();
+        let stops = self.stops.clone();
         in_flight.begin(&entry.entry_id);
         self.running.spawn(async move {
             let worker = core.name.clone();
             match core.prepare(&entry, &worker, recovered).await {
                 Ok(Prepared::Run(run)) => {
+                    let stop = stops.register(run.owned.task_id);
                     in_flight.own(&run.owned);
-                    let outcome = slot.run(run.spec.clone()).await;
+                    let outcome = slot.run_until(run.spec.clone(), stop).await;
+                    stops.forget(&run.owned.task_id);
                     // Waits for Redis if it is away: the result is stored when it answers again.
                     runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), &outcome, &in_flight).await;
                 }

@@ -69,8 +69,9 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
 pub fn router(store: Store, cfg: &GatewayConfig) -> Router {
     let limits = cfg.limits();
     let waiters = waiters::Waiters::new(limits.max_waiters.get());
-    tokio::spawn(crate::store::done::follow(
+    tokio::spawn(crate::store::follow::follow(
         store.connector().clone(),
+        crate::store::keys::DONE_CHANNEL,
         Arc::downgrade(&waiters),
     ));
     let state = Arc::new(AppState {

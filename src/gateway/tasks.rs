@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use uuid::Uuid;
 
@@ -138,26 +138,31 @@ pub async fn wait(
 
 /// Cancel a task
 ///
-/// A QUEUED task becomes FAILED with `TaskCancelled` at once. A RUNNING task cannot be
-/// cancelled yet (409; stopping a run needs the dispatcher ⇄ worker `cancel` message, still to
-/// come), nor can a finished one (409).
+/// A QUEUED or RUNNING task becomes FAILED with `TaskCancelled` at once; a RUNNING task's
+/// executor is then killed by the dispatcher running it (locally or on its worker), within
+/// about a heartbeat interval. With `running=false` only a QUEUED task is cancelled (a RUNNING
+/// one answers 409 and keeps running). A finished task cannot be cancelled (409).
 #[utoipa::path(post, path = "/cancel/{task_id}", tag = "tasks",
-    params(("task_id" = uuid::Uuid, Path, description = "Task id")),
+    params(("task_id" = uuid::Uuid, Path, description = "Task id"),
+        ("running" = Option<bool>, Query, description = "Also stop the task if it is RUNNING (default true)")),
     responses(
-        (status = 200, description = "Cancelled: the task is now FAILED with TaskCancelled", body = TaskStatusRep),
+        (status = 200, description = "Cancelled (it was QUEUED or RUNNING): the task is now FAILED with TaskCancelled", body = TaskStatusRep),
         (status = 404, description = "Unknown task", body = api::HTTPError),
-        (status = 409, description = "The task is RUNNING, COMPLETED or FAILED", body = api::HTTPError),
+        (status = 409, description = "The task already finished (COMPLETED or FAILED), or is RUNNING and running=false", body = api::HTTPError),
         (status = 422, description = "Validation error", body = api::HTTPValidationError),
         (status = 503, description = "Redis unavailable", body = api::HTTPError),
     ))]
 pub async fn cancel(
     State(st): State<Arc<AppState>>,
     Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<TaskStatusRep>, ApiError> {
     let id = path_uuid("task_id", &raw)?;
-    match st.store.cancel(&id, st.limits.result_ttl).await? {
-        Cancel::Cancelled => {
-            tracing::info!(task_id = %id, "task cancelled");
+    let pairs = api::query_pairs(query.as_deref());
+    let running = api::query_number::<bool>(&pairs, "running", "bool_parsing")?.unwrap_or(true);
+    match st.store.cancel(&id, st.limits.result_ttl, running).await? {
+        Cancel::Cancelled(was) => {
+            tracing::info!(task_id = %id, was = %was, "task cancelled");
             Ok(Json(TaskStatusRep {
                 task_id: id,
                 status: TaskStatus::Failed,
@@ -165,7 +170,7 @@ pub async fn cancel(
         }
         Cancel::Missing => Err(ApiError::NotFound("task not found")),
         Cancel::Refused(TaskStatus::Running) => Err(ApiError::Conflict(
-            "task is RUNNING: running tasks cannot be cancelled yet (only QUEUED ones)".into(),
+            "task is RUNNING and running=false: left running".into(),
         )),
         Cancel::Refused(s) => Err(ApiError::Conflict(format!(
             "task already finished ({s}); nothing to cancel"

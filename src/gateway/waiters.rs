@@ -2,7 +2,7 @@
 //!
 //! [`Waiters`] is the registry. A request registers the task ids it waits for *before* it reads
 //! their state, then sleeps on its own channel; the one subscription of the gateway
-//! (`store::done::follow`) calls [`Waiters::on_event`] for every settled task, which wakes exactly
+//! (`store::follow::follow`) calls [`Waiters::on_event`] for every settled task, which wakes exactly
 //! the requests waiting for it. After a (re)subscription every request is told to re-read all
 //! its tasks, since notifications published meanwhile were lost. There is no polling: an idle
 //! waiter costs a map entry and a parked future.
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::store::done::{DoneEvent, DoneListener};
+use crate::store::follow::{ChannelEvent, ChannelListener};
 use crate::store::{Store, StoreError, TaskView};
 
 /// What wakes a registered request.
@@ -212,11 +212,11 @@ impl Waiters {
     }
 }
 
-impl DoneListener for Waiters {
-    fn on_event(&self, event: DoneEvent) {
+impl ChannelListener for Waiters {
+    fn on_event(&self, event: ChannelEvent) {
         let mut inner = self.lock();
         match event {
-            DoneEvent::Done(id) => {
+            ChannelEvent::Task(id) => {
                 inner.seq += 1;
                 let seq = inner.seq;
                 inner.recent.insert(id, seq);
@@ -235,7 +235,7 @@ impl DoneListener for Waiters {
                     }
                 }
             }
-            DoneEvent::Subscribed => {
+            ChannelEvent::Subscribed => {
                 // Events published while unsubscribed are lost: cursors so far are void.
                 inner.epoch += 1;
                 inner.recent.clear();
@@ -448,12 +448,12 @@ mod tests {
     fn cursors_tell_what_settled_since_and_expire() {
         let w = Waiters::new(10);
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        w.on_event(DoneEvent::Subscribed);
-        w.on_event(DoneEvent::Done(a));
+        w.on_event(ChannelEvent::Subscribed);
+        w.on_event(ChannelEvent::Task(a));
         let cur = w.cursor();
         assert_eq!(cur.to_string().parse::<Cursor>(), Ok(cur));
         assert_eq!(w.settled_since(&cur, &[a, b, c]), Some(vec![]));
-        w.on_event(DoneEvent::Done(b));
+        w.on_event(ChannelEvent::Task(b));
         assert_eq!(w.settled_since(&cur, &[a, b, c]), Some(vec![b]));
         let other = Cursor {
             instance: cur.instance ^ 1,
@@ -473,7 +473,7 @@ mod tests {
             None,
             "a cursor from the future"
         );
-        w.on_event(DoneEvent::Subscribed);
+        w.on_event(ChannelEvent::Subscribed);
         assert_eq!(
             w.settled_since(&cur, &[a, b]),
             None,
@@ -481,7 +481,7 @@ mod tests {
         );
         let cur = w.cursor();
         for _ in 0..RECENT + 1 {
-            w.on_event(DoneEvent::Done(Uuid::new_v4()));
+            w.on_event(ChannelEvent::Task(Uuid::new_v4()));
         }
         assert_eq!(
             w.settled_since(&cur, &[a]),
@@ -499,16 +499,16 @@ mod tests {
         let b = Uuid::new_v4();
         let mut ra = w.register(&[a]).expect("register");
         let mut rab = w.register(&[a, b]).expect("register");
-        w.on_event(DoneEvent::Done(b));
+        w.on_event(ChannelEvent::Task(b));
         assert!(ra.rx.try_recv().is_err());
         assert_eq!(rab.rx.try_recv(), Ok(Wake::Done(b)));
-        w.on_event(DoneEvent::Done(a));
+        w.on_event(ChannelEvent::Task(a));
         assert_eq!(ra.rx.try_recv(), Ok(Wake::Done(a)));
         assert_eq!(rab.rx.try_recv(), Ok(Wake::Done(a)));
-        w.on_event(DoneEvent::Subscribed);
+        w.on_event(ChannelEvent::Subscribed);
         assert_eq!(ra.rx.try_recv(), Ok(Wake::Recheck));
         assert_eq!(rab.rx.try_recv(), Ok(Wake::Recheck));
-        w.on_event(DoneEvent::Done(Uuid::new_v4()));
+        w.on_event(ChannelEvent::Task(Uuid::new_v4()));
         assert!(ra.rx.try_recv().is_err() && rab.rx.try_recv().is_err());
     }
 }

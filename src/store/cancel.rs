@@ -1,8 +1,13 @@
-//! Cancelling a queued task: QUEUED → FAILED with `TaskCancelled`, in one atomic step.
+//! Cancelling a task: QUEUED or RUNNING → FAILED with `TaskCancelled`, in one atomic step.
 //!
-//! The task's queue entry stays in the stream; the dispatcher that reads it finds the task
-//! FAILED and acknowledges the entry without running anything. A RUNNING task is not touched
-//! (stopping a run needs the dispatcher ⇄ worker `cancel` message, which does not exist yet).
+//! A QUEUED task's entry stays in the stream; the dispatcher that reads it finds the task
+//! FAILED and acknowledges the entry without running anything. A RUNNING task is FAILED at
+//! once too (so a result that races with the cancel is fenced off as stale), and its id is
+//! published on [`keys::CANCEL_CHANNEL`]: the dispatcher running it kills the run's executor,
+//! locally or through the worker's `cancel` message, and its report of the killed run then only
+//! acknowledges the queue entry. A dispatcher that missed the message (not subscribed at that
+//! moment) finds out when the run's result is refused as stale: the run is wasted work, never a
+//! second outcome.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -14,18 +19,29 @@ use super::{keys, Store, StoreError, TaskStatus};
 use crate::pickle::{platform_exception, PlatformError};
 use crate::time::now_ms;
 
-/// QUEUED → FAILED. KEYS: task hash, stats hash. ARGV: result, error, now_ms, ttl_secs, done
-/// channel, task_id. Returns "CANCELLED", the current status, or "MISSING".
+/// QUEUED|RUNNING → FAILED. KEYS: task hash, stats hash. ARGV: result and error for a queued
+/// task, result and error for a running one, now_ms, ttl_secs, done channel, cancel channel,
+/// task_id, '1' to cancel a RUNNING task too ('0': leave it). Returns "QUEUED" or "RUNNING" (what was cancelled), "MISSING", or "LEFT:" and the status
+/// it found and left alone. Again: the task is FAILED, so the repetition answers "FAILED" (the caller asked
+/// once; the gateway answers what it finds, as for any cancel of a finished task).
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     let body = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'MISSING' end
-if st ~= 'QUEUED' then return st end
-redis.call('HSET', KEYS[1], 'status', 'FAILED', 'result', ARGV[1], 'error', ARGV[2], 'finished_ms', ARGV[3])
-if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-faas_settled(KEYS[2], KEYS[1], 'FAILED', ARGV[2], ARGV[3])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 'CANCELLED'
+local result, err
+if st == 'QUEUED' then
+  result, err = ARGV[1], ARGV[2]
+elseif st == 'RUNNING' and ARGV[10] == '1' then
+  result, err = ARGV[3], ARGV[4]
+else
+  return 'LEFT:' .. st
+end
+redis.call('HSET', KEYS[1], 'status', 'FAILED', 'result', result, 'error', err, 'finished_ms', ARGV[5])
+if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
+faas_settled(KEYS[2], KEYS[1], 'FAILED', err, ARGV[5])
+redis.call('PUBLISH', ARGV[7], ARGV[9])
+if st == 'RUNNING' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+return st
 "#;
     Script::new(&format!("{}{body}", *super::stats::SETTLED_LUA))
 });
@@ -33,35 +49,55 @@ return 'CANCELLED'
 /// What a cancel request found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancel {
-    /// The task was QUEUED and is now FAILED with `TaskCancelled`.
-    Cancelled,
-    /// The task is in this state (RUNNING, COMPLETED or FAILED) and was left alone.
+    /// The task was in this state (QUEUED or RUNNING) and is now FAILED with `TaskCancelled`.
+    Cancelled(TaskStatus),
+    /// The task had already finished (COMPLETED or FAILED), or was RUNNING and running tasks
+    /// were not to be cancelled: left alone.
     Refused(TaskStatus),
     /// No such task.
     Missing,
 }
 
 impl Store {
-    /// Cancels a QUEUED task; `ttl` (0 = none) is the lifetime of the cancelled record.
-    pub async fn cancel(&self, task_id: &Uuid, ttl: Duration) -> Result<Cancel, StoreError> {
+    /// Cancels a QUEUED task, or a RUNNING one when `running`; `ttl` (0 = none) is the
+    /// lifetime of the cancelled record.
+    pub async fn cancel(
+        &self,
+        task_id: &Uuid,
+        ttl: Duration,
+        running: bool,
+    ) -> Result<Cancel, StoreError> {
         let kind = PlatformError::TaskCancelled;
-        let detail = "cancelled by request before it ran";
+        let queued = "cancelled by request before it ran";
+        let stopped = "cancelled by request while running (its executor was stopped)";
         let mut c = self.conn();
         let answer: String = CANCEL
             .key(keys::task(task_id))
             .key(keys::STATS)
-            .arg(platform_exception(kind, detail))
-            .arg(kind.message(detail))
+            .arg(platform_exception(kind, queued))
+            .arg(kind.message(queued))
+            .arg(platform_exception(kind, stopped))
+            .arg(kind.message(stopped))
             .arg(now_ms())
             .arg(ttl.as_secs())
             .arg(keys::DONE_CHANNEL)
+            .arg(keys::CANCEL_CHANNEL)
             .arg(task_id.to_string())
+            .arg(if running { "1" } else { "0" })
             .invoke_async(&mut c)
             .await?;
-        match answer.as_str() {
-            "CANCELLED" => Ok(Cancel::Cancelled),
-            "MISSING" => Ok(Cancel::Missing),
-            other => Ok(Cancel::Refused(other.parse().map_err(StoreError::Corrupt)?)),
+        if answer == "MISSING" {
+            return Ok(Cancel::Missing);
         }
+        let (left, found) = match answer.strip_prefix("LEFT:") {
+            Some(st) => (true, st),
+            None => (false, answer.as_str()),
+        };
+        let found: TaskStatus = found.parse().map_err(StoreError::Corrupt)?;
+        Ok(if left {
+            Cancel::Refused(found)
+        } else {
+            Cancel::Cancelled(found)
+        })
     }
 }

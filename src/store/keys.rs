@@ -29,6 +29,9 @@ pub const TASK_PREFIX: &str = "faas:task:";
 /// Pub/sub channel on which the id of every task that reaches COMPLETED or FAILED is published
 /// (by the script that settles it); the gateway's long-polls wait on it.
 pub const DONE_CHANNEL: &str = "faas:done";
+/// Pub/sub channel on which the id of every RUNNING task that was cancelled is published (by
+/// the cancel script, which has already made it FAILED): the dispatcher running it stops it.
+pub const CANCEL_CHANNEL: &str = "faas:cancel";
 /// Sorted set of registered function ids, scored by registration time (ms).
 pub const FUNCTIONS: &str = "faas:functions";
 /// Hash of cluster-wide counters (tasks created, settled by outcome, latency buckets).

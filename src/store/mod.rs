@@ -12,8 +12,8 @@
 pub mod batch;
 pub mod cancel;
 pub mod conn;
-pub mod done;
 pub mod endpoint;
+pub mod follow;
 pub mod functions;
 pub mod health;
 pub mod keys;

@@ -23,8 +23,9 @@ type Connecting = Pin<Box<dyn Future<Output = ReqSocket> + Send>>;
 type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// Longest wait for the answer to a `fetch` or `report`, beyond the time its own size needs on a
-/// slow link: a safety net only, since a dispatcher that is gone is noticed on the control socket.
-const REQUEST_LIMIT: Duration = Duration::from_secs(60);
+/// slow link: a dispatcher that is gone is noticed on the control socket; this limit catches a
+/// request lost on a live connection, and bounds how long a large `tasks` answer may take.
+const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 
 /// The limit of a request carrying `blobs` (a large answer, e.g. `tasks`, fits in the base).
 fn request_limit(blobs: &[bytes::Bytes]) -> Duration {

@@ -156,9 +156,58 @@ def test_cancel_queued_running_and_finished(one: Stack) -> None:
     assert status == "FAILED" and type(exc).__name__ == "TaskCancelled"
     assert str(exc).startswith("TaskCancelled: ")
     assert c.cancel(queued) is False, "already FAILED"
-    assert c.cancel(running) is False, "RUNNING: cannot be cancelled yet"
+    assert c.cancel(running, running=False) is False, "RUNNING, and only queued tasks asked for"
     assert c.get(running, timeout=30) == "ran"
     assert c.cancel(running) is False, "COMPLETED"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cancel_running_kills_the_executor_in_every_shape(stack: Stack, client: Client, tmp_path: Path) -> None:
+    """POST /cancel of a RUNNING task: FAILED with TaskCancelled at once, the process running it
+    is killed wherever it runs (local executor or a worker's), nothing it would have done after
+    happens, and the executor slot serves the next task."""
+    marker = tmp_path / "finished"
+    pid_file = tmp_path / "pid"
+
+    def slow(pid_path: str, marker_path: str) -> str:
+        import os as _os
+        import time as _time
+
+        with open(pid_path, "w") as f:
+            f.write(str(_os.getpid()))
+        _time.sleep(4)
+        with open(marker_path, "w") as f:
+            f.write("ran to the end")
+        return "not cancelled"
+
+    tid = client.submit(slow, (str(pid_file), str(marker)))
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    pid = int(pid_file.read_text())
+    assert client.status(tid) == "RUNNING"
+    assert client.cancel(tid) is True
+    status, exc = client.wait(tid, timeout=5)
+    assert status == "FAILED" and type(exc).__name__ == "TaskCancelled", exc
+    assert "while running" in str(exc)
+    deadline = time.monotonic() + 5
+    while _pid_alive(pid):
+        assert time.monotonic() < deadline, f"the run's process {pid} was not killed"
+        time.sleep(0.05)
+    time.sleep(4.5)
+    assert not marker.exists(), "the cancelled run went on to the end"
+    assert client.cancel(tid) is False, "already FAILED"
+    # Every slot still serves (the killed run freed its slot, locally or on the worker).
+    ids = [client.submit(lambda i: i * 2, (i,)) for i in range(8)]
+    assert [client.get(t, timeout=30) for t in ids] == [i * 2 for i in range(8)]
 
 
 def test_functions_listed_described_and_deleted(one: Stack) -> None:
@@ -253,11 +302,22 @@ def test_executor_future_cancel_and_shutdown(one: Stack) -> None:
     queued = ex.submit(lambda: "never")
     assert queued.cancel() is True and queued.cancelled()
     assert Client(one.url).wait(queued.task_id or "")[0] == "FAILED", "cancelled on the server"
-    assert running.cancel() is False, "running tasks keep going"
+    assert running.cancel(running=False) is False, "the standard library's rule: running calls keep going"
     later = [ex.submit(lambda: "never either") for _ in range(3)]
+    # shutdown(cancel_futures=True) keeps the standard library's rule too: only calls that
+    # have not started are cancelled.
     ex.shutdown(wait=True, cancel_futures=True)
     assert running.result() == "ran"
     assert all(f.cancelled() for f in later)
+    # A running remote call can be stopped, unlike a local one.
+    ex2 = FaasExecutor(one.url)
+    stoppable = ex2.submit(lambda: __import__("time").sleep(30) or "ran")
+    wait_status(ex2.client, stoppable.task_id or "", "RUNNING")
+    assert stoppable.cancel() is True and stoppable.cancelled()
+    status, exc = Client(one.url).wait(stoppable.task_id or "", timeout=10)
+    assert status == "FAILED" and type(exc).__name__ == "TaskCancelled"
+    assert ex2.submit(lambda: "next").result(30) == "next", "the slot was freed"
+    ex2.shutdown()
     with pytest.raises(RuntimeError):
         ex.submit(divide, 1, 1)
 
@@ -296,7 +356,7 @@ def test_cli_functions_status_result_cancel_info(one: Stack) -> None:
     r = faas(one.url, "result", bad)
     assert r.returncode == 1 and "ZeroDivisionError" in r.stdout and "Remote traceback" in r.stdout
     r = faas(one.url, "cancel", ok)
-    assert r.returncode == 1 and "not cancelled" in r.stdout
+    assert r.returncode == 1 and "not cancelled (already finished)" in r.stdout
     r = faas(one.url, "result", str(uuid.uuid4()))
     assert r.returncode == 2 and "404" in r.stderr
     r = faas(one.url, "info")

@@ -3,7 +3,7 @@
     faas [--url URL] [--token TOKEN] functions | function ID | delete ID
     faas status TASK_ID...
     faas result TASK_ID [--wait SECONDS]
-    faas cancel TASK_ID...
+    faas cancel [--queued-only] TASK_ID...
     faas info
     faas map MODULE:FUNC INPUT [--output FILE] [--star] [--task-timeout S] [--by-value]
 
@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("result", help="result of a task (exit 1 if it FAILED)")
     s.add_argument("task_id")
     s.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the task to end")
-    s = sub.add_parser("cancel", help="cancel queued tasks")
+    s = sub.add_parser("cancel", help="cancel tasks (queued, or running: their executors are killed)")
     s.add_argument("task_ids", nargs="+")
+    s.add_argument("--queued-only", action="store_true", help="leave running tasks running")
     sub.add_parser("info", help="versions, limits, dispatchers and workers")
     s = sub.add_parser("map", help="call MODULE:FUNC on every line of an input file")
     s.add_argument("function", metavar="MODULE:FUNC")
@@ -235,8 +236,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "cancel":
         code = 0
         for tid in args.task_ids:
-            ok = client.cancel(tid)
-            print(f"{tid} {'cancelled' if ok else 'not cancelled (running or already finished)'}")
+            ok = client.cancel(tid, running=not args.queued_only)
+            why = "running" if args.queued_only else "already finished"
+            print(f"{tid} {'cancelled' if ok else f'not cancelled ({why})'}")
             code |= 0 if ok else 1
         return code
     if args.command == "info":

@@ -339,11 +339,14 @@ class Client:
             if pending and deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"{len(pending)} tasks still running after {timeout} s")
 
-    def cancel(self, task_id: str) -> bool:
-        """Cancels a QUEUED task (it ends FAILED with ``TaskCancelled``). Returns False when the
-        task is RUNNING (cannot be cancelled yet) or already ended; ``NotFound`` when unknown."""
+    def cancel(self, task_id: str, running: bool = True) -> bool:
+        """Cancels a task: it ends FAILED with ``TaskCancelled`` and, if it was RUNNING, its
+        executor is killed wherever it runs. With ``running=False`` only a QUEUED task is
+        cancelled. Returns False when the task already ended (or is RUNNING and ``running`` is
+        False); ``NotFound`` when unknown."""
         try:
-            self.http.post(f"/cancel/{task_id}", {})
+            query = "" if running else "?running=false"
+            self.http.post(f"/cancel/{task_id}{query}", {})
             return True
         except Conflict:
             return False

@@ -15,8 +15,12 @@
 * ``future.result()`` returns the value or raises the task's exception with its remote
   traceback; a task that outlives its ``task_timeout`` raises ``TaskTimeout`` (a
   ``TimeoutError``).
-* ``future.cancel()`` cancels the task on the server if it is still queued (the task then ends
-  FAILED with ``TaskCancelled``) and returns False once it runs, as for local executors.
+* ``future.cancel()`` cancels the task on the server, queued or running (it ends FAILED with
+  ``TaskCancelled``; a running task's executor is killed), and returns False once it ended.
+  Unlike a local executor, whose running calls cannot be stopped, a running remote call can:
+  ``future.cancel(running=False)`` keeps the local executors' rule.
+  ``shutdown(cancel_futures=True)`` cancels only tasks that have not started, as the standard
+  library's executors do.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ class FaasFuture(Future):  # type: ignore[type-arg]
         self.task_id: Optional[str] = None
         self._executor = executor
 
-    def cancel(self) -> bool:
-        """Cancels the task on the server if it is still queued; False once it runs or ended."""
+    def cancel(self, running: bool = True) -> bool:
+        """Cancels the task on the server (also when it runs, unless ``running`` is False);
+        False once it ended."""
         if self.done():
             return super().cancel()
         tid = self.task_id
@@ -63,7 +68,7 @@ class FaasFuture(Future):  # type: ignore[type-arg]
         if not self._executor._forget(tid):
             return False  # the waiter is completing it
         try:
-            cancelled = self._executor.client.cancel(tid)
+            cancelled = self._executor.client.cancel(tid, running=running)
         except FaasError as e:
             log.warning("faas: cancelling task %s failed: %s", tid, e)
             cancelled = False
@@ -156,7 +161,7 @@ class FaasExecutor(Executor):
                     yield fut.result(left)
             finally:
                 for f in futures:
-                    f.cancel()
+                    f.cancel(running=False)
 
         return results()
 
@@ -269,7 +274,7 @@ class FaasExecutor(Executor):
             self._wake.notify_all()
         if cancel_futures:
             for f in pending:
-                f.cancel()
+                f.cancel(running=False)
         if wait:
             self._waiter.join()
         self._conn.close()

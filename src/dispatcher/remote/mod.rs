@@ -89,6 +89,8 @@ pub async fn run(
             .then(|| Duration::from_secs_f64(cfg.task_deadline_secs)),
         orphan_grace: Duration::from_secs_f64(cfg.orphan_grace_secs.max(0.0)),
     };
+    let _cancels =
+        super::cancels::follow(core.clone(), in_flight.clone(), StopOnWorker(tx.clone()));
     let health_of = core.clone();
     let mut presence = Presence::offered(core.store.clone(), core.name.clone(), cfg.mode.as_str());
     let mut state = Remote::new(cfg.mode == Mode::Pull, core.name.clone(), timing);
@@ -156,6 +158,18 @@ pub async fn run(
     receiver.abort();
     let _ = feeder.await;
     Ok(())
+}
+
+/// Remote modes stop a cancelled run by telling its worker (`Event::Cancel`: the state machine
+/// sends `cancel` to the worker holding it and settles the run).
+struct StopOnWorker(mpsc::Sender<Event>);
+
+impl super::cancels::Stop for StopOnWorker {
+    fn stop(&self, task_id: uuid::Uuid) {
+        if self.0.try_send(Event::Cancel { task_id }).is_err() {
+            tracing::warn!(%task_id, "event queue full or closed: the cancelled run is not stopped (its result will be refused as stale)");
+        }
+    }
 }
 
 /// Receives worker messages and forwards those the [`gate::Gate`] lets through to the loop.

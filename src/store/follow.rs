@@ -1,11 +1,13 @@
-//! Following the done channel: one pub/sub connection that reports every task that settles.
+//! Following a channel of task ids: one pub/sub connection that reports every id published.
 //!
-//! The scripts that move a task to COMPLETED or FAILED publish its id on [`keys::DONE_CHANNEL`]
-//! in the same atomic step. [`follow`] keeps one subscription alive for a process (the
-//! gateway's long-polls fan out from it): it reconnects by itself with bounded back-off after
-//! the connection is killed, Redis restarts or stops answering pings, and reports
-//! [`DoneEvent::Subscribed`] after every (re)subscription, because whatever was published while
-//! it was away is gone: listeners must then re-read the state of what they wait for.
+//! Two channels carry task ids, each published by a script in the same atomic step as the
+//! change it announces: [`super::keys::DONE_CHANNEL`] (a task reached COMPLETED or FAILED; the
+//! gateway's long-polls fan out from it) and [`super::keys::CANCEL_CHANNEL`] (a RUNNING task was
+//! cancelled; dispatchers stop its run). [`follow`] keeps one subscription alive: it reconnects
+//! by itself with bounded back-off after the connection is killed, Redis restarts or stops
+//! answering pings, and reports [`ChannelEvent::Subscribed`] after every (re)subscription,
+//! because whatever was published while it was away is gone: listeners must then re-read the
+//! state of what they wait for.
 //!
 //! [`connect`] is the one place that obtains the connection: through the store's [`Connector`],
 //! so a `redis+sentinel://` URL subscribes on the current primary.
@@ -17,7 +19,7 @@ use futures_util::StreamExt;
 use redis::aio::PubSub;
 use uuid::Uuid;
 
-use super::{keys, Connector, StoreError};
+use super::{Connector, StoreError};
 
 /// First pause after a failed connection; doubled up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -31,18 +33,19 @@ const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// What the subscription reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DoneEvent {
-    /// Subscribed (first time or after a reconnect): anything may have settled meanwhile.
+pub enum ChannelEvent {
+    /// Subscribed (first time or after a reconnect): anything may have been published meanwhile.
     Subscribed,
-    /// This task reached COMPLETED or FAILED.
-    Done(Uuid),
+    /// This task id was published (on the done channel: it reached COMPLETED or FAILED; on the
+    /// cancel channel: its run is to be stopped).
+    Task(Uuid),
 }
 
-/// Opens a pub/sub connection subscribed to the done channel.
-pub async fn connect(connector: &Connector) -> Result<PubSub, StoreError> {
+/// Opens a pub/sub connection subscribed to `channel`.
+pub async fn connect(connector: &Connector, channel: &str) -> Result<PubSub, StoreError> {
     let attempt = async {
         let mut pubsub = connector.client().await?.get_async_pubsub().await?;
-        pubsub.subscribe(keys::DONE_CHANNEL).await?;
+        pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(CONNECT_WAIT, attempt).await {
@@ -53,15 +56,19 @@ pub async fn connect(connector: &Connector) -> Result<PubSub, StoreError> {
     }
 }
 
-/// Who hears about settled tasks.
-pub trait DoneListener: Send + Sync + 'static {
-    fn on_event(&self, event: DoneEvent);
+/// Who hears the ids published on a channel.
+pub trait ChannelListener: Send + Sync + 'static {
+    fn on_event(&self, event: ChannelEvent);
 }
 
-/// Follows the done channel, passing every event to `listener`, until the listener is dropped.
+/// Follows `channel`, passing every event to `listener`, until the listener is dropped.
 /// Never returns on its own otherwise: connection failures are retried.
-pub async fn follow<L: DoneListener>(connector: Connector, listener: Weak<L>) {
-    let on_event = |ev: DoneEvent| match listener.upgrade() {
+pub async fn follow<L: ChannelListener>(
+    connector: Connector,
+    channel: &'static str,
+    listener: Weak<L>,
+) {
+    let on_event = |ev: ChannelEvent| match listener.upgrade() {
         Some(l) => {
             l.on_event(ev);
             true
@@ -72,11 +79,11 @@ pub async fn follow<L: DoneListener>(connector: Connector, listener: Weak<L>) {
     let mut backoff = MIN_BACKOFF;
     let mut outage = false;
     while alive() {
-        let pubsub = match connect(&connector).await {
+        let pubsub = match connect(&connector, channel).await {
             Ok(p) => p,
             Err(e) => {
                 if !outage {
-                    tracing::warn!(error = %e, "done channel: cannot subscribe; retrying");
+                    tracing::warn!(error = %e, channel, "cannot subscribe; retrying");
                     outage = true;
                 }
                 tokio::time::sleep(backoff).await;
@@ -85,10 +92,10 @@ pub async fn follow<L: DoneListener>(connector: Connector, listener: Weak<L>) {
             }
         };
         if outage {
-            tracing::info!("done channel: subscribed again");
+            tracing::info!(channel, "subscribed again");
         }
         backoff = MIN_BACKOFF;
-        if !on_event(DoneEvent::Subscribed) {
+        if !on_event(ChannelEvent::Subscribed) {
             return;
         }
         let (mut sink, mut stream) = pubsub.split();
@@ -101,12 +108,12 @@ pub async fn follow<L: DoneListener>(connector: Connector, listener: Weak<L>) {
                         .and_then(|s| Uuid::parse_str(&s).ok());
                     match id {
                         Some(id) => {
-                            if !on_event(DoneEvent::Done(id)) {
+                            if !on_event(ChannelEvent::Task(id)) {
                                 return;
                             }
                         }
                         None => {
-                            tracing::debug!("done channel: ignored a message that is not a task id")
+                            tracing::debug!(channel, "ignored a message that is not a task id")
                         }
                     }
                 }
@@ -124,7 +131,7 @@ pub async fn follow<L: DoneListener>(connector: Connector, listener: Weak<L>) {
                 }
             }
         };
-        tracing::warn!(reason = %why, "done channel: subscription lost; reconnecting");
+        tracing::warn!(channel, reason = %why, "subscription lost; reconnecting");
         outage = true;
     }
 }
