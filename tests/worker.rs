@@ -274,7 +274,7 @@ fn check_double_and_div0(got: &[(ResultMeta, Bytes)], double: &Task, div0: &Task
 
 // ---------------------------------------------------------------- 1. tasks and results
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_runs_tasks_and_hands_in_results() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
@@ -292,7 +292,7 @@ async fn pull_runs_tasks_and_hands_in_results() {
     stop(&mut d, w).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_runs_tasks_and_reports_results() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
@@ -312,7 +312,7 @@ async fn push_runs_tasks_and_reports_results() {
 
 // ---------------------------------------------------------------- 2. pull: fetch discipline
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
@@ -385,7 +385,7 @@ async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() 
     stop(&mut d, w).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
@@ -439,7 +439,7 @@ async fn push_worker_with(d: &mut FakeDispatcher, task: &Task) -> (Worker, Msg) 
     (w, hello)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_heartbeats_and_resends_results_after_unknown_until_acked() {
     let _serial = SERIAL.lock().await;
     let p = pickles();
@@ -588,7 +588,7 @@ async fn pull_reconnects_after_dispatcher_restart() {
     reconnects_after_dispatcher_restart(WorkerMode::Pull).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_reconnects_after_dispatcher_restart() {
     let _serial = SERIAL.lock().await;
     reconnects_after_dispatcher_restart(WorkerMode::Push).await;
@@ -635,13 +635,13 @@ async fn graceful_stop_reports_running_task(mode: WorkerMode) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_graceful_stop_reports_running_task() {
     let _serial = SERIAL.lock().await;
     graceful_stop_reports_running_task(WorkerMode::Pull).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_graceful_stop_reports_running_task() {
     let _serial = SERIAL.lock().await;
     graceful_stop_reports_running_task(WorkerMode::Push).await;
@@ -672,19 +672,19 @@ async fn refused_ends_run_with_error(mode: WorkerMode) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_refused_ends_run_with_error() {
     let _serial = SERIAL.lock().await;
     refused_ends_run_with_error(WorkerMode::Pull).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_refused_ends_run_with_error() {
     let _serial = SERIAL.lock().await;
     refused_ends_run_with_error(WorkerMode::Push).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_endpoint_is_an_error() {
     let (_trigger, shutdown) = faas::shutdown::channel();
     let cfg = WorkerConfig {
@@ -697,7 +697,7 @@ async fn invalid_endpoint_is_an_error() {
 
 // ---------------------------------------------------------------- 5. cancel
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_cancel_kills_the_run_and_frees_its_slot() {
     let _serial = SERIAL.lock().await;
     let p = pickles();

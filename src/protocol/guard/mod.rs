@@ -97,8 +97,13 @@ pub async fn front<S: Socket>(
     socket: &mut S,
     limits: Limits,
 ) -> io::Result<Front> {
-    let host = if bind == "*" { "0.0.0.0" } else { bind };
-    let listener = TcpListener::bind((host, port)).await?;
+    let host = if bind == "*" { "0.0.0.0" } else { bind }.to_owned();
+    let rt = runtime()?;
+    // Bound inside the guard's runtime, so its readiness is driven by the guard's thread.
+    let listener = rt
+        .spawn(async move { TcpListener::bind((host.as_str(), port)).await })
+        .await
+        .map_err(io::Error::other)??;
     let local = listener.local_addr()?;
     let dir = PrivateDir::create()?;
     let inner = dir.socket();
@@ -106,12 +111,26 @@ pub async fn front<S: Socket>(
         .bind(&format!("ipc://{}", inner.display()))
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let accept = tokio::spawn(accept_loop(listener, inner, limits));
+    let accept = rt.spawn(accept_loop(listener, inner, limits));
     Ok(Front {
         local,
         accept,
         _dir: dir,
     })
+}
+
+/// The guard's own runtime (one thread): relays keep moving while a daemon's runtime is busy or
+/// stalled, so bytes reach the zeromq socket as soon as they arrive, as without the guard.
+fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RT: LazyLock<io::Result<tokio::runtime::Runtime>> = LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("faas-guard")
+            .enable_all()
+            .build()
+    });
+    RT.as_ref()
+        .map_err(|e| io::Error::other(format!("guard runtime: {e}")))
 }
 
 async fn accept_loop(listener: TcpListener, inner: PathBuf, limits: Limits) {
@@ -156,18 +175,15 @@ pub async fn connect<S: Socket>(
     endpoint: &str,
     limits: Limits,
 ) -> Result<(), String> {
-    let outer = match endpoint.parse::<Endpoint>().map_err(|e| e.to_string())? {
-        Endpoint::Tcp(Host::Ipv4(ip), port) => TcpStream::connect((ip, port)).await,
-        Endpoint::Tcp(Host::Ipv6(ip), port) => TcpStream::connect((ip, port)).await,
-        Endpoint::Tcp(Host::Domain(name), port) => TcpStream::connect((name.as_str(), port)).await,
-        other => return Err(format!("{other} is not a tcp:// endpoint")),
-    }
-    .map_err(|e| e.to_string())?;
-    let peer = outer.peer_addr().map_err(|e| e.to_string())?;
-    let dir = PrivateDir::create().map_err(|e| format!("guard directory: {e}"))?;
+    let rt = runtime().map_err(|e| e.to_string())?;
+    let endpoint = endpoint.to_owned();
+    // Streams are created inside the guard's runtime (see [`runtime`]).
+    let (outer, peer, dir, local) = rt
+        .spawn(async move { dial(&endpoint).await })
+        .await
+        .map_err(|e| e.to_string())??;
     let path = dir.socket();
-    let local = UnixListener::bind(&path).map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
+    rt.spawn(async move {
         let accepted = tokio::time::timeout(LOCAL_ACCEPT, local.accept()).await;
         // The accepted connection outlives its path: nothing is left on disk.
         drop(local);
@@ -182,6 +198,21 @@ pub async fn connect<S: Socket>(
         .connect(&format!("ipc://{}", path.display()))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Dials `endpoint` and opens the one-shot local listener for the zeromq socket.
+async fn dial(endpoint: &str) -> Result<(TcpStream, SocketAddr, PrivateDir, UnixListener), String> {
+    let outer = match endpoint.parse::<Endpoint>().map_err(|e| e.to_string())? {
+        Endpoint::Tcp(Host::Ipv4(ip), port) => TcpStream::connect((ip, port)).await,
+        Endpoint::Tcp(Host::Ipv6(ip), port) => TcpStream::connect((ip, port)).await,
+        Endpoint::Tcp(Host::Domain(name), port) => TcpStream::connect((name.as_str(), port)).await,
+        other => return Err(format!("{other} is not a tcp:// endpoint")),
+    }
+    .map_err(|e| e.to_string())?;
+    let peer = outer.peer_addr().map_err(|e| e.to_string())?;
+    let dir = PrivateDir::create().map_err(|e| format!("guard directory: {e}"))?;
+    let local = UnixListener::bind(dir.socket()).map_err(|e| e.to_string())?;
+    Ok((outer, peer, dir, local))
 }
 
 /// Logs how a relay ended: refusals at warn (once per peer address per [`LOG_EVERY`]).
