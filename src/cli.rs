@@ -113,6 +113,9 @@ pub struct DispatcherArgs {
     /// Python interpreter for executors (needs dill), e.g. /opt/faas/venv/bin/python.
     #[arg(long, value_name = "PATH")]
     pub python: Option<String>,
+    /// File holding the shared worker token (token_file); workers must prove they hold it.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
     pub config: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
@@ -153,6 +156,9 @@ impl DispatcherArgs {
         if let Some(v) = self.port {
             cfg.port = v;
         }
+        if let Some(v) = self.token_file {
+            cfg.token_file = Some(v);
+        }
         if self.verbose > 0 {
             cfg.log_level = crate::logging::level_from_verbosity(&cfg.log_level, self.verbose);
         }
@@ -191,6 +197,9 @@ pub struct WorkerArgs {
     /// Python interpreter for executors (needs dill).
     #[arg(long, value_name = "PATH")]
     pub python: Option<String>,
+    /// File holding the token to prove to the dispatcher (token_file).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
     pub config: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
@@ -227,6 +236,9 @@ impl WorkerArgs {
         }
         if let Some(v) = self.id {
             cfg.id = v;
+        }
+        if let Some(v) = self.token_file {
+            cfg.token_file = Some(v);
         }
         if let Some(v) = self.python {
             cfg.executor.python = v;

@@ -514,3 +514,66 @@ fn semantic_errors_name_the_key() {
     let stderr = check_config_fails("dispatcher", dir.path(), &[], &["-w", "0"]);
     assert!(stderr.contains("`-w`"), "{stderr}");
 }
+
+#[test]
+fn token_files_slot_caps_and_size_limits_are_checked() {
+    let dir = config_dir(&[]);
+    let token = dir.path().join("worker.token");
+    std::fs::write(&token, "  a-token-of-enough-bytes\n").expect("token");
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "tiny\n").expect("token");
+    let tok = token.to_str().expect("utf-8");
+    for daemon in ["dispatcher", "worker"] {
+        let fails =
+            |env: &[(&str, &str)], args: &[&str]| check_config_fails(daemon, dir.path(), env, args);
+        let stderr = fails(&[], &["--token-file", "relative.token"]);
+        assert!(
+            stderr.contains("`token_file`") && stderr.contains("absolute"),
+            "{stderr}"
+        );
+        let missing = dir.path().join("missing");
+        let stderr = fails(&[], &["--token-file", missing.to_str().expect("utf-8")]);
+        assert!(
+            stderr.contains("`token_file`") && stderr.contains("cannot read"),
+            "{stderr}"
+        );
+        let stderr = fails(&[], &["--token-file", short.to_str().expect("utf-8")]);
+        assert!(
+            stderr.contains("16-4096 bytes") && !stderr.contains("tiny"),
+            "{stderr}"
+        );
+        let var = format!("FAAS_{}_MAX_RESULT_BYTES", daemon.to_uppercase());
+        let stderr = fails(&[(&var, "0")], &[]);
+        assert!(stderr.contains("`max_result_bytes`"), "{stderr}");
+        let stderr = fails(&[(&var, "600000000")], &[]);
+        assert!(
+            stderr.contains("`max_result_bytes`") && stderr.contains("512 MiB"),
+            "{stderr}"
+        );
+        // Limits a frame of max_message_bytes could not carry.
+        let msg = format!("FAAS_{}_MAX_MESSAGE_BYTES", daemon.to_uppercase());
+        let stderr = fails(&[(&msg, "1000000"), (&var, "2000000")], &[]);
+        assert!(stderr.contains("raise max_message_bytes"), "{stderr}");
+        // A good token file passes, and the effective settings name it.
+        let out = run(
+            daemon,
+            dir.path(),
+            &[],
+            &["--token-file", tok, "--check-config"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(tok));
+    }
+    let stderr = check_config_fails(
+        "dispatcher",
+        dir.path(),
+        &[("FAAS_DISPATCHER_MAX_WORKER_SLOTS", "0")],
+        &[],
+    );
+    assert!(stderr.contains("`max_worker_slots`"), "{stderr}");
+}

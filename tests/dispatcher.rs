@@ -37,41 +37,17 @@ impl Env {
     }
 
     /// Starts a dispatcher; returns its shutdown trigger and join handle.
-    fn spawn(
-        &self,
-        cfg: DispatcherConfig,
-    ) -> (
-        faas::shutdown::ShutdownTrigger,
-        tokio::task::JoinHandle<Result<(), faas::dispatcher::DispatchError>>,
-    ) {
-        let (trigger, shutdown) = faas::shutdown::channel();
-        (trigger, tokio::spawn(faas::dispatcher::run(cfg, shutdown)))
+    fn spawn(&self, cfg: DispatcherConfig) -> util::dispatch::Running {
+        util::dispatch::spawn(cfg)
     }
 
     async fn submit(&self, fn_expr: &str, args_expr: &str) -> Uuid {
-        let f = self
-            .store
-            .register_function("f", &python::dill(fn_expr))
-            .await
-            .expect("register");
-        self.store
-            .create_task(&f, &python::dill(args_expr))
-            .await
-            .expect("create")
-            .expect("function exists")
+        let (f, a) = (python::dill(fn_expr), python::dill(args_expr));
+        util::dispatch::submit(&self.store, &f, &a).await
     }
 
     async fn wait(&self, t: &Uuid, timeout: Duration) -> (TaskStatus, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.store.task_view(t).await.expect("view").expect("task");
-            if v.status.is_terminal() {
-                let r = v.result.expect("terminal tasks have a result");
-                return (v.status, python::describe(&r));
-            }
-            assert!(Instant::now() < deadline, "task {t} still {:?}", v.status);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        util::dispatch::wait_done(&self.store, t, timeout).await
     }
 }
 

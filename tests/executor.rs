@@ -469,6 +469,29 @@ async fn large_payloads_roundtrip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_over_the_limit_fail_and_the_executor_stays_usable() {
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let pool = pool(isolation, 1).await.limit_results(100_000);
+        let (_, cause) = failed(
+            pool.run(task("def f(n):\n    return b'x' * n", "((5_000_000,), {})"))
+                .await,
+        );
+        assert!(
+            cause.starts_with("ResultTooLarge: the result is ")
+                && cause.contains("the limit is 100000 bytes"),
+            "{isolation:?}: {cause}"
+        );
+        // The oversized payload was drained: the same executor (reuse) runs the next task.
+        let r = completed(
+            pool.run(task("def f(n):\n    return b'y' * n", "((90_000,), {})"))
+                .await,
+        );
+        python::check(&r, "assert v == b'y' * 90000");
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_kills_everything_and_leaves_no_zombies() {
     for isolation in [Isolation::Fork, Isolation::Reuse] {
         let pool = std::sync::Arc::new(pool(isolation, 2).await);

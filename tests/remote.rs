@@ -5,99 +5,12 @@ mod util;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use faas::config::{DispatcherConfig, Mode};
+use faas::config::Mode;
 use faas::protocol::{decode, encode, Decoded, Header, ResultMeta, TaskRef, WorkerInfo, VERSION};
-use faas::store::{Store, TaskStatus};
+use faas::store::TaskStatus;
 use util::python;
-use util::redis::{free_port, RedisServer};
-use uuid::Uuid;
+use util::remote::{connect_dealer, send, Env};
 use zeromq::{DealerSocket, ReqSocket, Socket, SocketRecv, SocketSend};
-
-struct Env {
-    redis: RedisServer,
-    store: Store,
-    port: u16,
-    /// Pickles made once: a Python start-up takes longer than a heartbeat interval.
-    fn_pickle: Vec<u8>,
-    args_pickle: Vec<u8>,
-    result_pickle: Bytes,
-}
-
-impl Env {
-    async fn new() -> Self {
-        let redis = RedisServer::start();
-        let store = redis.store(Duration::from_secs(3600)).await;
-        let mut p = python::pickles("", &["lambda: 1", "((), {})", "'done'"], None);
-        let result_pickle = Bytes::from(p.remove(2));
-        let args_pickle = p.remove(1);
-        let fn_pickle = p.remove(0);
-        Env {
-            redis,
-            store,
-            port: free_port(),
-            fn_pickle,
-            args_pickle,
-            result_pickle,
-        }
-    }
-
-    /// Fake workers send no heartbeats: `misses` bounds how long they may stay silent.
-    fn config(&self, mode: Mode, misses: u32) -> DispatcherConfig {
-        DispatcherConfig {
-            mode,
-            redis: self.redis.url(),
-            name: format!("test-{}", self.redis.port),
-            port: self.port,
-            heartbeat_interval_ms: 100,
-            heartbeat_misses: misses,
-            drain_timeout_secs: 2.0,
-            ..DispatcherConfig::default()
-        }
-    }
-
-    fn spawn(
-        &self,
-        cfg: DispatcherConfig,
-    ) -> (
-        faas::shutdown::ShutdownTrigger,
-        tokio::task::JoinHandle<Result<(), faas::dispatcher::DispatchError>>,
-    ) {
-        let (trigger, shutdown) = faas::shutdown::channel();
-        (trigger, tokio::spawn(faas::dispatcher::run(cfg, shutdown)))
-    }
-
-    fn endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    async fn submit(&self) -> Uuid {
-        let f = self
-            .store
-            .register_function("f", &self.fn_pickle)
-            .await
-            .expect("register");
-        self.store
-            .create_task(&f, &self.args_pickle)
-            .await
-            .expect("create")
-            .expect("function exists")
-    }
-
-    async fn wait_status(&self, t: &Uuid, want: TaskStatus, timeout: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            let s = self.store.task_status(t).await.expect("status");
-            if s == Some(want) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "task {t} is {s:?}, wanted {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
 
 fn info(id: &str, slots: u32, protocol: u32) -> WorkerInfo {
     WorkerInfo {
@@ -129,31 +42,8 @@ async fn recv_significant(s: &mut DealerSocket) -> Decoded {
     }
 }
 
-async fn connect_dealer(env: &Env) -> DealerSocket {
-    let mut s = DealerSocket::new();
-    tokio::time::timeout(Duration::from_secs(5), s.connect(&env.endpoint()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    s
-}
-
-async fn send(s: &mut DealerSocket, h: &Header, blobs: Vec<Bytes>) {
-    s.send(encode(&[], h, blobs)).await.expect("send");
-}
-
 fn ok_result(env: &Env, t: TaskRef) -> (Header, Vec<Bytes>) {
-    (
-        Header::Report {
-            worker_id: "w1".into(),
-            results: vec![ResultMeta {
-                task: t,
-                ok: true,
-                cause: String::new(),
-            }],
-        },
-        vec![env.result_pickle.clone()],
-    )
+    env.ok_report("w1", t)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

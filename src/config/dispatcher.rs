@@ -1,8 +1,11 @@
 //! Settings of faas-dispatcher (`dispatcher.toml`).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::ExecutorConfig;
+use crate::protocol::auth::{Token, TokenError};
 
 /// Where the dispatcher runs tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -54,7 +57,8 @@ pub struct DispatcherConfig {
     /// Log level when RUST_LOG is unset.
     pub log_level: String,
     /// Address the ZeroMQ socket binds in pull and push modes. Workers on other hosts need a
-    /// reachable address here (e.g. 0.0.0.0): anyone who can connect can take tasks.
+    /// reachable address here (e.g. 0.0.0.0): set `token_file` then, or anyone who can connect
+    /// can take tasks.
     pub bind: String,
     /// Port of the ZeroMQ socket.
     pub port: u16,
@@ -64,6 +68,15 @@ pub struct DispatcherConfig {
     pub heartbeat_misses: u32,
     /// Seconds a worker may take to report a task's result; 0 means no deadline.
     pub task_deadline_secs: f64,
+    /// Shared secret workers must prove they hold (pull and push modes); unset: none needed.
+    pub token_file: Option<PathBuf>,
+    /// Most slots a worker may advertise; a `hello` with more is refused.
+    pub max_worker_slots: u32,
+    /// Largest task arguments pickle run, in bytes; larger tasks end FAILED (PayloadTooLarge).
+    pub max_payload_bytes: usize,
+    /// Largest result stored, in bytes (local mode's executors and workers' reports); larger
+    /// ones end the task FAILED (ResultTooLarge).
+    pub max_result_bytes: usize,
     /// Seconds a task found RUNNING at start-up (its dispatcher is gone) waits for its worker to
     /// come back and list or report it before it is re-run or FAILED.
     pub orphan_grace_secs: f64,
@@ -90,6 +103,10 @@ impl Default for DispatcherConfig {
             heartbeat_interval_ms: 250,
             heartbeat_misses: 4,
             task_deadline_secs: 0.0,
+            token_file: None,
+            max_worker_slots: 1024,
+            max_payload_bytes: super::DEFAULT_SIZE_LIMIT,
+            max_result_bytes: super::DEFAULT_SIZE_LIMIT,
             orphan_grace_secs: 60.0,
             max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             local: LocalConfig::default(),
@@ -106,6 +123,11 @@ impl DispatcherConfig {
         } else {
             self.name.clone()
         }
+    }
+
+    /// The worker token, when `token_file` is set (read now).
+    pub fn token(&self) -> Result<Option<Token>, TokenError> {
+        self.token_file.as_deref().map(Token::load).transpose()
     }
 
     /// Local-mode process count with 0 resolved to the number of CPUs.

@@ -22,6 +22,10 @@ pub use gateway::{GatewayConfig, GatewayLimits};
 pub use load::{load, Sources, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR};
 pub use worker::{WorkerConfig, WorkerMode};
 
+/// Default of `max_payload_bytes` and `max_result_bytes` (10 MiB, like the gateway's
+/// `max_body_bytes`).
+pub const DEFAULT_SIZE_LIMIT: usize = 10 * 1024 * 1024;
+
 /// Redis URL used when nothing else is configured.
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 

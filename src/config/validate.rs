@@ -10,6 +10,9 @@ pub const MIN_HEARTBEAT_MS: u64 = 10;
 /// Longest `wait_timeout_ms` accepted (a minute).
 pub const MAX_WAIT_TIMEOUT_MS: u64 = 60_000;
 
+/// Largest `max_payload_bytes` / `max_result_bytes`: Redis's default `proto-max-bulk-len`.
+pub const MAX_SIZE_LIMIT: usize = 512 * 1024 * 1024;
+
 type Check = Result<(), ConfigError>;
 
 impl Settings for GatewayConfig {
@@ -93,8 +96,29 @@ impl Settings for DispatcherConfig {
         }
         heartbeat(self.heartbeat_interval_ms, self.heartbeat_misses)?;
         seconds("task_deadline_secs", self.task_deadline_secs)?;
+        token_file(self.token_file.as_deref())?;
+        if self.max_worker_slots == 0 {
+            return Err(ConfigError::invalid(
+                "max_worker_slots",
+                "must be at least 1",
+            ));
+        }
+        size_limit("max_payload_bytes", self.max_payload_bytes)?;
+        size_limit("max_result_bytes", self.max_result_bytes)?;
         seconds("orphan_grace_secs", self.orphan_grace_secs)?;
         max_message_bytes(self.max_message_bytes)?;
+        // A pickle within the size limits must fit through the transport guard, or it would be
+        // dropped with its connection and sent again and again.
+        fits_in_message(
+            "max_payload_bytes",
+            self.max_payload_bytes,
+            self.max_message_bytes,
+        )?;
+        fits_in_message(
+            "max_result_bytes",
+            self.max_result_bytes,
+            self.max_message_bytes,
+        )?;
         self.executor.validate()
     }
 }
@@ -120,7 +144,56 @@ impl Settings for WorkerConfig {
         seconds("drain_timeout_secs", self.drain_timeout_secs)?;
         max_message_bytes(self.max_message_bytes)?;
         log_level("log_level", &self.log_level)?;
+        token_file(self.token_file.as_deref())?;
+        size_limit("max_result_bytes", self.max_result_bytes)?;
+        fits_in_message(
+            "max_result_bytes",
+            self.max_result_bytes,
+            self.max_message_bytes,
+        )?;
         self.executor.validate()
+    }
+}
+
+/// A worker token file: an absolute path to a readable file holding an acceptable token.
+fn token_file(path: Option<&std::path::Path>) -> Check {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    if !path.is_absolute() {
+        return Err(ConfigError::invalid(
+            "token_file",
+            format!("{} is not an absolute path", path.display()),
+        ));
+    }
+    crate::protocol::auth::Token::load(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::invalid("token_file", e.to_string()))
+}
+
+/// A pickle size limit that one ZeroMQ frame of `max_message_bytes` can carry.
+fn fits_in_message(key: &str, value: usize, max_message: u64) -> Check {
+    if value as u64 <= max_message {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!(
+            "{value} is more than max_message_bytes ({max_message}): such pickles could never be \
+             sent; lower {key} or raise max_message_bytes"
+        ),
+    ))
+}
+
+/// A size limit in bytes: 1 up to what Redis stores in one value.
+fn size_limit(key: &str, value: usize) -> Check {
+    if (1..=MAX_SIZE_LIMIT).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be 1-{MAX_SIZE_LIMIT} bytes (Redis stores at most 512 MiB in one value), got {value}"),
+        ))
     }
 }
 

@@ -1,8 +1,11 @@
 //! Settings of faas-worker (`worker.toml`).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::ExecutorConfig;
+use crate::protocol::auth::{Token, TokenError};
 
 /// How a worker gets its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -47,6 +50,10 @@ pub struct WorkerConfig {
     pub max_message_bytes: u64,
     /// Log level when RUST_LOG is unset.
     pub log_level: String,
+    /// Shared secret proven to the dispatcher when it asks (its `token_file`).
+    pub token_file: Option<PathBuf>,
+    /// Largest result reported, in bytes; a larger one is reported as FAILED (ResultTooLarge).
+    pub max_result_bytes: usize,
     pub executor: ExecutorConfig,
 }
 
@@ -62,6 +69,8 @@ impl Default for WorkerConfig {
             drain_timeout_secs: 30.0,
             max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
             log_level: "info".into(),
+            token_file: None,
+            max_result_bytes: super::DEFAULT_SIZE_LIMIT,
             executor: ExecutorConfig::default(),
         }
     }
@@ -71,6 +80,11 @@ impl WorkerConfig {
     /// The process count with 0 resolved to the number of CPUs.
     pub fn slots(&self) -> usize {
         crate::host::processes_or_cpus(self.processes)
+    }
+
+    /// The token, when `token_file` is set (read now).
+    pub fn token(&self) -> Result<Option<Token>, TokenError> {
+        self.token_file.as_deref().map(Token::load).transpose()
     }
 
     /// `max_message_bytes`, typed (call on a validated config).

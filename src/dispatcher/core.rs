@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::executor::{Outcome, TaskSpec};
 use crate::pickle::{platform_exception, PlatformError};
 use crate::runtime::Runtime;
-use crate::store::{Claim, Finish, QueueEntry, Recorded, Store, StoreError, TaskStatus};
+use crate::store::{
+    is_value_refused, Claim, Finish, QueueEntry, Recorded, Store, StoreError, TaskStatus,
+};
 
 /// Function payloads kept in memory (functions are immutable once registered).
 const FN_CACHE_MAX: usize = 4096;
@@ -85,6 +87,10 @@ pub struct Core {
     /// Unique to this process (the lease token): with an entry id, names a claim.
     incarnation: String,
     pub max_retries: u32,
+    /// Largest arguments pickle run (`max_payload_bytes`).
+    max_payload: usize,
+    /// Largest result pickle stored (`max_result_bytes`).
+    max_result: usize,
     pub counters: Counters,
     fn_cache: Mutex<HashMap<Uuid, Bytes>>,
     /// Python/dill versions of each executor host (this dispatcher, or a worker), recorded on
@@ -99,10 +105,19 @@ impl Core {
             name,
             incarnation,
             max_retries,
+            max_payload: crate::config::DEFAULT_SIZE_LIMIT,
+            max_result: crate::config::DEFAULT_SIZE_LIMIT,
             counters: Counters::default(),
             fn_cache: Mutex::new(HashMap::new()),
             runtimes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets `max_payload_bytes` and `max_result_bytes`.
+    pub fn with_size_limits(mut self, max_payload: usize, max_result: usize) -> Self {
+        self.max_payload = max_payload;
+        self.max_result = max_result;
+        self
     }
 
     /// Records the runtime of `worker` (this dispatcher's name in local mode), or forgets it.
@@ -158,6 +173,23 @@ impl Core {
                     .await?;
                     return Ok(Prepared::Settled);
                 };
+                if args.len() > self.max_payload {
+                    let detail = format!(
+                        "the arguments are {} bytes; the limit is {} bytes (max_payload_bytes)",
+                        args.len(),
+                        self.max_payload
+                    );
+                    self.fail(
+                        task_id,
+                        TaskStatus::Running,
+                        Some(attempt),
+                        &entry.entry_id,
+                        PlatformError::PayloadTooLarge,
+                        &detail,
+                    )
+                    .await?;
+                    return Ok(Prepared::Settled);
+                }
                 self.counters.started.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(task_id = %task_id, function_id = %function_id, attempt, worker, "task RUNNING");
                 Ok(Prepared::Run(Running {
@@ -277,22 +309,53 @@ impl Core {
         entry_id: Option<&str>,
         outcome: &Outcome,
     ) -> Result<Recorded, StoreError> {
-        let (status, result, error) = match outcome {
-            Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
-            Outcome::Failed { result, cause } => {
-                (TaskStatus::Failed, result.as_slice(), cause.as_str())
-            }
-        };
-        let finish = Finish {
-            task_id,
-            from: TaskStatus::Running,
-            attempt: Some(attempt),
-            status,
-            result,
-            error,
-            entry_id,
-        };
-        let recorded = self.store.retrying(|| self.store.finish(&finish)).await?;
+        // A result above max_result_bytes (a worker with a higher limit) is replaced; one Redis
+        // refuses (e.g. above its proto-max-bulk-len) too: never an endless store-and-retry.
+        let mut replaced = (outcome.result().len() > self.max_result)
+            .then(|| outcome.clone().within(self.max_result));
+        loop {
+            let (status, result, error) = match replaced.as_ref().unwrap_or(outcome) {
+                Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
+                Outcome::Failed { result, cause } => {
+                    (TaskStatus::Failed, result.as_slice(), cause.as_str())
+                }
+            };
+            let finish = Finish {
+                task_id,
+                from: TaskStatus::Running,
+                attempt: Some(attempt),
+                status,
+                result,
+                error,
+                entry_id,
+            };
+            let recorded = match self.store.retrying(|| self.store.finish(&finish)).await {
+                Err(e) if replaced.is_none() && is_value_refused(&e) => {
+                    tracing::warn!(task_id = %task_id, attempt, bytes = result.len(), error = %e,
+                        "Redis refused the result; the task ends FAILED with ResultTooLarge");
+                    let detail =
+                        format!("Redis refused the result of {} bytes ({e})", result.len());
+                    replaced = Some(crate::executor::classify::platform(
+                        PlatformError::ResultTooLarge,
+                        &detail,
+                    ));
+                    continue;
+                }
+                other => other?,
+            };
+            self.log_recorded(task_id, attempt, status, error, recorded);
+            return Ok(recorded);
+        }
+    }
+
+    fn log_recorded(
+        &self,
+        task_id: Uuid,
+        attempt: u32,
+        status: TaskStatus,
+        error: &str,
+        recorded: Recorded,
+    ) {
         match recorded {
             Recorded::Applied => {
                 let counter = if status == TaskStatus::Completed {
@@ -316,7 +379,6 @@ impl Core {
             Recorded::Unknown => tracing::warn!(task_id = %task_id, attempt,
                 "result for a task Redis no longer knows (it expired, or Redis lost its data); dropped"),
         }
-        Ok(recorded)
     }
 
     /// Puts a run that was claimed but never delivered (its worker vanished first) back in the

@@ -39,6 +39,8 @@ pub enum DispatchError {
     Executor(#[from] ExecutorError),
     #[error("cannot bind {endpoint}: {message}")]
     Bind { endpoint: String, message: String },
+    #[error("token_file: {0}")]
+    Token(#[from] crate::protocol::auth::TokenError),
 }
 
 /// How long a stopping local dispatcher tries to hand unfinished runs back to the queue.
@@ -55,12 +57,15 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
     .await?;
     let name = cfg.consumer_name();
     let lease = lease::acquire(&store, &name).await?;
-    let core = Arc::new(core::Core::new(
-        store.clone(),
-        name.clone(),
-        lease.token.clone(),
-        cfg.max_retries,
-    ));
+    let core = Arc::new(
+        core::Core::new(
+            store.clone(),
+            name.clone(),
+            lease.token.clone(),
+            cfg.max_retries,
+        )
+        .with_size_limits(cfg.max_payload_bytes, cfg.max_result_bytes),
+    );
     // The lease outlives the drain: released only once nothing of ours is running.
     let (lease_stop, lease_shutdown) = crate::shutdown::channel();
     let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
@@ -69,7 +74,11 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
     let result = match cfg.mode {
         Mode::Local => {
             let processes = cfg.local_processes();
-            let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), processes).await?);
+            let pool = Arc::new(
+                ExecutorPool::start(cfg.executor.clone(), processes)
+                    .await?
+                    .limit_results(cfg.max_result_bytes),
+            );
             core.set_runtime(&name, pool.runtime());
             tracing::info!(name, processes, isolation = ?cfg.executor.isolation, "dispatcher ready (local mode)");
             let unfinished = local::run(core.clone(), pool.clone(), reader, shutdown, drain).await;

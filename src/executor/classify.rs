@@ -18,6 +18,11 @@ pub fn platform(kind: PlatformError, detail: &str) -> Outcome {
     }
 }
 
+/// The detail of a `ResultTooLarge` failure.
+pub fn too_large(len: usize, max: usize) -> String {
+    format!("the result is {len} bytes; the limit is {max} bytes (max_result_bytes)")
+}
+
 /// `"exited with code 3"` or `"killed by signal 11 (SIGSEGV)"`.
 pub fn describe_exit(status: ExitStatus) -> String {
     if let Some(code) = status.code() {

@@ -88,6 +88,45 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
     Ok(Some(body))
 }
 
+/// A frame read with a size limit: its body, or its length when it was over the limit (the
+/// body was read and discarded, so the stream stays in step).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bounded {
+    Body(Vec<u8>),
+    Skipped(usize),
+}
+
+/// Reads one frame that must be there, keeping its body only if it has at most `max` bytes:
+/// a larger body is drained without being held in memory.
+pub async fn read_bounded<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Bounded, FrameError> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    let len = u32::from_be_bytes(head) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    if len <= max {
+        let mut body = Vec::with_capacity(len.min(COALESCE_LIMIT));
+        let read = r.take(len as u64).read_to_end(&mut body).await?;
+        return if read < len {
+            Err(FrameError::Truncated)
+        } else {
+            Ok(Bounded::Body(body))
+        };
+    }
+    let drained = tokio::io::copy(&mut r.take(len as u64), &mut tokio::io::sink()).await?;
+    if (drained as usize) < len {
+        return Err(FrameError::Truncated);
+    }
+    Ok(Bounded::Skipped(len))
+}
+
 /// Reads one frame that must be there (end of stream is [`FrameError::Truncated`]).
 pub async fn read_required<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, FrameError> {
     read_frame(r).await?.ok_or(FrameError::Truncated)
@@ -96,6 +135,34 @@ pub async fn read_required<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bounded_reads_skip_large_bodies_and_stay_in_step() {
+        let big = vec![7u8; 100_000];
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frames(&mut a, &[b"small", &big, b"next"])
+            .await
+            .unwrap();
+        drop(a);
+        assert_eq!(
+            read_bounded(&mut b, 1000).await.unwrap(),
+            Bounded::Body(b"small".to_vec())
+        );
+        assert_eq!(
+            read_bounded(&mut b, 1000).await.unwrap(),
+            Bounded::Skipped(100_000)
+        );
+        assert_eq!(read_frame(&mut b).await.unwrap().unwrap(), b"next");
+        assert!(matches!(
+            read_bounded(&mut b, 1000).await,
+            Err(FrameError::Truncated)
+        ));
+        let cut = [&header(10).unwrap()[..], b"abc"].concat();
+        assert!(matches!(
+            read_bounded(&mut cut.as_slice(), 5).await,
+            Err(FrameError::Truncated)
+        ));
+    }
 
     #[tokio::test]
     async fn roundtrip_small_and_large() {

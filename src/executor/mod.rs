@@ -57,6 +57,28 @@ pub enum Outcome {
     Failed { result: Vec<u8>, cause: String },
 }
 
+impl Outcome {
+    /// The result pickle.
+    pub fn result(&self) -> &[u8] {
+        match self {
+            Outcome::Completed { result } | Outcome::Failed { result, .. } => result,
+        }
+    }
+
+    /// This outcome, or FAILED with `ResultTooLarge` when its pickle exceeds `max` bytes
+    /// (`max_result_bytes`): a task whose result cannot be kept ends cleanly, never in retries.
+    pub fn within(self, max: usize) -> Outcome {
+        let len = self.result().len();
+        if len <= max {
+            return self;
+        }
+        classify::platform(
+            PlatformError::ResultTooLarge,
+            &classify::too_large(len, max),
+        )
+    }
+}
+
 /// Errors starting or running the pool itself (never the outcome of a user's task).
 #[derive(Debug, Error)]
 pub enum ExecutorError {
@@ -115,6 +137,8 @@ pub struct ExecutorPool {
 struct Shared {
     cfg: ExecutorConfig,
     backend: Backend,
+    /// Starts executors; holds the result limit its backends read with.
+    launcher: Arc<process::Launcher>,
 }
 
 /// A reserved slot of the pool; running a task consumes it.
@@ -136,15 +160,29 @@ impl ExecutorPool {
         }
         let launcher = Arc::new(process::Launcher::new(cfg.clone())?);
         let backend = match cfg.isolation {
-            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(launcher).await?),
-            Isolation::Reuse => Backend::Reuse(reuse::ReuseBackend::start(launcher, slots).await?),
+            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(launcher.clone()).await?),
+            Isolation::Reuse => {
+                Backend::Reuse(reuse::ReuseBackend::start(launcher.clone(), slots).await?)
+            }
         };
         tracing::info!(isolation = ?cfg.isolation, slots, python = %cfg.python, "executor pool started");
         Ok(ExecutorPool {
             slots,
             permits: Arc::new(Semaphore::new(slots)),
-            shared: Arc::new(Shared { cfg, backend }),
+            shared: Arc::new(Shared {
+                cfg,
+                backend,
+                launcher,
+            }),
         })
+    }
+
+    /// Sets the largest result a task may return (`max_result_bytes`); larger ones end FAILED
+    /// with `ResultTooLarge`, and are drained from the executor without being held in memory.
+    /// Without it, only the executor framing's limit applies ([`frame::MAX_FRAME`]).
+    pub fn limit_results(self, max: usize) -> Self {
+        self.shared.launcher.set_max_result(max);
+        self
     }
 
     /// Total concurrent slots.
@@ -224,7 +262,9 @@ impl Slot {
             .backend
             .run(&task, timeout, stop)
             .instrument(span)
-            .await;
+            .await
+            // Payloads are capped while read; this also catches a huge foreign exception text.
+            .within(self.shared.launcher.max_result());
         match &outcome {
             Outcome::Completed { .. } => {
                 tracing::debug!(task_id = %task.task_id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "task completed")

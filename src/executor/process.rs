@@ -50,6 +50,8 @@ pub struct Executor {
 pub struct Launcher {
     pub cfg: ExecutorConfig,
     pub sandbox: Sandbox,
+    /// Largest result payload kept (`max_result_bytes`); larger ones become `ResultTooLarge`.
+    max_result: std::sync::atomic::AtomicUsize,
 }
 
 impl Launcher {
@@ -62,7 +64,22 @@ impl Launcher {
             workdir = %sandbox.workdir.display(),
             "executor sandbox"
         );
-        Ok(Launcher { cfg, sandbox })
+        Ok(Launcher {
+            cfg,
+            sandbox,
+            max_result: super::frame::MAX_FRAME.into(),
+        })
+    }
+
+    /// The largest result payload kept.
+    pub fn max_result(&self) -> usize {
+        self.max_result.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the largest result payload kept.
+    pub fn set_max_result(&self, max: usize) {
+        self.max_result
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts an executor in `mode` and waits for its `ready` message; `cleanup` lists private

@@ -106,16 +106,27 @@ pub async fn write_task<W: AsyncWrite + Unpin>(w: &mut W, task: &TaskSpec) -> st
     frame::write_frames(w, &[&header, &task.fn_payload, &task.args_payload]).await
 }
 
-/// Reads a result message; `Ok(None)` if the stream ends before one starts.
+/// Reads a result message; `Ok(None)` if the stream ends before one starts. A payload of more
+/// than `max_payload` bytes is drained, not kept: the result becomes the platform failure
+/// `ResultTooLarge` (`max_result_bytes`).
 pub async fn read_result<R: AsyncRead + Unpin>(
     r: &mut R,
+    max_payload: usize,
 ) -> Result<Option<TaskResult>, ProtocolError> {
     let Some(head) = frame::read_frame(r).await? else {
         return Ok(None);
     };
     let header: ResultHeader = serde_json::from_slice(&head)?;
-    let payload = frame::read_required(r).await?;
-    Ok(Some(TaskResult { header, payload }))
+    Ok(Some(match frame::read_bounded(r, max_payload).await? {
+        frame::Bounded::Body(payload) => TaskResult { header, payload },
+        frame::Bounded::Skipped(len) => TaskResult {
+            header: ResultHeader::Platform {
+                kind: "ResultTooLarge".into(),
+                detail: super::classify::too_large(len, max_payload),
+            },
+            payload: Vec::new(),
+        },
+    }))
 }
 
 #[cfg(test)]
@@ -155,7 +166,10 @@ mod tests {
             b"",
         ])
         .unwrap();
-        let r = read_result(&mut bytes.as_slice()).await.unwrap().unwrap();
+        let r = read_result(&mut bytes.as_slice(), frame::MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             r.header,
             ResultHeader::Platform {
@@ -164,8 +178,13 @@ mod tests {
             }
         );
         let mut empty: &[u8] = &[];
-        assert!(read_result(&mut empty).await.unwrap().is_none());
+        assert!(read_result(&mut empty, frame::MAX_FRAME)
+            .await
+            .unwrap()
+            .is_none());
         let only_header = frame::encode(&[br#"{"status":"ok"}"#]).unwrap();
-        assert!(read_result(&mut only_header.as_slice()).await.is_err());
+        assert!(read_result(&mut only_header.as_slice(), frame::MAX_FRAME)
+            .await
+            .is_err());
     }
 }

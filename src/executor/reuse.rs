@@ -112,7 +112,10 @@ impl ReuseBackend {
                     tracing::debug!(task_id = %task.task_id, error = %e, "writing task to executor failed");
                 }
             };
-            let (_, result) = tokio::join!(write, protocol::read_result(&mut rd));
+            let (_, result) = tokio::join!(
+                write,
+                protocol::read_result(&mut rd, self.launcher.max_result())
+            );
             result
         };
         let limit = async {

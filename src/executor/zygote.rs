@@ -204,7 +204,10 @@ impl ForkBackend {
                 }
                 let _ = wr.shutdown().await;
             };
-            let (_, result) = tokio::join!(write, protocol::read_result(&mut rd));
+            let (_, result) = tokio::join!(
+                write,
+                protocol::read_result(&mut rd, self.launcher.max_result())
+            );
             result
         };
         tokio::pin!(io);

@@ -25,11 +25,15 @@ pub enum PlatformError {
     TaskCancelled,
     /// The task's function was deleted (`DELETE /functions/{id}`) before the task ran.
     FunctionDeleted,
+    /// The task's arguments are larger than the dispatcher's `max_payload_bytes`.
+    PayloadTooLarge,
+    /// The function's result is larger than `max_result_bytes`, or than Redis accepts.
+    ResultTooLarge,
 }
 
 impl PlatformError {
     /// Every platform failure, for lookups by name.
-    pub const ALL: [PlatformError; 9] = [
+    pub const ALL: [PlatformError; 11] = [
         PlatformError::WorkerFailure,
         PlatformError::TaskTimeout,
         PlatformError::ExecutorCrashed,
@@ -39,6 +43,8 @@ impl PlatformError {
         PlatformError::InvalidTask,
         PlatformError::TaskCancelled,
         PlatformError::FunctionDeleted,
+        PlatformError::PayloadTooLarge,
+        PlatformError::ResultTooLarge,
     ];
 
     /// The Python class name of this failure, also the first word of its message.
@@ -53,6 +59,8 @@ impl PlatformError {
             PlatformError::InvalidTask => "InvalidTask",
             PlatformError::TaskCancelled => "TaskCancelled",
             PlatformError::FunctionDeleted => "FunctionDeleted",
+            PlatformError::PayloadTooLarge => "PayloadTooLarge",
+            PlatformError::ResultTooLarge => "ResultTooLarge",
         }
     }
 

@@ -4,6 +4,7 @@
 //! in [`Header::Tasks`] (function pickle, arguments pickle) and one per result in
 //! [`Header::Fetch`] / [`Header::Report`] (the result pickle). Pickles are never base64'd.
 
+pub mod auth;
 mod codec;
 pub mod guard;
 
@@ -121,6 +122,9 @@ pub enum Header {
         worker_id: String,
         tasks: Vec<TaskRef>,
     },
+    /// Answer to [`Header::Challenge`]: HMAC-SHA256 of the challenge (see [`auth`]), hex. The
+    /// dispatcher then acts on the message it held back (or answers [`Header::Ack`]).
+    Auth { worker_id: String, proof: String },
 
     // ---- dispatcher → worker ----
     /// Answer to [`Header::Hello`], with the liveness settings both sides use.
@@ -131,6 +135,9 @@ pub enum Header {
     },
     /// Registration refused (e.g. protocol version mismatch); the worker exits.
     Refused { reason: String },
+    /// The dispatcher needs a token (`token_file`): the first message of a connection is held
+    /// back until the worker answers with [`Header::Auth`] for this nonce (32 bytes, hex).
+    Challenge { nonce: String },
     /// Tasks to run (two blob frames each), plus acknowledgements of stored results.
     Tasks {
         tasks: Vec<TaskMeta>,
@@ -168,8 +175,10 @@ impl Header {
             Header::Heartbeat { .. } => "heartbeat",
             Header::Bye { .. } => "bye",
             Header::Release { .. } => "release",
+            Header::Auth { .. } => "auth",
             Header::Welcome { .. } => "welcome",
             Header::Refused { .. } => "refused",
+            Header::Challenge { .. } => "challenge",
             Header::Tasks { .. } => "tasks",
             Header::Ack { .. } => "ack",
             Header::Nothing { .. } => "nothing",

@@ -122,6 +122,26 @@ pub fn is_unavailable(e: &StoreError) -> bool {
     }
 }
 
+/// True when Redis refused a value because of its size (a bulk string above its
+/// `proto-max-bulk-len`, or a string above the 512 MB limit): sending it again cannot work, so
+/// the caller must store something else (e.g. `ResultTooLarge`) rather than retry.
+pub fn is_value_refused(e: &StoreError) -> bool {
+    let StoreError::Redis(e) = e else {
+        return false;
+    };
+    if classify(e) != Failure::Answered {
+        return false;
+    }
+    let text = e.to_string();
+    [
+        "invalid bulk length",
+        "exceeds maximum allowed size",
+        "query buffer",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
 fn unreachable_now(reason: &str, wait: Duration) -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::NotConnected,
@@ -510,5 +530,27 @@ mod tests {
             redis::ServerErrorKind::NoPerm
         ))));
         assert!(!is_unavailable(&StoreError::Corrupt("x".into())));
+    }
+
+    #[test]
+    fn size_refusals_are_told_apart() {
+        let answered = |detail: &'static str| {
+            StoreError::Redis(RedisError::from((
+                ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "Protocol error",
+                detail.to_string(),
+            )))
+        };
+        assert!(is_value_refused(&answered("invalid bulk length")));
+        assert!(is_value_refused(&answered(
+            "string exceeds maximum allowed size (proto-max-bulk-len)"
+        )));
+        assert!(!is_value_refused(&answered("unknown command")));
+        // A dropped connection is an outage (waited out), not a refusal.
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!is_value_refused(&StoreError::Redis(io)));
+        assert!(!is_value_refused(&StoreError::Corrupt(
+            "invalid bulk length".into()
+        )));
     }
 }

@@ -33,7 +33,7 @@ use redis::{AsyncCommands, Value};
 use thiserror::Error;
 use uuid::Uuid;
 
-pub use conn::{is_unavailable, Conn, Connector};
+pub use conn::{is_unavailable, is_value_refused, Conn, Connector};
 pub use endpoint::Endpoint;
 pub use health::{Health, Outage};
 pub use queue::{QueueEntry, QueueReader, ADOPT_MIN_IDLE};

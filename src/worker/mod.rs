@@ -10,6 +10,7 @@
 //! systemd: the mode loop pings the watchdog; [`systemd`] turns the [`Status`] channel into
 //! `READY=1` (executors warm and registered) and `STATUS=` lines.
 
+mod auth;
 mod connect;
 mod conv;
 mod pull;
@@ -45,6 +46,8 @@ pub enum WorkerError {
     Endpoint { endpoint: String, message: String },
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 /// A snapshot of the worker for status lines (e.g. sd-notify `STATUS=`), published on every
@@ -93,11 +96,18 @@ pub async fn run_with_status(
             cfg.drain_timeout_secs
         )));
     }
+    let token = cfg
+        .token()
+        .map_err(|e| WorkerError::Config(format!("token_file: {e}")))?;
     let id = cfg.worker_id();
     let limits = Limits::from_max_message_bytes(cfg.max_message().get());
     let link = Link::new(&cfg.dispatcher, &id, limits)?;
     let slots = cfg.slots();
-    let pool = Arc::new(ExecutorPool::start(cfg.executor.clone(), slots).await?);
+    let pool = Arc::new(
+        ExecutorPool::start(cfg.executor.clone(), slots)
+            .await?
+            .limit_results(cfg.max_result_bytes),
+    );
     let info = WorkerInfo {
         id: id.clone(),
         slots: u32::try_from(slots).unwrap_or(u32::MAX),
@@ -113,6 +123,7 @@ pub async fn run_with_status(
         link,
         timing: Timing::new(cfg.heartbeat_interval_ms, cfg.heartbeat_misses),
         state: State::new(&id, pool.clone(), done_tx),
+        token,
         done,
         shutdown,
         drain: Drain::default(),

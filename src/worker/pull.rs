@@ -195,7 +195,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
             ev = p.fetch.next() => p.on_fetch(ctx, ev)?,
             ev = p.report.next() => p.on_report(ctx, ev)?,
             s = p.control.connected() => p.control_up(s),
-            Some(d) = p.control_rx.recv() => p.on_control(ctx, d)?,
+            Some(d) = p.control_rx.recv() => p.on_control(ctx, d).await?,
             _ = tokio::time::sleep_until(p.next_beat), if beat => p.heartbeat(ctx).await,
             _ = tokio::time::sleep_until(silent_at), if ctx.registered => {
                 let reason = format!("no message from dispatcher for {:?}", ctx.timing.silence());
@@ -304,6 +304,7 @@ impl Pull {
         };
         match (reply.purpose, d.header) {
             (_, Header::Refused { reason }) => return Err(WorkerError::Refused(reason)),
+            (p, Header::Challenge { nonce }) => challenged(ctx, &mut self.fetch, p, &nonce)?,
             (
                 Purpose::Hello,
                 Header::Welcome {
@@ -381,6 +382,9 @@ impl Pull {
         };
         match d.header {
             Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
+            Header::Challenge { nonce } => {
+                challenged(ctx, &mut self.report, reply.purpose, &nonce)?
+            }
             Header::Ack { acks } | Header::Nothing { acks } => {
                 ctx.ack(&acks);
             }
@@ -408,9 +412,17 @@ impl Pull {
     }
 
     /// A message on the control socket: a sign of life; `unknown` and `cancel` act.
-    fn on_control(&mut self, ctx: &mut Ctx, d: Decoded) -> Result<(), WorkerError> {
+    async fn on_control(&mut self, ctx: &mut Ctx, d: Decoded) -> Result<(), WorkerError> {
         self.last_heard = Instant::now();
         match d.header {
+            Header::Challenge { nonce } => {
+                if let Control::Up { tx, .. } = &mut self.control {
+                    if let Err(e) = super::auth::answer_on(ctx, tx, &nonce).await? {
+                        tracing::debug!(error = %e, "auth failed; rebuilding the control socket");
+                        self.control = Control::Down;
+                    }
+                }
+            }
             Header::Ping | Header::Ack { .. } => {}
             Header::Cancel { tasks } => ctx.cancel(&tasks),
             Header::Unknown => unknown(ctx),
@@ -462,6 +474,25 @@ impl Pull {
             }
         }
     }
+}
+
+/// Answers a challenge on `sock` with `auth`, as the same request (the dispatcher answers it
+/// as it would have answered the message it held back).
+fn challenged(
+    ctx: &Ctx,
+    sock: &mut Sock,
+    purpose: Purpose,
+    nonce: &str,
+) -> Result<(), WorkerError> {
+    if let Some(h) = super::auth::answer(ctx, nonce)? {
+        let limit = if purpose == Purpose::Fetch {
+            ctx.timing.parked()
+        } else {
+            ctx.timing.silence()
+        };
+        sock.start(&h, vec![], limit, purpose);
+    }
+    Ok(())
 }
 
 fn unknown(ctx: &mut Ctx) {

@@ -102,7 +102,10 @@ async fn session(ctx: &mut Ctx, sockets: Sockets) -> Result<End, WorkerError> {
     let (mut control, control_rx) = sockets.control.split();
     let (msg_tx, mut msgs) = mpsc::channel(64);
     let _reader = Reader(tokio::spawn(read_loop(rx, msg_tx.clone())));
-    let _control_reader = Reader(tokio::spawn(read_loop(control_rx, msg_tx)));
+    // Control messages come on their own channel: a challenge there is answered there.
+    let (ctl_tx, mut ctl_msgs) = mpsc::channel(16);
+    let _control_reader = Reader(tokio::spawn(read_loop(control_rx, ctl_tx)));
+    drop(msg_tx);
     let (data_tx, data_rx) = mpsc::unbounded_channel();
     let (failed_tx, mut failed) = oneshot::channel();
     let mut writer = Reader(tokio::spawn(write_loop(tx, data_rx, failed_tx)));
@@ -140,6 +143,15 @@ async fn session(ctx: &mut Ctx, sockets: Sockets) -> Result<End, WorkerError> {
                     r
                 }
             },
+            Some(d) = ctl_msgs.recv() => {
+                last_heard = Instant::now();
+                match d.header {
+                    Header::Challenge { nonce } => {
+                        super::auth::answer_on(ctx, &mut control, &nonce).await?
+                    }
+                    _ => handle(ctx, &mut out, d).await?,
+                }
+            }
             Some(f) = ctx.done.recv() => {
                 let new = ctx.finished(f);
                 if ctx.registered { out.report(ctx, |t| new.contains(t)).await } else { Ok(()) }
@@ -229,6 +241,10 @@ async fn handle(
             r
         }
         Header::Refused { reason } => return Err(WorkerError::Refused(reason)),
+        Header::Challenge { nonce } => match super::auth::answer(ctx, &nonce)? {
+            Some(h) => out.send(ctx, &h, vec![]).await,
+            None => Ok(()),
+        },
         Header::Tasks { tasks, acks } => {
             ctx.ack(&acks);
             if ctx.drain.active() && !tasks.is_empty() {

@@ -64,6 +64,8 @@ pub(crate) struct Ctx {
     pub link: Link,
     pub timing: Timing,
     pub state: State,
+    /// The token proven when the dispatcher sends a challenge (`token_file`).
+    pub token: Option<crate::protocol::auth::Token>,
     pub done: mpsc::UnboundedReceiver<Finished>,
     pub shutdown: Shutdown,
     pub drain: Drain,

@@ -75,8 +75,8 @@ class Stack:
     ``mode`` is local, pull or push. In local mode the dispatcher runs ``processes`` executors;
     in pull and push modes ``workers`` faas-worker daemons run ``processes`` executors each.
     ``executor`` is TOML for the ``[executor]`` table of both daemons; ``dispatcher`` is TOML for
-    the dispatcher's top level (e.g. ``max_retries = 1``), ``gateway`` for the gateway's (given
-    with ``--config``). ``redis_aof`` gives the private redis-server an append-only file (a
+    the dispatcher's top level (e.g. ``max_retries = 1``), ``worker`` for the workers' (e.g.
+    ``token_file = "..."``), ``gateway`` for the gateway's (given with ``--config``). ``redis_aof`` gives the private redis-server an append-only file (a
     restart keeps the data); ``redis_url`` uses that Redis (e.g. a ``redis+sentinel://`` URL)
     instead of a private one.
 
@@ -105,6 +105,7 @@ class Stack:
         gateway: str = "",
         redis_aof: bool = False,
         redis_url: Optional[str] = None,
+        worker: str = "",
     ) -> None:
         self.workdir = workdir
         self.mode = mode
@@ -140,7 +141,7 @@ class Stack:
             f"{dispatcher}\n{executor_table}"
         )
         self.worker_config = workdir / "worker.toml"
-        self.worker_config.write_text(f"drain_timeout_secs = 5\n{executor_table}")
+        self.worker_config.write_text(f"drain_timeout_secs = 5\n{worker}\n{executor_table}")
         self.gateway_config: Optional[Path] = None
         if gateway:
             self.gateway_config = workdir / "gateway.toml"

@@ -16,6 +16,7 @@
 
 mod effects;
 mod feeder;
+mod gate;
 mod outbound;
 mod registry;
 mod state;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use zeromq::{RouterSocket, Socket, SocketRecv};
 
 use super::core::Core;
@@ -59,7 +61,13 @@ pub async fn run(
         })?;
     let (send, recv) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Event>(4096);
-    let receiver = tokio::spawn(receive(recv, tx.clone()));
+    let gate = gate::Gate::new(gate::GateConfig {
+        token: cfg.token()?,
+        max_slots: cfg.max_worker_slots,
+        push: cfg.mode == crate::config::Mode::Push,
+    });
+    let gate_out = outbound::Outbound::new(send.clone());
+    let receiver = tokio::spawn(receive(recv, tx.clone(), gate, gate_out));
 
     let (demand_tx, demand_rx) = watch::channel(0usize);
     let in_flight = InFlight::default();
@@ -164,8 +172,13 @@ impl super::cancels::Stop for StopOnWorker {
     }
 }
 
-/// Receives worker messages and forwards them to the loop.
-async fn receive(mut recv: zeromq::RouterRecvHalf, tx: mpsc::Sender<Event>) {
+/// Receives worker messages and forwards those the [`gate::Gate`] lets through to the loop.
+async fn receive(
+    mut recv: zeromq::RouterRecvHalf,
+    tx: mpsc::Sender<Event>,
+    mut gate: gate::Gate,
+    mut out: outbound::Outbound,
+) {
     loop {
         let frames = match recv.recv().await {
             Ok(m) => m.into_vec(),
@@ -186,8 +199,11 @@ async fn receive(mut recv: zeromq::RouterRecvHalf, tx: mpsc::Sender<Event>) {
         }
         let mut frames = frames;
         let body = frames.split_off(cut);
-        match decode(body) {
-            Ok(msg) => {
+        let decoded = decode(body).map(|msg| gate.inbound(&frames[0], msg, Instant::now()));
+        match decoded {
+            Ok(gate::Verdict::Drop) => {}
+            Ok(gate::Verdict::Reply(h)) => out.send(&frames, &h, Vec::new()),
+            Ok(gate::Verdict::Pass(msg)) => {
                 if tx
                     .send(Event::Inbound {
                         envelope: frames,
