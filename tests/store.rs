@@ -14,6 +14,22 @@ async fn store(r: &RedisServer) -> Store {
     r.store(Duration::from_secs(60)).await
 }
 
+/// Queues one task and has consumer `name` read it (it is then pending for that consumer).
+async fn one_task_read_by(s: &Store, name: &str) -> QueueReader {
+    let f = s.register_function("f", b"fn").await.expect("register");
+    s.create_task(&f, b"a")
+        .await
+        .expect("create")
+        .expect("task");
+    let mut reader = QueueReader::open(s, name).await.expect("reader");
+    let got = reader
+        .read_new(1, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert_eq!(got.len(), 1);
+    reader
+}
+
 /// Claims `t` for `worker` under claim token `token` (no runtime).
 async fn claim(s: &Store, t: &Uuid, worker: &str, token: &str) -> Claim {
     s.claim_for(t, worker, &Runtime::default(), token)
@@ -287,19 +303,7 @@ async fn queue_keeps_unacked_entries_pending_and_adopts_orphans() {
 async fn live_leases_protect_entries_from_adoption() {
     let r = RedisServer::start();
     let s = store(&r).await;
-    let f = s.register_function("f", b"fn").await.expect("register");
-    s.create_task(&f, b"a")
-        .await
-        .expect("create")
-        .expect("task");
-    let mut a = QueueReader::open(&s, "a").await.expect("reader");
-    assert_eq!(
-        a.read_new(1, Duration::from_millis(100))
-            .await
-            .expect("read")
-            .len(),
-        1
-    );
+    let _a = one_task_read_by(&s, "a").await;
     let lease = faas::dispatcher::lease::acquire(&s, "a")
         .await
         .expect("lease");
@@ -461,20 +465,7 @@ async fn takeover_pages_past_ten_thousand_and_never_steals_from_the_living() {
 async fn takeover_stops_when_the_owner_returns() {
     let r = RedisServer::start();
     let s = store(&r).await;
-    let f = s.register_function("f", b"fn").await.expect("register");
-    s.create_task(&f, b"a")
-        .await
-        .expect("create")
-        .expect("task");
-    let mut owner = QueueReader::open(&s, "owner").await.expect("reader");
-    assert_eq!(
-        owner
-            .read_new(1, Duration::from_millis(100))
-            .await
-            .expect("read")
-            .len(),
-        1
-    );
+    let mut owner = one_task_read_by(&s, "owner").await;
     let _lease = faas::dispatcher::lease::acquire(&s, "owner")
         .await
         .expect("lease");

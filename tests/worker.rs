@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faas::config::{WorkerConfig, WorkerMode};
-use faas::executor::ExecutorConfig;
 use faas::protocol::{Header, ResultMeta, TaskMeta, TaskRef, VERSION};
 use faas::shutdown::ShutdownTrigger;
 use faas::worker::WorkerError;
@@ -130,22 +129,7 @@ fn start(mode: WorkerMode, slots: usize, d: &FakeDispatcher) -> Worker {
     if mode == WorkerMode::Pull {
         d.serve_heartbeats();
     }
-    let endpoint = d.endpoint();
-    let cfg = WorkerConfig {
-        mode,
-        processes: slots,
-        dispatcher: endpoint,
-        id: format!("test-{}", uuid::Uuid::new_v4().simple()),
-        heartbeat_interval_ms: HB_MS,
-        heartbeat_misses: 3,
-        drain_timeout_secs: 5.0,
-        executor: ExecutorConfig {
-            python: python::python(),
-            user: String::new(),
-            ..ExecutorConfig::default()
-        },
-        ..WorkerConfig::default()
-    };
+    let cfg = util::worker::config(mode, slots, d.endpoint(), "test", HB_MS);
     let (trigger, shutdown) = faas::shutdown::channel();
     Worker {
         handle: tokio::spawn(faas::worker::run(cfg, shutdown)),

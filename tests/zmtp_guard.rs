@@ -8,8 +8,7 @@ mod util;
 use std::time::Duration;
 
 use bytes::Bytes;
-use faas::config::{DispatcherConfig, Mode, WorkerConfig, WorkerMode};
-use faas::executor::ExecutorConfig;
+use faas::config::{DispatcherConfig, Mode, WorkerMode};
 use faas::protocol::{decode, encode, Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo};
 use faas::store::{Store, TaskStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -425,21 +424,8 @@ fn start_worker(
     tokio::task::JoinHandle<Result<(), faas::worker::WorkerError>>,
 ) {
     init_tracing();
-    let cfg = WorkerConfig {
-        mode: WorkerMode::Push,
-        processes: 1,
-        dispatcher: format!("tcp://127.0.0.1:{port}"),
-        id: format!("guard-{}", Uuid::new_v4().simple()),
-        heartbeat_interval_ms: 100,
-        heartbeat_misses: 3,
-        drain_timeout_secs: 5.0,
-        executor: ExecutorConfig {
-            python: python::python(),
-            user: String::new(),
-            ..ExecutorConfig::default()
-        },
-        ..WorkerConfig::default()
-    };
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let cfg = util::worker::config(WorkerMode::Push, 1, endpoint, "guard", 100);
     let (trigger, shutdown) = faas::shutdown::channel();
     (trigger, tokio::spawn(faas::worker::run(cfg, shutdown)))
 }

@@ -5,4 +5,5 @@ pub mod dispatch;
 pub mod python;
 pub mod redis;
 pub mod remote;
+pub mod worker;
 pub mod zmq;
