@@ -73,3 +73,17 @@ def test_workers_with_the_token_run_tasks_and_others_are_refused(with_token: Sta
     assert "intruder" not in with_token.log("dispatcher"), "the intruder never registered"
     tids = [c.submit(lambda i: i * i, (i,)) for i in range(6)]
     assert [c.wait(t, timeout=60) for t in tids] == [("COMPLETED", i * i) for i in range(6)]
+
+
+def test_a_20_mb_result_fails_once_and_costs_no_liveness(stack: Stack, client: Client) -> None:
+    """The finding that opened this work: a result of tens of MB got its worker declared dead
+    and (pull) was re-sent for ever. With the default limits (10 MiB) it ends FAILED with
+    ResultTooLarge at its first attempt in every deployment shape, nobody is declared dead, and
+    the next task runs."""
+    lost_before = stack.log("dispatcher").count("worker lost")
+    tid = client.submit(lambda: b"x" * (20 * 1024 * 1024))
+    status, exc = client.wait(tid, timeout=120)
+    assert status == "FAILED" and type(exc).__name__ == "ResultTooLarge", exc
+    assert stack.redis_cli("HGET", f"faas:task:{tid}", "attempts") == "1"
+    assert client.run(lambda: "next") == "next"
+    assert stack.log("dispatcher").count("worker lost") == lost_before, "a worker was declared dead"
