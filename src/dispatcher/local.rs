@@ -252,12 +252,16 @@ impl Local {
         in_flight.begin(&entry.entry_id);
         self.running.spawn(async move {
             let worker = core.name.clone();
+            // Registered before the claim: a cancel published right after the claim made the
+            // task RUNNING still finds the run.
+            let stop = entry.task_id.map(|t| stops.register(t));
             match core.prepare(&entry, &worker, recovered).await {
                 Ok(Prepared::Run(run)) => {
-                    let stop = stops.register(run.owned.task_id);
                     in_flight.own(&run.owned);
-                    let outcome = slot.run_until(run.spec.clone(), stop).await;
-                    stops.forget(&run.owned.task_id);
+                    let outcome = match stop {
+                        Some(stop) => slot.run_until(run.spec.clone(), stop).await,
+                        None => slot.run(run.spec.clone()).await,
+                    };
                     // Waits for Redis if it is away: the result is stored when it answers again.
                     runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), &outcome, &in_flight).await;
                 }
@@ -275,6 +279,9 @@ impl Local {
                 Err(e) => {
                     tracing::error!(entry = %entry.entry_id, task_id = ?entry.task_id, error = %e, "could not claim task; it stays pending")
                 }
+            }
+            if let Some(t) = &entry.task_id {
+                stops.forget(t);
             }
             in_flight.end(&entry.entry_id);
         });

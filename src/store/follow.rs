@@ -122,9 +122,7 @@ pub async fn follow<L: ChannelListener>(
                     if !alive() {
                         return;
                     }
-                    // A subscribed connection answers PING with ["pong", ""] (RESP2), not a
-                    // string: any answer proves the connection alive.
-                    let ping = tokio::time::timeout(PING_WAIT, sink.ping::<redis::Value>()).await;
+                    let ping = tokio::time::timeout(PING_WAIT, sink.ping::<String>()).await;
                     match ping {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => break format!("ping failed: {e}"),

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::outbound::Outbound;
 use super::state::{Action, Event, ToStore};
+use crate::dispatcher::cancels::Recent;
 use crate::dispatcher::core::{Core, Prepared};
 use crate::dispatcher::runs::{self, InFlight};
 use crate::executor::Outcome;
@@ -24,6 +25,9 @@ pub struct Effects {
     pub events: mpsc::Sender<Event>,
     pub demand: watch::Sender<usize>,
     pub in_flight: InFlight,
+    /// Tasks cancelled recently: a run claimed while its cancel was published is cancelled again
+    /// once the loop knows it.
+    pub cancelled: Recent,
 }
 
 impl Effects {
@@ -56,10 +60,11 @@ impl Effects {
 
     /// Claims `entries` for `worker_id` and reports them as [`Event::Claimed`].
     fn claim(&self, worker_id: String, entries: Vec<QueueEntry>) {
-        let (core, events, in_flight) = (
+        let (core, events, in_flight, cancelled) = (
             self.core.clone(),
             self.events.clone(),
             self.in_flight.clone(),
+            self.cancelled.clone(),
         );
         tokio::spawn(async move {
             let mut prepared = Vec::with_capacity(entries.len());
@@ -80,6 +85,13 @@ impl Effects {
                     }
                 }
             }
+            let claimed: Vec<_> = prepared
+                .iter()
+                .filter_map(|p| match p {
+                    Prepared::Run(r) => Some(r.owned.task_id),
+                    _ => None,
+                })
+                .collect();
             let _ = events
                 .send(Event::Claimed {
                     worker_id,
@@ -87,6 +99,12 @@ impl Effects {
                     prepared,
                 })
                 .await;
+            // A cancel published before the loop knew these runs was ignored there; checked only
+            // now (after Claimed is queued), so one published from here on is seen by the loop
+            // after Claimed anyway.
+            for task_id in claimed.into_iter().filter(|t| cancelled.contains(t)) {
+                let _ = events.send(Event::Cancel { task_id }).await;
+            }
         });
     }
 

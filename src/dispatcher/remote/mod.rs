@@ -89,8 +89,15 @@ pub async fn run(
             .then(|| Duration::from_secs_f64(cfg.task_deadline_secs)),
         orphan_grace: Duration::from_secs_f64(cfg.orphan_grace_secs.max(0.0)),
     };
-    let _cancels =
-        super::cancels::follow(core.clone(), in_flight.clone(), StopOnWorker(tx.clone()));
+    let cancelled = super::cancels::Recent::default();
+    let _cancels = super::cancels::follow(
+        core.clone(),
+        in_flight.clone(),
+        StopOnWorker {
+            events: tx.clone(),
+            recent: cancelled.clone(),
+        },
+    );
     let health_of = core.clone();
     let mut presence = Presence::offered(core.store.clone(), core.name.clone(), cfg.mode.as_str());
     let mut state = Remote::new(cfg.mode == Mode::Pull, core.name.clone(), timing);
@@ -100,6 +107,7 @@ pub async fn run(
         events: tx,
         demand: demand_tx,
         in_flight,
+        cancelled,
     };
     let mut step = |state: &mut Remote, ev: Event| {
         let actions = state.handle(std::time::Instant::now(), ev);
@@ -162,11 +170,16 @@ pub async fn run(
 
 /// Remote modes stop a cancelled run by telling its worker (`Event::Cancel`: the state machine
 /// sends `cancel` to the worker holding it and settles the run).
-struct StopOnWorker(mpsc::Sender<Event>);
+struct StopOnWorker {
+    events: mpsc::Sender<Event>,
+    recent: super::cancels::Recent,
+}
 
 impl super::cancels::Stop for StopOnWorker {
     fn stop(&self, task_id: uuid::Uuid) {
-        if self.0.try_send(Event::Cancel { task_id }).is_err() {
+        // Remembered first, for a claim still on its way to the loop (see effects.rs).
+        self.recent.note(task_id);
+        if self.events.try_send(Event::Cancel { task_id }).is_err() {
             tracing::warn!(%task_id, "event queue full or closed: the cancelled run is not stopped (its result will be refused as stale)");
         }
     }
