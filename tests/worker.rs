@@ -26,16 +26,6 @@ const START: Duration = Duration::from_secs(30);
 /// Tests are timing-sensitive; run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "faas=debug".into()),
-        )
-        .try_init();
-}
-
 /// Function and argument pickles used by the tests.
 struct Pickles {
     double: Bytes,
@@ -125,7 +115,7 @@ struct Worker {
 }
 
 fn start(mode: WorkerMode, slots: usize, d: &FakeDispatcher) -> Worker {
-    init_tracing();
+    util::init_tracing();
     if mode == WorkerMode::Pull {
         d.serve_heartbeats();
     }

@@ -23,16 +23,6 @@ use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 /// Bound for anything expected to happen "soon" (two shared cores, Python start-ups).
 const T: Duration = Duration::from_secs(10);
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "faas=debug".into()),
-        )
-        .try_init();
-}
-
 // ------------------------------------------------------------------ a raw ZMTP peer
 
 /// A valid ZMTP 3.0 greeting (NULL mechanism).
@@ -168,7 +158,7 @@ struct Env {
 
 impl Env {
     async fn new() -> Self {
-        init_tracing();
+        util::init_tracing();
         let redis = RedisServer::start();
         let store = redis.store(Duration::from_secs(3600)).await;
         let mut p = python::pickles("", &["lambda: 1", "((), {})", "'done'"], None);
@@ -423,7 +413,7 @@ fn start_worker(
     faas::shutdown::ShutdownTrigger,
     tokio::task::JoinHandle<Result<(), faas::worker::WorkerError>>,
 ) {
-    init_tracing();
+    util::init_tracing();
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let cfg = util::worker::config(WorkerMode::Push, 1, endpoint, "guard", 100);
     let (trigger, shutdown) = faas::shutdown::channel();
