@@ -11,6 +11,10 @@ Starts real deployments (tests/python/faas_stack.py) from release binaries, driv
 - ``drain-<mode>-<isolation>``: a full queue submitted while no dispatcher runs; the harness
   starts the dispatcher (and worker) and the generator times until every task is terminal.
 - ``closed-local-reuse``: closed loop, submit + collect with ``--outstanding`` tasks in flight.
+- ``weak-<mode>-<isolation>-<N>``: weak scaling, ``N`` executor processes (1 … 64; push: one
+  worker with N), 5 × ``sleep(0.1)`` tasks per process submitted to a running deployment; the
+  makespan runs from the first submit to the last task's ``finished_ms``; efficiency = 0.5 s /
+  makespan.
 
     scripts/bench-server.sh                       # full run, results in docs/bench/server.json
     cd bench && FAAS_BIN_DIR=../target/release ../.venv/bin/python faas_serverbench.py --quick --out /tmp/sb
@@ -42,8 +46,9 @@ Report = Dict[str, Any]
 class ServerStack(Stack):
     """A Stack whose dispatcher (and workers) start only when asked: ``start_backend``."""
 
-    def __init__(self, workdir: Path, mode: str, isolation: str, backend: bool) -> None:
-        super().__init__(workdir, mode=mode, processes=2, workers=1,
+    def __init__(self, workdir: Path, mode: str, isolation: str, backend: bool,
+                 processes: int = 2) -> None:
+        super().__init__(workdir, mode=mode, processes=processes, workers=1,
                          executor=f'isolation = "{isolation}"', preload=())
         self.backend = backend
 
@@ -200,6 +205,32 @@ def phase(r: Report, name: str) -> Dict[str, Any]:
     return next(p for p in r["phases"] if p["name"] == name)
 
 
+# Weak scaling: executor processes per point, the task each process runs 5 times, and the
+# makespan of 5 such tasks run back to back (the ideal).
+WEAK_PROCESSES = (1, 2, 4, 8, 16, 32, 64)
+WEAK_TASK_S = 0.1
+WEAK_IDEAL_S = 5 * WEAK_TASK_S
+
+# What issue #10 asks of each stage (tasks/s; weak scaling: efficiency at 64 processes).
+TARGETS = {"accept": 30000, "drain-local-reuse": 15000, "drain-pull-reuse": 10000,
+           "drain-push-reuse": 10000, "drain-local-fork": 700, "drain-push-fork": 700,
+           "closed-local-reuse": 8000}
+WEAK_TARGETS = {"reuse": 0.95, "fork": 0.90}
+
+
+def sleep_function_file(dest: Path) -> Path:
+    """A base64 dill pickle (as faas-loadgen's --function-file wants) of a function that sleeps
+    WEAK_TASK_S seconds, made by the executors' Python (which has dill)."""
+    code = ("import codecs, dill, sys\n"
+            "def sleep_task(*args, **kwargs):\n"
+            "    import time\n"
+            f"    time.sleep({WEAK_TASK_S})\n"
+            "sys.stdout.write(codecs.encode(dill.dumps(sleep_task), 'base64').decode())\n")
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
+    dest.write_text(out)
+    return dest
+
+
 # stage → (mode, isolation, dispatcher running at start, how to run faas-loadgen, metric)
 def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
     k = 10 if quick else 1
@@ -220,6 +251,12 @@ def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
         mode, iso = name.split("-")
         out[f"drain-{name}"] = {"mode": mode, "iso": iso, "backend": False, "drain": True,
                                 "args": ["-c", "64", "drain", "--tasks", str(n // k)], "phase": "drain"}
+    for mode, iso in (("local", "reuse"), ("local", "fork"), ("push", "reuse")):
+        for n in WEAK_PROCESSES:
+            out[f"weak-{mode}-{iso}-{n}"] = {
+                "mode": mode, "iso": iso, "backend": True, "drain": True, "weak": n,
+                "processes": n, "phase": "drain",
+                "args": ["-c", str(min(5 * n, 64)), "drain", "--tasks", str(5 * n), "--go", "now"]}
     out["closed-local-reuse"] = {
         "mode": "local", "iso": "reuse", "backend": True, "phase": "closed",
         "args": ["-c", str(outstanding), "closed", "--poll-interval-ms", "2",
@@ -231,9 +268,13 @@ def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
 def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = None) -> Report:
     """One run of a stage on a fresh deployment; with ``perf`` (drains only) the drain is
     profiled and its text report written next to ``perf`` as .txt."""
-    s = ServerStack(Path(tempfile.mkdtemp(dir=tmp)), st["mode"], st["iso"], st["backend"]).start()
+    s = ServerStack(Path(tempfile.mkdtemp(dir=tmp)), st["mode"], st["iso"], st["backend"],
+                    processes=st.get("processes", 2)).start()
     try:
         args = list(st["args"])
+        if st.get("weak"):
+            fn = sleep_function_file(s.workdir / "sleep.b64")
+            return loadgen(s, args + ["--redis", s.redis_url], ["--function-file", str(fn)])
         if not st.get("drain"):
             return loadgen(s, args, [])
         rep = loadgen(s, args + ["--redis", s.redis_url], [], stdin_go=s, perf=perf)
@@ -244,7 +285,15 @@ def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = N
         s.stop()
 
 
+def weak_makespan_s(r: Report) -> float:
+    """First submit → last task finished: the fill (submit phase) plus go → last finish."""
+    return phase(r, "submit")["seconds"] + phase(r, "drain")["drain"]["last_finished_after_go_ms"] / 1000
+
+
 def headline(name: str, r: Report) -> float:
+    """The stage's number: tasks/s, or for weak scaling the efficiency."""
+    if name.startswith("weak-"):
+        return round(WEAK_IDEAL_S / weak_makespan_s(r), 3)
     p = phase(r, stages(False, 1)[name]["phase"])
     return float(p["drain"]["per_s_from_go"] if p.get("drain") else p["ops_per_s"])
 
@@ -257,7 +306,9 @@ def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         row: Dict[str, Any] = {
             "stage": name,
             "per_s": [headline(name, r["report"]) for r in rs],
-            "median_per_s": median([headline(name, r["report"]) for r in rs]),
+            "median_per_s": median([headline(name, r["report"]) for r in rs],
+                                   3 if name.startswith("weak-") else 1),
+            "target": TARGETS.get(name, WEAK_TARGETS.get(name.split("-")[2]) if name.startswith("weak-") else None),
             "server_cpu_ms_per_op": median([p["cpu_ms_per_op"]["server"] for p in ph], 4),
             "loadgen_cpu_ms_per_op": median([p["cpu_ms_per_op"]["loadgen"] for p in ph], 4),
             "cpu_ms_per_op": {c: median([p["cpu_ms_per_op"][c] for p in ph], 4)
@@ -288,10 +339,59 @@ def table(summary: List[Dict[str, Any]]) -> str:
     lines = ["| stage | median /s (runs) | server CPU ms/op | generator CPU ms/op | generator cores |",
              "|---|---|---|---|---|"]
     for r in summary:
-        runs = ", ".join(f"{v:,.0f}" for v in r["per_s"])
-        lines.append(f"| {r['stage']} | {r['median_per_s']:,.0f} ({runs}) | {r['server_cpu_ms_per_op']} | "
+        fmt = "{:.3f}" if r["stage"].startswith("weak-") else "{:,.0f}"
+        runs = ", ".join(fmt.format(v) for v in r["per_s"])
+        lines.append(f"| {r['stage']} | {fmt.format(r['median_per_s'])} ({runs}) | {r['server_cpu_ms_per_op']} | "
                      f"{r['loadgen_cpu_ms_per_op']} | {r['loadgen_cores']} |")
     return "\n".join(lines)
+
+
+def plots(summary: List[Dict[str, Any]], out: Path) -> None:
+    """throughput.png (stage medians against issue #10's targets) and weak_scaling_server.png
+    (efficiency per process count), from the summary of this run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [r for r in summary if not r["stage"].startswith("weak-") and r["stage"] in TARGETS]
+    if rates:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        names = [r["stage"] for r in rates]
+        ax.barh(names, [r["median_per_s"] for r in rates], color="tab:blue", label="median of runs")
+        for i, r in enumerate(rates):
+            ax.plot([r["target"]] * 2, [i - 0.4, i + 0.4], color="tab:red",
+                    label="target (issue #10)" if i == 0 else None)
+            ax.text(r["median_per_s"], i, f" {r['median_per_s']:,.0f}", va="center", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("tasks/s (log scale)")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title("faas server throughput (no-op tasks, 2 executor processes, 2 cores)")
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=110)
+        plt.close(fig)
+    weak = [r for r in summary if r["stage"].startswith("weak-")]
+    if weak:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        series: Dict[str, List[tuple]] = {}
+        for r in weak:
+            _, mode, iso, n = r["stage"].split("-")
+            series.setdefault(f"{mode} {iso}", []).append((int(n), r["median_per_s"]))
+        for label, pts in series.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        for iso, t in WEAK_TARGETS.items():
+            ax.axhline(t, linestyle=":", color="gray")
+            ax.text(1, t, f" target {iso} {t}", fontsize=7, va="bottom", color="gray")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("executor processes (5 × sleep 0.1 s tasks each)")
+        ax.set_ylabel("efficiency (0.5 s / makespan)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+        ax.set_title("faas weak scaling on 2 cores")
+        fig.tight_layout()
+        fig.savefig(out / "weak_scaling_server.png", dpi=110)
+        plt.close(fig)
 
 
 def main(argv: List[str]) -> int:
@@ -321,13 +421,14 @@ def main(argv: List[str]) -> int:
             rep = run_stage(name, all_stages[name], tmp)
             runs.append({"stage": name, "run": k, "probe_before_s": before,
                          "probe_after_s": machine_probe(), "report": rep})
-            print(f"{name:20} run {k}: {headline(name, rep):10,.0f}/s  load {rep['meta']['loadavg_start'][0]:.2f}  "
+            print(f"{name:20} run {k}: {headline(name, rep):10,.3f}  load {rep['meta']['loadavg_start'][0]:.2f}  "
                   f"probe {before:.2f}/{runs[-1]['probe_after_s']:.2f}", flush=True)
     if runs:
         summary = summarize(runs)
         result = {"meta": meta, "summary": summary, "runs": runs}
         (args.out / "server.json").write_text(json.dumps(result, indent=1) + "\n")
         print(table(summary))
+        plots(summary, args.out)
     if args.perf:
         data = tmp / "perf-drain-local-reuse.data"
         rep = run_stage("drain-local-reuse", all_stages["drain-local-reuse"], tmp, perf=data)
