@@ -38,6 +38,7 @@ struct Local {
     in_flight: InFlight,
     /// Stop signals of the runs, fired when their task is cancelled while running.
     stops: LocalStops,
+    /// One task per claimed batch (each owns its runs: aborting it aborts them).
     running: JoinSet<()>,
 }
 
@@ -144,9 +145,9 @@ pub async fn run(
     }
     status.set(format!(
         "stopping: draining {} running tasks",
-        l.running.len()
+        l.in_flight.len()
     ));
-    tracing::info!(running = l.running.len(), "draining running tasks");
+    tracing::info!(running = l.in_flight.len(), "draining running tasks");
     let drained = wd
         .during(tokio::time::timeout(drain, async {
             while l.running.join_next().await.is_some() {}
