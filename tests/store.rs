@@ -1,4 +1,5 @@
-//! Store integration tests against a real redis-server: atomic creation, fenced transitions, queue.
+//! Store integration tests against a real redis-server: atomic creation, fenced transitions, queue,
+//! batched claims and finishes (and the dispatcher's group commit that sends them).
 
 mod util;
 
@@ -804,4 +805,78 @@ async fn ack_many_and_function_payloads_take_one_call_each() {
         .await
         .expect("payloads");
     assert_eq!(got, [Some(bytes::Bytes::from_static(b"body")), None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_every_caller_across_count_and_byte_caps() {
+    use faas::dispatcher::commit::{GroupCommit, Report, MAX_COUNT};
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let n = MAX_COUNT + 188;
+    let args: Vec<&[u8]> = vec![b"a"; n];
+    s.create_tasks(&f, &args, None)
+        .await
+        .expect("create")
+        .expect("tasks");
+    let mut q = QueueReader::open(&s, "c").await.expect("reader");
+    let entries = q
+        .read_new(n, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert_eq!(entries.len(), n);
+    let ids: Vec<Uuid> = entries.iter().filter_map(|e| e.task_id).collect();
+    let tokens: Vec<String> = entries.iter().map(|e| e.entry_id.clone()).collect();
+    let of: Vec<ClaimOf<'_>> = ids
+        .iter()
+        .zip(&tokens)
+        .map(|(t, token)| ClaimOf { task_id: *t, token })
+        .collect();
+    let claims = s
+        .claim_many(&of, "w", &Runtime::default())
+        .await
+        .expect("claim");
+    assert!(claims
+        .iter()
+        .all(|c| matches!(c, Claim::Running { attempt: 1, .. })));
+    // Everything queues behind the first call (held by the pause): more finishes than one call
+    // takes, and a few results of 3 MiB that close a batch by size.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(300)
+        .arg("WRITE")
+        .query(&mut r.conn())
+        .expect("pause");
+    let commit = std::sync::Arc::new(GroupCommit::new(s.clone()));
+    let mut finishing = Vec::new();
+    for (i, (t, e)) in ids.iter().zip(&tokens).enumerate() {
+        let result = if i % 100 == 7 {
+            vec![1u8; 3 << 20]
+        } else {
+            i.to_string().into_bytes()
+        };
+        let report = Report {
+            task_id: *t,
+            from: TaskStatus::Running,
+            attempt: Some(1),
+            status: TaskStatus::Completed,
+            result,
+            error: String::new(),
+            entry_id: Some(e.clone()),
+        };
+        let commit = commit.clone();
+        finishing.push(tokio::spawn(async move { commit.finish(report).await }));
+    }
+    for f in finishing {
+        assert_eq!(f.await.expect("join").expect("stored"), Recorded::Applied);
+    }
+    for (i, t) in ids.iter().enumerate().filter(|(i, _)| i % 100 != 7) {
+        let v = s.task_view(t).await.expect("view").expect("task");
+        assert_eq!(v.result, Some(i.to_string().into_bytes()), "task {i}");
+    }
+    assert_eq!(
+        s.queue_len().await.expect("xlen"),
+        0,
+        "every entry acknowledged"
+    );
 }
