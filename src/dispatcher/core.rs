@@ -482,7 +482,7 @@ impl Core {
     }
 
     /// Records the outcome of a run, waiting for Redis if need be.
-    pub async fn complete(&self, run: &Owned, outcome: &Outcome) -> Result<Recorded, StoreError> {
+    pub async fn complete(&self, run: &Owned, outcome: Outcome) -> Result<Recorded, StoreError> {
         self.record(run.task_id, run.attempt, Some(&run.entry_id), outcome)
             .await
     }
@@ -493,7 +493,7 @@ impl Core {
         &self,
         task_id: Uuid,
         attempt: u32,
-        outcome: &Outcome,
+        outcome: Outcome,
     ) -> Result<Recorded, StoreError> {
         self.record(task_id, attempt, None, outcome).await
     }
@@ -503,43 +503,40 @@ impl Core {
         task_id: Uuid,
         attempt: u32,
         entry_id: Option<&str>,
-        outcome: &Outcome,
+        outcome: Outcome,
     ) -> Result<Recorded, StoreError> {
         // A result above max_result_bytes (a worker with a higher limit) is replaced; one Redis
         // refuses (e.g. above its proto-max-bulk-len) too: never an endless store-and-retry.
-        let mut replaced = (outcome.result().len() > self.max_result)
-            .then(|| outcome.clone().within(self.max_result));
+        let mut refusable = outcome.result().len() <= self.max_result;
+        let mut outcome = outcome.within(self.max_result);
         loop {
-            let (status, result, error) = match replaced.as_ref().unwrap_or(outcome) {
-                Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
-                Outcome::Failed { result, cause } => {
-                    (TaskStatus::Failed, result.as_slice(), cause.as_str())
-                }
+            let bytes = outcome.result().len();
+            let (status, result, error) = match outcome {
+                Outcome::Completed { result } => (TaskStatus::Completed, result, String::new()),
+                Outcome::Failed { result, cause } => (TaskStatus::Failed, result, cause),
             };
             let report = Report {
                 task_id,
                 from: TaskStatus::Running,
                 attempt: Some(attempt),
                 status,
-                result: result.to_vec(),
-                error: error.to_string(),
+                result,
+                error: error.clone(),
                 entry_id: entry_id.map(str::to_string),
             };
             let recorded = match self.commit.finish(report).await {
-                Err(e) if replaced.is_none() && is_value_refused(&e) => {
-                    tracing::warn!(task_id = %task_id, attempt, bytes = result.len(), error = %e,
+                Err(e) if refusable && is_value_refused(&e) => {
+                    tracing::warn!(task_id = %task_id, attempt, bytes, error = %e,
                         "Redis refused the result; the task ends FAILED with ResultTooLarge");
-                    let detail =
-                        format!("Redis refused the result of {} bytes ({e})", result.len());
-                    replaced = Some(crate::executor::classify::platform(
-                        PlatformError::ResultTooLarge,
-                        &detail,
-                    ));
+                    let detail = format!("Redis refused the result of {bytes} bytes ({e})");
+                    outcome =
+                        crate::executor::classify::platform(PlatformError::ResultTooLarge, &detail);
+                    refusable = false;
                     continue;
                 }
                 other => other?,
             };
-            self.log_recorded(task_id, attempt, status, error, recorded);
+            self.log_recorded(task_id, attempt, status, &error, recorded);
             return Ok(recorded);
         }
     }

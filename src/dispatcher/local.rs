@@ -289,7 +289,7 @@ impl Local {
                                 None => slot.run(run.spec.clone()).await,
                             };
                             // Waits for Redis if it is away: the result is stored when it answers again.
-                            runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), &outcome, &in_flight).await;
+                            runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), outcome, &in_flight).await;
                             finish(entry);
                         });
                     }

@@ -134,7 +134,7 @@ impl Effects {
                             cause: r.meta.cause.clone(),
                         }
                     };
-                    runs::store(core, r.meta.task, r.owned.as_ref(), &outcome, in_flight).await;
+                    runs::store(core, r.meta.task, r.owned.as_ref(), outcome, in_flight).await;
                 }
             });
             futures_util::future::join_all(stores).await;
