@@ -7,6 +7,8 @@
 //! pass first, since entries delivered on a lost connection are pending unseen. A drain that times
 //! out hands the unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +40,7 @@ struct Local {
     in_flight: InFlight,
     /// Stop signals of the runs, fired when their task is cancelled while running.
     stops: LocalStops,
-    /// One task per claimed batch (each owns its runs: aborting it aborts them).
+    /// One task per claimed batch (it polls its runs: aborting it aborts them).
     running: JoinSet<()>,
 }
 
@@ -248,7 +250,7 @@ impl Local {
     }
 
     /// Claims the tasks of `batch` in one step, then runs each on its slot, all in the
-    /// background (one task per batch, owning one per run: aborting it aborts the runs).
+    /// background: one task per batch, which polls its runs together (aborting it aborts them).
     fn start(&mut self, batch: Vec<(Slot, QueueEntry)>, recovered: bool) {
         let core = self.core.clone();
         let in_flight = self.in_flight.clone();
@@ -266,7 +268,7 @@ impl Local {
                 .collect();
             let entries: Vec<QueueEntry> = batch.iter().map(|(_, e)| e.clone()).collect();
             let prepared = core.prepare_many(&entries, &worker, recovered).await;
-            let mut runs = JoinSet::new();
+            let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
             for (((slot, entry), stop), prepared) in
                 batch.into_iter().zip(stop).zip(prepared)
             {
@@ -283,7 +285,7 @@ impl Local {
                 match prepared {
                     Ok(Prepared::Run(run)) => {
                         in_flight.own(&run.owned);
-                        runs.spawn(async move {
+                        runs.push(Box::pin(async move {
                             let outcome = match stop {
                                 Some(stop) => slot.run_until(run.spec.clone(), stop).await,
                                 None => slot.run(run.spec.clone()).await,
@@ -291,7 +293,7 @@ impl Local {
                             // Waits for Redis if it is away: the result is stored when it answers again.
                             runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), outcome, &in_flight).await;
                             finish(entry);
-                        });
+                        }));
                     }
                     Ok(Prepared::Orphan {
                         task_id,
@@ -299,13 +301,13 @@ impl Local {
                         entry_id,
                     }) => {
                         drop(slot);
-                        runs.spawn(async move {
+                        runs.push(Box::pin(async move {
                             // Local runs die with their dispatcher: nobody else can report this one.
                             let reason = format!("dispatcher {} stopped while the task was running", core.name);
                             let lost = Loss::Lost { task_id, attempt, entry_id };
                             runs::settle(&core, vec![lost], &reason, &in_flight).await;
                             finish(entry);
-                        });
+                        }));
                     }
                     Ok(Prepared::Settled) => finish(entry),
                     Err(e) => {
@@ -314,7 +316,7 @@ impl Local {
                     }
                 }
             }
-            while runs.join_next().await.is_some() {}
+            futures_util::future::join_all(runs).await;
         });
     }
 }
