@@ -210,3 +210,79 @@ async fn tasks_of_a_dead_dispatcher_are_retried_when_allowed() {
     stop.trigger();
     handle.await.expect("join").expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_read_batch_of_mixed_entries_ends_each_as_alone_and_a_cancel_finds_its_run() {
+    let env = Env::new().await;
+    // Queued before the dispatcher starts: its first read takes all five in one batch.
+    let ok = env.submit("lambda: 'fine'", "((), {})").await;
+    let long = env
+        .submit("lambda: time.sleep(60) or 'late'", "((), {})")
+        .await;
+    let missing = env.submit("lambda: 'never'", "((), {})").await;
+    let deleted = env.submit("lambda: 'never'", "((), {})").await;
+    let settled = env.submit("lambda: 'never'", "((), {})").await;
+    let mut c = env.redis.conn();
+    let _: () = c.del(keys::task(&missing)).expect("del task");
+    let function: String = c.hget(keys::task(&deleted), "function_id").expect("fn");
+    let function = Uuid::parse_str(&function).expect("uuid");
+    let _: () = c.del(keys::function(&function)).expect("del function");
+    assert!(matches!(
+        env.store.claim(&settled, "elsewhere").await.expect("claim"),
+        Claim::Running { .. }
+    ));
+    let early = faas::store::Finish {
+        task_id: settled,
+        from: TaskStatus::Running,
+        attempt: Some(1),
+        status: TaskStatus::Completed,
+        result: b"x",
+        error: "",
+        entry_id: None,
+    };
+    env.store.finish(&early).await.expect("finish");
+    let (stop, handle) = env.spawn(env.config(5));
+    assert_eq!(
+        env.wait(&ok, Duration::from_secs(30)).await,
+        (TaskStatus::Completed, "'fine'".into())
+    );
+    let (status, text) = env.wait(&deleted, Duration::from_secs(30)).await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(text.starts_with("InvalidTask"), "{text}");
+    util::dispatch::wait_status(
+        &env.store,
+        &long,
+        TaskStatus::Running,
+        Duration::from_secs(30),
+    )
+    .await;
+    let cancelled = env
+        .store
+        .cancel(&long, Duration::from_secs(60), true)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        cancelled,
+        faas::store::cancel::Cancel::Cancelled(TaskStatus::Running)
+    );
+    // The run is stopped and its entry acknowledged: nothing left in the queue, nothing running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.store.queue_len().await.expect("xlen") > 0 {
+        assert!(Instant::now() < deadline, "entries left in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, text) = env.wait(&long, Duration::from_secs(1)).await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(text.starts_with("TaskCancelled"), "{text}");
+    assert_eq!(
+        env.store
+            .task_view(&settled)
+            .await
+            .expect("view")
+            .map(|v| v.status),
+        Some(TaskStatus::Completed)
+    );
+    assert_eq!(env.store.task_view(&missing).await.expect("view"), None);
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}

@@ -1,10 +1,12 @@
-//! Store integration tests against a real redis-server: atomic creation, fenced transitions, queue.
+//! Store integration tests against a real redis-server: atomic creation, fenced transitions, queue,
+//! batched claims and finishes (and the dispatcher's group commit that sends them).
 
 mod util;
 
 use std::time::Duration;
 
 use faas::runtime::Runtime;
+use faas::store::claims::ClaimOf;
 use faas::store::{keys, Claim, Finish, QueueReader, Recorded, Store, TaskStatus};
 use redis::Commands;
 use util::redis::RedisServer;
@@ -536,4 +538,345 @@ async fn scripts_run_twice_change_nothing() {
     for _ in 0..2 {
         s.ack(&e[0].entry_id).await.expect("ack");
     }
+}
+
+/// A claim as comparable text (attempt, function, args and timeout of a run; else the state).
+fn shape(c: &Claim) -> String {
+    match c {
+        Claim::Running {
+            attempt,
+            function_id,
+            args,
+            timeout,
+        } => format!("RUNNING {attempt} {function_id} {args:?} {timeout:?}"),
+        Claim::NotQueued(st) => format!("{st}"),
+        Claim::Missing => "MISSING".into(),
+    }
+}
+
+/// Five tasks in mixed states: QUEUED, RUNNING under token "other", missing, COMPLETED, QUEUED
+/// (with a time limit). Returns their ids, in that order.
+async fn mixed_tasks(s: &Store, f: &Uuid) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for args in [&b"a0"[..], b"a1"] {
+        ids.push(s.create_task(f, args).await.expect("create").expect("task"));
+    }
+    assert!(matches!(
+        claim(s, &ids[1], "w0", "other").await,
+        Claim::Running { .. }
+    ));
+    ids.push(Uuid::new_v4());
+    let done = s
+        .create_task(f, b"a3")
+        .await
+        .expect("create")
+        .expect("task");
+    assert!(matches!(
+        claim(s, &done, "w0", "").await,
+        Claim::Running { .. }
+    ));
+    assert_eq!(
+        s.finish(&finish(done, Some(1), TaskStatus::Completed, b"r"))
+            .await
+            .expect("finish"),
+        Recorded::Applied
+    );
+    ids.push(done);
+    let timed = s
+        .create_tasks(f, &[b"a4"], Some(Duration::from_millis(1500)))
+        .await
+        .expect("create")
+        .expect("tasks");
+    ids.extend(timed);
+    ids
+}
+
+#[tokio::test]
+async fn claim_many_answers_as_single_claims_and_again_the_same() {
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let single = mixed_tasks(&s, &f).await;
+    let batch = mixed_tasks(&s, &f).await;
+    let mut want = Vec::new();
+    for (i, t) in single.iter().enumerate() {
+        want.push(shape(&claim(&s, t, "w", &format!("tok{i}")).await));
+    }
+    let tokens: Vec<String> = (0..batch.len()).map(|i| format!("tok{i}")).collect();
+    let of: Vec<ClaimOf<'_>> = batch
+        .iter()
+        .zip(&tokens)
+        .map(|(t, token)| ClaimOf { task_id: *t, token })
+        .collect();
+    let rt = Runtime::default();
+    let got: Vec<String> = s
+        .claim_many(&of, "w", &rt)
+        .await
+        .expect("claim_many")
+        .iter()
+        .map(shape)
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        got[0].starts_with("RUNNING 1 ") && got[4].contains("Some(1.5s)"),
+        "{got:?}"
+    );
+    assert_eq!(&got[1..4], ["RUNNING", "MISSING", "COMPLETED"]);
+    // The same batch again (its reply was lost): the same runs, no attempt taken twice.
+    let again: Vec<String> = s
+        .claim_many(&of, "w", &rt)
+        .await
+        .expect("claim_many")
+        .iter()
+        .map(shape)
+        .collect();
+    assert_eq!(again, want);
+    // Another claimer finds them RUNNING.
+    let other: Vec<ClaimOf<'_>> = batch
+        .iter()
+        .map(|t| ClaimOf {
+            task_id: *t,
+            token: "x",
+        })
+        .collect();
+    let theirs = s.claim_many(&other, "w2", &rt).await.expect("claim_many");
+    assert!(matches!(theirs[0], Claim::NotQueued(TaskStatus::Running)));
+    assert!(s.claim_many(&[], "w", &rt).await.expect("empty").is_empty());
+}
+
+/// Claims the two QUEUED tasks of [`mixed_tasks`] through a reader (so they have entries pending)
+/// and builds five finishes: applied, stale (RUNNING under another attempt), unknown, duplicate
+/// (already COMPLETED under attempt 1), applied FAILED; all but the unknown one ack an entry.
+async fn mixed_finishes(s: &Store, f: &Uuid, consumer: &str) -> (Vec<Uuid>, Vec<String>) {
+    let ids = mixed_tasks(s, f).await;
+    let mut q = QueueReader::open(s, consumer).await.expect("reader");
+    let entries = q
+        .read_new(100, Duration::from_millis(50))
+        .await
+        .expect("read");
+    let entry_of = |t: &Uuid| {
+        entries
+            .iter()
+            .find(|e| e.task_id == Some(*t))
+            .map(|e| e.entry_id.clone())
+            .unwrap_or_default()
+    };
+    for t in [&ids[0], &ids[4]] {
+        assert!(matches!(
+            claim(s, t, "w", "c").await,
+            Claim::Running { attempt: 1, .. }
+        ));
+    }
+    let entry_ids = ids.iter().map(entry_of).collect();
+    (ids, entry_ids)
+}
+
+fn finishes<'a>(ids: &[Uuid], entries: &'a [String]) -> Vec<Finish<'a>> {
+    let entry = |i: usize| Some(entries[i].as_str()).filter(|e| !e.is_empty());
+    let attempts = [Some(1), Some(7), Some(1), Some(1), Some(1)];
+    let status = [
+        TaskStatus::Completed,
+        TaskStatus::Completed,
+        TaskStatus::Completed,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+    ];
+    (0..ids.len())
+        .map(|i| Finish {
+            entry_id: entry(i),
+            error: if i == 4 { "Boom: no" } else { "" },
+            ..finish(ids[i], attempts[i], status[i], b"res")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn finish_many_answers_as_single_finishes_acks_and_publishes_once() {
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let mut sub = redis::Client::open(r.url())
+        .expect("client")
+        .get_connection()
+        .expect("conn");
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(keys::DONE_CHANNEL).expect("subscribe");
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+
+    let (single, single_entries) = mixed_finishes(&s, &f, "c1").await;
+    let mut want = Vec::new();
+    for fin in finishes(&single, &single_entries) {
+        want.push(s.finish(&fin).await.expect("finish"));
+    }
+    let (batch, batch_entries) = mixed_finishes(&s, &f, "c2").await;
+    let fins = finishes(&batch, &batch_entries);
+    let got = s.finish_many(&fins).await.expect("finish_many");
+    assert_eq!(got, want);
+    assert_eq!(
+        got,
+        [
+            Recorded::Applied,
+            Recorded::Stale,
+            Recorded::Unknown,
+            Recorded::Duplicate,
+            Recorded::Applied
+        ]
+    );
+    for (a, b) in single.iter().zip(&batch) {
+        let (va, vb) = (
+            s.task_view(a).await.expect("view"),
+            s.task_view(b).await.expect("view"),
+        );
+        assert_eq!(
+            va.map(|v| (v.status, v.result)),
+            vb.map(|v| (v.status, v.result))
+        );
+    }
+    // Again (the reply was lost): applied finishes are now duplicates, nothing else changes.
+    let again = s.finish_many(&fins).await.expect("finish_many");
+    assert_eq!(
+        again,
+        [
+            Recorded::Duplicate,
+            Recorded::Stale,
+            Recorded::Unknown,
+            Recorded::Duplicate,
+            Recorded::Duplicate
+        ]
+    );
+    // Every entry named was acknowledged and deleted, by either path.
+    let mut c = r.conn();
+    let len: usize = c.xlen(keys::QUEUE).expect("xlen");
+    assert_eq!(len, 0, "all entries acknowledged");
+    // Per path one pre-settled task and two applied finishes: each id once on the done channel.
+    let mut published = Vec::new();
+    while let Ok(msg) = pubsub.get_message() {
+        published.push(msg.get_payload::<String>().expect("payload"));
+    }
+    let mut want_ids: Vec<String> = [
+        single[0], single[3], single[4], batch[0], batch[3], batch[4],
+    ]
+    .iter()
+    .map(Uuid::to_string)
+    .collect();
+    published.sort();
+    want_ids.sort();
+    assert_eq!(published, want_ids);
+    let stats = s.stats().await.expect("stats");
+    let settled = |status: &str| {
+        stats
+            .settled
+            .iter()
+            .filter(|((st, _), _)| st == status)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    // Counted once per applied finish: two pre-settled tasks and two completions, two failures.
+    assert_eq!((settled("COMPLETED"), settled("FAILED")), (4, 2));
+    assert!(s.finish_many(&[]).await.expect("empty").is_empty());
+}
+
+#[tokio::test]
+async fn ack_many_and_function_payloads_take_one_call_each() {
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"body").await.expect("register");
+    for _ in 0..3 {
+        s.create_task(&f, b"a")
+            .await
+            .expect("create")
+            .expect("task");
+    }
+    let mut q = QueueReader::open(&s, "c").await.expect("reader");
+    let e = q
+        .read_new(10, Duration::from_millis(50))
+        .await
+        .expect("read");
+    let ids: Vec<&str> = e.iter().map(|e| e.entry_id.as_str()).collect();
+    for _ in 0..2 {
+        s.ack_many(&ids).await.expect("ack_many");
+    }
+    assert_eq!(s.queue_len().await.expect("xlen"), 0);
+    assert!(q.read_pending(10).await.expect("pending").is_empty());
+    let got = s
+        .function_payloads(&[f, Uuid::new_v4()])
+        .await
+        .expect("payloads");
+    assert_eq!(got, [Some(bytes::Bytes::from_static(b"body")), None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_every_caller_across_count_and_byte_caps() {
+    use faas::dispatcher::commit::{GroupCommit, Report, MAX_COUNT};
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let n = MAX_COUNT + 188;
+    let args: Vec<&[u8]> = vec![b"a"; n];
+    s.create_tasks(&f, &args, None)
+        .await
+        .expect("create")
+        .expect("tasks");
+    let mut q = QueueReader::open(&s, "c").await.expect("reader");
+    let entries = q
+        .read_new(n, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert_eq!(entries.len(), n);
+    let ids: Vec<Uuid> = entries.iter().filter_map(|e| e.task_id).collect();
+    let tokens: Vec<String> = entries.iter().map(|e| e.entry_id.clone()).collect();
+    let of: Vec<ClaimOf<'_>> = ids
+        .iter()
+        .zip(&tokens)
+        .map(|(t, token)| ClaimOf { task_id: *t, token })
+        .collect();
+    let claims = s
+        .claim_many(&of, "w", &Runtime::default())
+        .await
+        .expect("claim");
+    assert!(claims
+        .iter()
+        .all(|c| matches!(c, Claim::Running { attempt: 1, .. })));
+    // Everything queues behind the first call (held by the pause): more finishes than one call
+    // takes, and a few results of 3 MiB that close a batch by size.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(300)
+        .arg("WRITE")
+        .query(&mut r.conn())
+        .expect("pause");
+    let commit = std::sync::Arc::new(GroupCommit::new(s.clone()));
+    let mut finishing = Vec::new();
+    for (i, (t, e)) in ids.iter().zip(&tokens).enumerate() {
+        let result = if i % 100 == 7 {
+            vec![1u8; 3 << 20]
+        } else {
+            i.to_string().into_bytes()
+        };
+        let report = Report {
+            task_id: *t,
+            from: TaskStatus::Running,
+            attempt: Some(1),
+            status: TaskStatus::Completed,
+            result,
+            error: String::new(),
+            entry_id: Some(e.clone()),
+        };
+        let commit = commit.clone();
+        finishing.push(tokio::spawn(async move { commit.finish(report).await }));
+    }
+    for f in finishing {
+        assert_eq!(f.await.expect("join").expect("stored"), Recorded::Applied);
+    }
+    for (i, t) in ids.iter().enumerate().filter(|(i, _)| i % 100 != 7) {
+        let v = s.task_view(t).await.expect("view").expect("task");
+        assert_eq!(v.result, Some(i.to_string().into_bytes()), "task {i}");
+    }
+    assert_eq!(
+        s.queue_len().await.expect("xlen"),
+        0,
+        "every entry acknowledged"
+    );
 }

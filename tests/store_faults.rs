@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use faas::dispatcher::commit::{GroupCommit, Report};
 use faas::store::{is_unavailable, Finish, QueueReader, Recorded, Store, StoreError, TaskStatus};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -315,4 +316,141 @@ async fn a_sentinel_url_follows_a_failover_and_loses_no_confirmed_task() {
             }
         }
     }
+}
+
+/// `n` tasks claimed through a reader (so each has a pending entry): (task id, entry id).
+async fn claimed(s: &Store, n: usize) -> Vec<(Uuid, String)> {
+    let f = s.register_function("f", b"fn").await.expect("register");
+    let args: Vec<&[u8]> = vec![b"a"; n];
+    s.create_tasks(&f, &args, None)
+        .await
+        .expect("create")
+        .expect("function exists");
+    let mut q = QueueReader::open(s, "c").await.expect("reader");
+    let entries = q
+        .read_new(n, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert_eq!(entries.len(), n);
+    let mut out = Vec::new();
+    for e in entries {
+        let t = e.task_id.expect("task id");
+        assert!(matches!(
+            s.claim(&t, "w").await.expect("claim"),
+            faas::store::Claim::Running { attempt: 1, .. }
+        ));
+        out.push((t, e.entry_id));
+    }
+    out
+}
+
+fn report(task_id: Uuid, entry_id: &str, result: Vec<u8>) -> Report {
+    Report {
+        task_id,
+        from: TaskStatus::Running,
+        attempt: Some(1),
+        status: TaskStatus::Completed,
+        result,
+        error: String::new(),
+        entry_id: Some(entry_id.to_string()),
+    }
+}
+
+/// Holds every write command for `ms` milliseconds (they queue up meanwhile).
+fn pause_writes(r: &RedisServer, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query(&mut r.conn())
+        .expect("CLIENT PAUSE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_stores_every_result_once_through_a_dropped_connection_and_an_outage() {
+    let mut r = RedisServer::start_with(&["--appendonly", "yes"]);
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let runs = claimed(&s, 40).await;
+    let commit = std::sync::Arc::new(GroupCommit::new(s.clone()));
+    // The first result's call is held by the pause; the others queue behind it (a batch).
+    pause_writes(&r, 400);
+    let mut finishing = tokio::task::JoinSet::new();
+    for (t, e) in &runs {
+        let (commit, rep) = (commit.clone(), report(*t, e, t.as_bytes().to_vec()));
+        finishing.spawn(async move { commit.finish(rep).await });
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The connection with a batch in flight is dropped, then Redis is killed and comes back.
+    assert!(kill_clients(&r) >= 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.restart();
+    while let Some(got) = finishing.join_next().await {
+        let got = got.expect("join").expect("stored once Redis answered");
+        assert!(
+            matches!(got, Recorded::Applied | Recorded::Duplicate),
+            "{got:?}"
+        );
+    }
+    for (t, _) in &runs {
+        let v = s.task_view(t).await.expect("view").expect("task");
+        assert_eq!(v.status, TaskStatus::Completed);
+        assert_eq!(v.result.as_deref(), Some(&t.as_bytes()[..]));
+    }
+    assert_eq!(
+        s.queue_len().await.expect("xlen"),
+        0,
+        "every entry acknowledged"
+    );
+    let stats = s.stats().await.expect("stats");
+    let completed: u64 = stats
+        .settled
+        .iter()
+        .filter(|((st, _), _)| st == "COMPLETED")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(completed, 40, "each result counted exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_redis_refuses_fails_only_its_own_finish_in_a_batch() {
+    let r = RedisServer::start_with(&["--appendonly", "no", "--proto-max-bulk-len", "1mb"]);
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let runs = claimed(&s, 6).await;
+    let commit = std::sync::Arc::new(GroupCommit::new(s.clone()));
+    pause_writes(&r, 300);
+    let mut finishing = Vec::new();
+    for (i, (t, e)) in runs.iter().enumerate() {
+        // The first goes alone (held by the pause), the rest form one batch with the big one.
+        let result = if i == 3 {
+            vec![7u8; 2 << 20]
+        } else {
+            vec![i as u8]
+        };
+        let (commit, rep) = (commit.clone(), report(*t, e, result));
+        finishing.push(tokio::spawn(async move { commit.finish(rep).await }));
+        if i == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for (i, f) in finishing.into_iter().enumerate() {
+        let got = f.await.expect("join");
+        if i == 3 {
+            let e = got.expect_err("refused");
+            assert!(faas::store::is_value_refused(&e), "{e}");
+        } else {
+            assert_eq!(got.expect("stored"), Recorded::Applied, "finish {i}");
+        }
+    }
+    let statuses: Vec<_> = {
+        let mut v = Vec::new();
+        for (t, _) in &runs {
+            v.push(s.task_status(t).await.expect("status"));
+        }
+        v
+    };
+    let mut want = vec![Some(TaskStatus::Completed); 6];
+    want[3] = Some(TaskStatus::Running);
+    assert_eq!(statuses, want, "only the refused result is not stored");
 }

@@ -12,9 +12,11 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::commit::{GroupCommit, Report};
 use crate::executor::{Outcome, TaskSpec};
 use crate::pickle::{platform_exception, PlatformError};
 use crate::runtime::Runtime;
+use crate::store::claims::ClaimOf;
 use crate::store::{
     is_value_refused, Claim, Finish, QueueEntry, Recorded, Store, StoreError, TaskStatus,
 };
@@ -55,6 +57,13 @@ pub enum Prepared {
     Settled,
 }
 
+/// What a claimed entry needs next.
+enum Next {
+    Ready(Prepared),
+    /// Nothing to run: acknowledge the entry.
+    Ack,
+}
+
 /// What a recovered queue entry turned out to be.
 #[derive(Debug, Clone)]
 pub enum Recovered {
@@ -79,6 +88,43 @@ pub struct Counters {
     pub retried: AtomicU64,
 }
 
+impl Counters {
+    fn snapshot(&self) -> [u64; 4] {
+        [&self.started, &self.completed, &self.failed, &self.retried]
+            .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// How often [`summarize`] logs what the tasks came to.
+pub const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Logs at info, every [`SUMMARY_EVERY`] in which something happened, how many tasks started,
+/// completed, failed and were retried meanwhile (single runs log RUNNING and COMPLETED at debug;
+/// FAILED stays info). Runs until aborted.
+pub async fn summarize(core: std::sync::Arc<Core>) {
+    let mut last = core.counters.snapshot();
+    let mut tick = tokio::time::interval(SUMMARY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = core.counters.snapshot();
+        if now != last {
+            let [started, completed, failed, retried] =
+                [0, 1, 2, 3].map(|i| now[i].saturating_sub(last[i]));
+            tracing::info!(
+                started,
+                completed,
+                failed,
+                retried,
+                every_secs = SUMMARY_EVERY.as_secs(),
+                "tasks since the last summary"
+            );
+            last = now;
+        }
+    }
+}
+
 /// Shared state of a dispatcher, whatever its mode.
 pub struct Core {
     pub store: Store,
@@ -96,12 +142,13 @@ pub struct Core {
     /// Python/dill versions of each executor host (this dispatcher, or a worker), recorded on
     /// the tasks claimed for it.
     runtimes: Mutex<HashMap<String, Runtime>>,
+    /// Results of runs are stored through it, many in one call under load.
+    commit: GroupCommit,
 }
 
 impl Core {
     pub fn new(store: Store, name: String, incarnation: String, max_retries: u32) -> Self {
         Core {
-            store,
             name,
             incarnation,
             max_retries,
@@ -110,6 +157,8 @@ impl Core {
             counters: Counters::default(),
             fn_cache: Mutex::new(HashMap::new()),
             runtimes: Mutex::new(HashMap::new()),
+            commit: GroupCommit::new(store.clone()),
+            store,
         }
     }
 
@@ -149,11 +198,154 @@ impl Core {
             return Ok(Prepared::Settled);
         };
         let runtime = self.runtime_of(worker);
-        let token = format!("{}/{}", self.incarnation, entry.entry_id);
+        let token = self.token(entry);
         let claim = self
             .store
             .retrying(|| self.store.claim_for(&task_id, worker, &runtime, &token))
             .await?;
+        match self
+            .after_claim(entry, task_id, claim, worker, recovered)
+            .await?
+        {
+            Next::Ready(p) => Ok(p),
+            Next::Ack => {
+                self.ack(&entry.entry_id).await?;
+                Ok(Prepared::Settled)
+            }
+        }
+    }
+
+    /// [`Core::prepare`] for many entries of one worker: one claim call for all of them, one
+    /// read of the function payloads not in memory, one acknowledgement of the entries with
+    /// nothing to run. One answer per entry, in order, each the same as [`Core::prepare`] would
+    /// give; when a batched call fails other than by an outage (waited out), its entries are
+    /// prepared one by one so that each gets its own answer.
+    pub async fn prepare_many(
+        &self,
+        entries: &[QueueEntry],
+        worker: &str,
+        recovered: bool,
+    ) -> Vec<Result<Prepared, StoreError>> {
+        if let [entry] = entries {
+            return vec![self.prepare(entry, worker, recovered).await];
+        }
+        let runtime = self.runtime_of(worker);
+        let tokens: Vec<String> = entries.iter().map(|e| self.token(e)).collect();
+        let of: Vec<ClaimOf<'_>> = entries
+            .iter()
+            .zip(&tokens)
+            .filter_map(|(e, token)| e.task_id.map(|task_id| ClaimOf { task_id, token }))
+            .collect();
+        let claims = match self
+            .store
+            .retrying(|| self.store.claim_many(&of, worker, &runtime))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(entries = entries.len(), error = %e, "batched claim failed; claiming one by one");
+                let mut out = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    out.push(self.prepare(entry, worker, recovered).await);
+                }
+                return out;
+            }
+        };
+        self.prefetch_functions(&claims).await;
+        let mut claims = claims.into_iter();
+        let mut out = Vec::with_capacity(entries.len());
+        let mut acks = Vec::new();
+        for entry in entries {
+            let next = match entry.task_id {
+                None => {
+                    tracing::warn!(entry = %entry.entry_id, "queue entry without a task id; dropped");
+                    Ok(Next::Ack)
+                }
+                Some(task_id) => match claims.next() {
+                    Some(claim) => {
+                        self.after_claim(entry, task_id, claim, worker, recovered)
+                            .await
+                    }
+                    None => Err(StoreError::Corrupt(format!(
+                        "no claim reply for task {task_id}"
+                    ))),
+                },
+            };
+            out.push(match next {
+                Ok(Next::Ready(p)) => Ok(p),
+                Ok(Next::Ack) => {
+                    acks.push((out.len(), entry.entry_id.as_str()));
+                    Ok(Prepared::Settled)
+                }
+                Err(e) => Err(e),
+            });
+        }
+        let ids: Vec<&str> = acks.iter().map(|(_, id)| *id).collect();
+        if let Err(e) = self.store.retrying(|| self.store.ack_many(&ids)).await {
+            tracing::debug!(entries = ids.len(), error = %e, "batched ack failed; acknowledging one by one");
+            for (i, id) in acks {
+                if let Err(e) = self.ack(id).await {
+                    out[i] = Err(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// The claim token of `entry` (unique per process and entry: a claim repeated under it
+    /// returns the same run).
+    fn token(&self, entry: &QueueEntry) -> String {
+        format!("{}/{}", self.incarnation, entry.entry_id)
+    }
+
+    /// Puts the payloads of the claimed runs' functions that are not in memory into the cache,
+    /// in one round trip. A failure only means each is read on its own afterwards.
+    async fn prefetch_functions(&self, claims: &[Claim]) {
+        let mut missing: Vec<Uuid> = {
+            let cache = self.cache();
+            claims
+                .iter()
+                .filter_map(|c| match c {
+                    Claim::Running { function_id, .. } if !cache.contains_key(function_id) => {
+                        Some(*function_id)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        match self
+            .store
+            .retrying(|| self.store.function_payloads(&missing))
+            .await
+        {
+            Ok(got) => {
+                for (id, payload) in missing.iter().zip(got) {
+                    if let Some(p) = payload {
+                        self.remember(*id, p);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(functions = missing.len(), error = %e, "batched function read failed; reading one by one")
+            }
+        }
+    }
+
+    /// What a claim's answer comes to for `entry`: a run, an orphan, settled, or an entry to
+    /// acknowledge (nothing to run).
+    async fn after_claim(
+        &self,
+        entry: &QueueEntry,
+        task_id: Uuid,
+        claim: Claim,
+        worker: &str,
+        recovered: bool,
+    ) -> Result<Next, StoreError> {
         match claim {
             Claim::Running {
                 attempt,
@@ -171,7 +363,7 @@ impl Core {
                         &format!("function {function_id} no longer exists"),
                     )
                     .await?;
-                    return Ok(Prepared::Settled);
+                    return Ok(Next::Ready(Prepared::Settled));
                 };
                 if args.len() > self.max_payload {
                     let detail = format!(
@@ -188,11 +380,11 @@ impl Core {
                         &detail,
                     )
                     .await?;
-                    return Ok(Prepared::Settled);
+                    return Ok(Next::Ready(Prepared::Settled));
                 }
                 self.counters.started.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(task_id = %task_id, function_id = %function_id, attempt, worker, "task RUNNING");
-                Ok(Prepared::Run(Running {
+                tracing::debug!(task_id = %task_id, function_id = %function_id, attempt, worker, "task RUNNING");
+                Ok(Next::Ready(Prepared::Run(Running {
                     owned: Owned {
                         task_id,
                         attempt,
@@ -206,22 +398,22 @@ impl Core {
                         args_payload: args,
                         timeout,
                     },
+                })))
+            }
+            Claim::NotQueued(TaskStatus::Running) if recovered => {
+                Ok(Next::Ready(Prepared::Orphan {
+                    task_id,
+                    attempt: self.current_attempt(&task_id).await?,
+                    entry_id: entry.entry_id.clone(),
                 }))
             }
-            Claim::NotQueued(TaskStatus::Running) if recovered => Ok(Prepared::Orphan {
-                task_id,
-                attempt: self.current_attempt(&task_id).await?,
-                entry_id: entry.entry_id.clone(),
-            }),
             Claim::NotQueued(status) => {
                 tracing::debug!(task_id = %task_id, %status, "queue entry for a task that is not queued; acknowledged");
-                self.ack(&entry.entry_id).await?;
-                Ok(Prepared::Settled)
+                Ok(Next::Ack)
             }
             Claim::Missing => {
                 tracing::warn!(task_id = %task_id, "queued task has no record (expired, or Redis lost it); dropped");
-                self.ack(&entry.entry_id).await?;
-                Ok(Prepared::Settled)
+                Ok(Next::Ack)
             }
         }
     }
@@ -271,13 +463,17 @@ impl Core {
             .retrying(|| self.store.function_payload(id))
             .await?;
         if let Some(b) = &got {
-            let mut cache = self.cache();
-            if cache.len() >= FN_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(*id, b.clone());
+            self.remember(*id, b.clone());
         }
         Ok(got)
+    }
+
+    fn remember(&self, id: Uuid, payload: Bytes) {
+        let mut cache = self.cache();
+        if cache.len() >= FN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(id, payload);
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Bytes>> {
@@ -286,7 +482,7 @@ impl Core {
     }
 
     /// Records the outcome of a run, waiting for Redis if need be.
-    pub async fn complete(&self, run: &Owned, outcome: &Outcome) -> Result<Recorded, StoreError> {
+    pub async fn complete(&self, run: &Owned, outcome: Outcome) -> Result<Recorded, StoreError> {
         self.record(run.task_id, run.attempt, Some(&run.entry_id), outcome)
             .await
     }
@@ -297,7 +493,7 @@ impl Core {
         &self,
         task_id: Uuid,
         attempt: u32,
-        outcome: &Outcome,
+        outcome: Outcome,
     ) -> Result<Recorded, StoreError> {
         self.record(task_id, attempt, None, outcome).await
     }
@@ -307,43 +503,40 @@ impl Core {
         task_id: Uuid,
         attempt: u32,
         entry_id: Option<&str>,
-        outcome: &Outcome,
+        outcome: Outcome,
     ) -> Result<Recorded, StoreError> {
         // A result above max_result_bytes (a worker with a higher limit) is replaced; one Redis
         // refuses (e.g. above its proto-max-bulk-len) too: never an endless store-and-retry.
-        let mut replaced = (outcome.result().len() > self.max_result)
-            .then(|| outcome.clone().within(self.max_result));
+        let mut refusable = outcome.result().len() <= self.max_result;
+        let mut outcome = outcome.within(self.max_result);
         loop {
-            let (status, result, error) = match replaced.as_ref().unwrap_or(outcome) {
-                Outcome::Completed { result } => (TaskStatus::Completed, result.as_slice(), ""),
-                Outcome::Failed { result, cause } => {
-                    (TaskStatus::Failed, result.as_slice(), cause.as_str())
-                }
+            let bytes = outcome.result().len();
+            let (status, result, error) = match outcome {
+                Outcome::Completed { result } => (TaskStatus::Completed, result, String::new()),
+                Outcome::Failed { result, cause } => (TaskStatus::Failed, result, cause),
             };
-            let finish = Finish {
+            let report = Report {
                 task_id,
                 from: TaskStatus::Running,
                 attempt: Some(attempt),
                 status,
                 result,
-                error,
-                entry_id,
+                error: error.clone(),
+                entry_id: entry_id.map(str::to_string),
             };
-            let recorded = match self.store.retrying(|| self.store.finish(&finish)).await {
-                Err(e) if replaced.is_none() && is_value_refused(&e) => {
-                    tracing::warn!(task_id = %task_id, attempt, bytes = result.len(), error = %e,
+            let recorded = match self.commit.finish(report).await {
+                Err(e) if refusable && is_value_refused(&e) => {
+                    tracing::warn!(task_id = %task_id, attempt, bytes, error = %e,
                         "Redis refused the result; the task ends FAILED with ResultTooLarge");
-                    let detail =
-                        format!("Redis refused the result of {} bytes ({e})", result.len());
-                    replaced = Some(crate::executor::classify::platform(
-                        PlatformError::ResultTooLarge,
-                        &detail,
-                    ));
+                    let detail = format!("Redis refused the result of {bytes} bytes ({e})");
+                    outcome =
+                        crate::executor::classify::platform(PlatformError::ResultTooLarge, &detail);
+                    refusable = false;
                     continue;
                 }
                 other => other?,
             };
-            self.log_recorded(task_id, attempt, status, error, recorded);
+            self.log_recorded(task_id, attempt, status, &error, recorded);
             return Ok(recorded);
         }
     }
@@ -365,7 +558,7 @@ impl Core {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if error.is_empty() {
-                    tracing::info!(task_id = %task_id, attempt, "task COMPLETED");
+                    tracing::debug!(task_id = %task_id, attempt, "task COMPLETED");
                 } else {
                     tracing::info!(task_id = %task_id, attempt, cause = error, "task FAILED");
                 }

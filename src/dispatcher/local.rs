@@ -7,6 +7,8 @@
 //! pass first, since entries delivered on a lost connection are pending unseen. A drain that times
 //! out hands the unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ struct Local {
     in_flight: InFlight,
     /// Stop signals of the runs, fired when their task is cancelled while running.
     stops: LocalStops,
+    /// One task per claimed batch (it polls its runs: aborting it aborts them).
     running: JoinSet<()>,
 }
 
@@ -132,19 +135,21 @@ pub async fn run(
             }
         };
         let mut slot = Some(slot);
+        let mut batch = Vec::with_capacity(entries.len());
         for entry in entries {
             let s = match slot.take() {
                 Some(s) => s,
                 None => wd.during(l.pool.reserve()).await,
             };
-            l.start(s, entry, false);
+            batch.push((s, entry));
         }
+        l.start(batch, false);
     }
     status.set(format!(
         "stopping: draining {} running tasks",
-        l.running.len()
+        l.in_flight.len()
     ));
-    tracing::info!(running = l.running.len(), "draining running tasks");
+    tracing::info!(running = l.in_flight.len(), "draining running tasks");
     let drained = wd
         .during(tokio::time::timeout(drain, async {
             while l.running.join_next().await.is_some() {}
@@ -239,51 +244,79 @@ impl Local {
                 continue;
             }
             let slot = wd.during(self.pool.reserve()).await;
-            self.start(slot, entry, true);
+            self.start(vec![(slot, entry)], true);
         }
         Ok(())
     }
 
-    /// Claims the entry's task and runs it on `slot` in the background.
-    fn start(&mut self, slot: Slot, entry: QueueEntry, recovered: bool) {
+    /// Claims the tasks of `batch` in one step, then runs each on its slot, all in the
+    /// background: one task per batch, which polls its runs together (aborting it aborts them).
+    fn start(&mut self, batch: Vec<(Slot, QueueEntry)>, recovered: bool) {
         let core = self.core.clone();
         let in_flight = self.in_flight.clone();
         let stops = self.stops.clone();
-        in_flight.begin(&entry.entry_id);
+        for (_, entry) in &batch {
+            in_flight.begin(&entry.entry_id);
+        }
         self.running.spawn(async move {
             let worker = core.name.clone();
             // Registered before the claim: a cancel published right after the claim made the
             // task RUNNING still finds the run.
-            let stop = entry.task_id.map(|t| stops.register(t));
-            match core.prepare(&entry, &worker, recovered).await {
-                Ok(Prepared::Run(run)) => {
-                    in_flight.own(&run.owned);
-                    let outcome = match stop {
-                        Some(stop) => slot.run_until(run.spec.clone(), stop).await,
-                        None => slot.run(run.spec.clone()).await,
-                    };
-                    // Waits for Redis if it is away: the result is stored when it answers again.
-                    runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), &outcome, &in_flight).await;
-                }
-                Ok(Prepared::Orphan {
-                    task_id,
-                    attempt,
-                    entry_id,
-                }) => {
-                    // Local runs die with their dispatcher: nobody else can report this one.
-                    let reason = format!("dispatcher {} stopped while the task was running", core.name);
-                    let lost = Loss::Lost { task_id, attempt, entry_id };
-                    runs::settle(&core, vec![lost], &reason, &in_flight).await;
-                }
-                Ok(Prepared::Settled) => {}
-                Err(e) => {
-                    tracing::error!(entry = %entry.entry_id, task_id = ?entry.task_id, error = %e, "could not claim task; it stays pending")
+            let stop: Vec<_> = batch
+                .iter()
+                .map(|(_, e)| e.task_id.map(|t| stops.register(t)))
+                .collect();
+            let entries: Vec<QueueEntry> = batch.iter().map(|(_, e)| e.clone()).collect();
+            let prepared = core.prepare_many(&entries, &worker, recovered).await;
+            let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+            for (((slot, entry), stop), prepared) in
+                batch.into_iter().zip(stop).zip(prepared)
+            {
+                let (core, in_flight) = (core.clone(), in_flight.clone());
+                let finish = {
+                    let (stops, in_flight) = (stops.clone(), in_flight.clone());
+                    move |entry: QueueEntry| {
+                        if let Some(t) = &entry.task_id {
+                            stops.forget(t);
+                        }
+                        in_flight.end(&entry.entry_id);
+                    }
+                };
+                match prepared {
+                    Ok(Prepared::Run(run)) => {
+                        in_flight.own(&run.owned);
+                        runs.push(Box::pin(async move {
+                            let outcome = match stop {
+                                Some(stop) => slot.run_until(run.spec.clone(), stop).await,
+                                None => slot.run(run.spec.clone()).await,
+                            };
+                            // Waits for Redis if it is away: the result is stored when it answers again.
+                            runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), outcome, &in_flight).await;
+                            finish(entry);
+                        }));
+                    }
+                    Ok(Prepared::Orphan {
+                        task_id,
+                        attempt,
+                        entry_id,
+                    }) => {
+                        drop(slot);
+                        runs.push(Box::pin(async move {
+                            // Local runs die with their dispatcher: nobody else can report this one.
+                            let reason = format!("dispatcher {} stopped while the task was running", core.name);
+                            let lost = Loss::Lost { task_id, attempt, entry_id };
+                            runs::settle(&core, vec![lost], &reason, &in_flight).await;
+                            finish(entry);
+                        }));
+                    }
+                    Ok(Prepared::Settled) => finish(entry),
+                    Err(e) => {
+                        tracing::error!(entry = %entry.entry_id, task_id = ?entry.task_id, error = %e, "could not claim task; it stays pending");
+                        finish(entry);
+                    }
                 }
             }
-            if let Some(t) = &entry.task_id {
-                stops.forget(t);
-            }
-            in_flight.end(&entry.entry_id);
+            futures_util::future::join_all(runs).await;
         });
     }
 }

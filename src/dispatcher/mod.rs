@@ -10,6 +10,7 @@
 //! [`pulse`]) and the `STATUS=` line.
 
 pub mod cancels;
+pub mod commit;
 pub mod core;
 pub mod lease;
 pub mod local;
@@ -66,6 +67,7 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
         )
         .with_size_limits(cfg.max_payload_bytes, cfg.max_result_bytes),
     );
+    let summary = tokio::spawn(core::summarize(core.clone()));
     // The lease outlives the drain: released only once nothing of ours is running.
     let (lease_stop, lease_shutdown) = crate::shutdown::channel();
     let keeper = tokio::spawn(lease.keep(store.clone(), lease_shutdown));
@@ -106,6 +108,7 @@ pub async fn run(cfg: DispatcherConfig, shutdown: Shutdown) -> Result<(), Dispat
         }
         Mode::Pull | Mode::Push => remote::run(core, &cfg, reader, shutdown, drain).await,
     };
+    summary.abort();
     lease_stop.trigger();
     let _ = keeper.await;
     result

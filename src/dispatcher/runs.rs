@@ -96,7 +96,7 @@ pub async fn store(
     core: &Core,
     run: TaskRef,
     owned: Option<&Owned>,
-    outcome: &Outcome,
+    outcome: Outcome,
     in_flight: &InFlight,
 ) -> Option<Recorded> {
     let stored = match owned {

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod cancel;
+pub mod claims;
 pub mod conn;
 pub mod endpoint;
 pub mod follow;
@@ -343,43 +344,7 @@ impl Store {
             .arg(token)
             .invoke_async(&mut c)
             .await?;
-        let text = |i: usize| -> Result<String, StoreError> {
-            match reply.get(i) {
-                Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
-                other => Err(StoreError::Corrupt(format!(
-                    "claim reply field {i} of task {task_id}: {other:?}"
-                ))),
-            }
-        };
-        let state = text(0)?;
-        match state.as_str() {
-            "MISSING" => Ok(Claim::Missing),
-            "RUNNING" if reply.len() == 5 => {
-                let attempt = text(1)?
-                    .parse()
-                    .map_err(|e| StoreError::Corrupt(format!("attempt of {task_id}: {e}")))?;
-                let function_id = Uuid::parse_str(&text(2)?)
-                    .map_err(|e| StoreError::Corrupt(format!("function_id of {task_id}: {e}")))?;
-                let args = match reply.get(3) {
-                    Some(Value::BulkString(b)) => Bytes::from(b.clone()),
-                    _ => Bytes::new(),
-                };
-                let timeout = text(4)?
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .map(Duration::from_millis);
-                Ok(Claim::Running {
-                    attempt,
-                    function_id,
-                    args,
-                    timeout,
-                })
-            }
-            other => Ok(Claim::NotQueued(
-                other.parse().map_err(StoreError::Corrupt)?,
-            )),
-        }
+        claims::parse_claim(task_id, reply)
     }
 
     /// Applies a terminal report (see [`Recorded`] for what it may find).
@@ -402,16 +367,7 @@ impl Store {
             .arg(f.task_id.to_string())
             .invoke_async(&mut c)
             .await?;
-        match outcome {
-            1 => Ok(Recorded::Applied),
-            2 => Ok(Recorded::Duplicate),
-            0 => Ok(Recorded::Stale),
-            -1 => Ok(Recorded::Unknown),
-            other => Err(StoreError::Corrupt(format!(
-                "finish of task {}: reply {other}",
-                f.task_id
-            ))),
-        }
+        claims::recorded(&f.task_id, outcome)
     }
 
     /// Puts a RUNNING task back to QUEUED (a retry) and re-enqueues it. Returns whether it applied.

@@ -7,28 +7,77 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Lua function `faas_claim(task, worker, now_ms, python, dill, token)`: QUEUED → RUNNING, the
+/// body of [`CLAIM`] and of each task of [`CLAIM_MANY`] (one definition, one behaviour).
+const CLAIM_LUA: &str = r#"
+local function faas_claim(task, worker, now, python, dill, token)
+  local st = redis.call('HGET', task, 'status')
+  if not st then return {'MISSING'} end
+  if st == 'RUNNING' and token ~= '' and redis.call('HGET', task, 'claim') == token then
+    local f = redis.call('HMGET', task, 'attempts', 'function_id', 'args', 'timeout_ms')
+    return {'RUNNING', f[1], f[2], f[3], f[4] or ''}
+  end
+  if st ~= 'QUEUED' then return {st} end
+  local attempt = redis.call('HINCRBY', task, 'attempts', 1)
+  redis.call('HSET', task, 'status', 'RUNNING', 'started_ms', now, 'worker', worker, 'claim', token)
+  redis.call('HSET', task, 'python', python, 'dill', dill)
+  local f = redis.call('HMGET', task, 'function_id', 'args', 'timeout_ms')
+  return {'RUNNING', tostring(attempt), f[1], f[2], f[3] or ''}
+end
+"#;
+
 /// QUEUED → RUNNING. KEYS: task hash. ARGV: worker, now_ms, python, dill, claim token
 /// ('' = none). Returns {"RUNNING", attempt, function_id, args, timeout_ms or ""} on success,
 /// else {current status} or {"MISSING"}.
 /// Again (RUNNING under the same non-empty token): returns the same run.
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'MISSING'} end
-if st == 'RUNNING' and ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then
-  local f = redis.call('HMGET', KEYS[1], 'attempts', 'function_id', 'args', 'timeout_ms')
-  return {'RUNNING', f[1], f[2], f[3], f[4] or ''}
-end
-if st ~= 'QUEUED' then return {st} end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'started_ms', ARGV[2], 'worker', ARGV[1], 'claim', ARGV[5])
-redis.call('HSET', KEYS[1], 'python', ARGV[3], 'dill', ARGV[4])
-local f = redis.call('HMGET', KEYS[1], 'function_id', 'args', 'timeout_ms')
-return {'RUNNING', tostring(attempt), f[1], f[2], f[3] or ''}
-"#,
-    )
+    Script::new(&format!(
+        "{CLAIM_LUA}return faas_claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+    ))
 });
+
+/// [`CLAIM`] for N tasks of one worker in one step. KEYS: task hash × N. ARGV: worker, now_ms,
+/// python, dill, then one claim token per task. Returns one [`CLAIM`] reply per task, in order.
+/// Again (the reply was lost): every task claimed under its token returns the same run, the
+/// others (not QUEUED, missing) answer as they did.
+pub static CLAIM_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{CLAIM_LUA}
+local out = {{}}
+for i = 1, #KEYS do
+  out[i] = faas_claim(KEYS[i], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[4 + i])
+end
+return out
+"#
+    ))
+});
+
+/// Lua function `faas_finish(task, queue, stats, from, attempt, status, result, error, now_ms,
+/// ttl_secs, entry_id, group, channel, task_id)`: the body of [`FINISH`] and of each finish of
+/// [`FINISH_MANY`] (one definition, one behaviour).
+const FINISH_LUA: &str = r#"
+local function faas_finish(task, queue, stats, from, attempt, status, result, err, now, ttl, entry, group, channel, id)
+  local applied = 0
+  local st = redis.call('HGET', task, 'status')
+  local attempts = redis.call('HGET', task, 'attempts')
+  if not st then
+    applied = -1
+  elseif st == from and (attempt == '' or attempts == attempt) then
+    redis.call('HSET', task, 'status', status, 'result', result, 'error', err, 'finished_ms', now)
+    if tonumber(ttl) > 0 then redis.call('EXPIRE', task, ttl) end
+    faas_settled(stats, task, status, err, now)
+    redis.call('PUBLISH', channel, id)
+    applied = 1
+  elseif st == status and attempt ~= '' and attempts == attempt then
+    applied = 2
+  end
+  if entry ~= '' then
+    redis.call('XACK', queue, group, entry)
+    redis.call('XDEL', queue, entry)
+  end
+  return applied
+end
+"#;
 
 /// FROM → COMPLETED|FAILED, fenced by the attempt number; also acks and deletes the queue entry.
 /// KEYS: task hash, queue stream, stats hash. ARGV: from_status, attempt ('' = any), status,
@@ -38,28 +87,35 @@ return {'RUNNING', tostring(attempt), f[1], f[2], f[3] or ''}
 /// there is no such task.
 /// An applied transition is counted (see [`super::stats`]) and the id published on the done channel.
 pub static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    let body = r#"
-local applied = 0
-local st = redis.call('HGET', KEYS[1], 'status')
-local attempts = redis.call('HGET', KEYS[1], 'attempts')
-if not st then
-  applied = -1
-elseif st == ARGV[1] and (ARGV[2] == '' or attempts == ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'error', ARGV[5], 'finished_ms', ARGV[6])
-  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
-  faas_settled(KEYS[3], KEYS[1], ARGV[3], ARGV[5], ARGV[6])
-  redis.call('PUBLISH', ARGV[10], ARGV[11])
-  applied = 1
-elseif st == ARGV[3] and ARGV[2] ~= '' and attempts == ARGV[2] then
-  applied = 2
+    Script::new(&format!(
+        "{}{FINISH_LUA}return faas_finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], \
+         ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])",
+        *super::stats::SETTLED_LUA
+    ))
+});
+
+/// Number of ARGV entries per finish of [`FINISH_MANY`].
+pub const FINISH_MANY_ARGS: usize = 7;
+
+/// [`FINISH`] for N tasks in one step: each finish is fenced, counted, published and acks its
+/// entry exactly as a [`FINISH`] alone would. KEYS: queue stream, stats hash, task hash × N.
+/// ARGV: now_ms, ttl_secs, group, done channel, then per task (7 each): from_status, attempt
+/// ('' = any), status, result, error, entry_id ('' = none), task_id.
+/// Returns one [`FINISH`] reply per task, in order. Again (the reply was lost): each applied
+/// finish now answers 2 (or 0 for one with attempt ''), nothing is written or published twice.
+pub static FINISH_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{}{FINISH_LUA}
+local out = {{}}
+for i = 3, #KEYS do
+  local a = 4 + (i - 3) * 7
+  out[i - 2] = faas_finish(KEYS[i], KEYS[1], KEYS[2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+    ARGV[a + 4], ARGV[a + 5], ARGV[1], ARGV[2], ARGV[a + 6], ARGV[3], ARGV[4], ARGV[a + 7])
 end
-if ARGV[8] ~= '' then
-  redis.call('XACK', KEYS[2], ARGV[9], ARGV[8])
-  redis.call('XDEL', KEYS[2], ARGV[8])
-end
-return applied
-"#;
-    Script::new(&format!("{}{body}", *super::stats::SETTLED_LUA))
+return out
+"#,
+        *super::stats::SETTLED_LUA
+    ))
 });
 
 /// Acknowledges and deletes a queue entry. KEYS: queue stream. ARGV: group, entry_id. Again: no-op.

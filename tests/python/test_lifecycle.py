@@ -86,3 +86,46 @@ def test_idle_dispatcher_does_not_spin(own_stack: Stack) -> None:
     time.sleep(3)
     used = (cpu_ticks() - before) / hz
     assert used < 0.15, f"idle dispatcher used {used:.2f} s of CPU in 3 s"
+
+
+def test_kill_9_mid_batch_loses_no_task_and_runs_none_twice(tmp_path: Path) -> None:
+    """A dispatcher killed while it drains a full queue (claims and results in batches): after a
+    restart every task ends, each ran at most once, and the only failures are the runs the kill
+    took (``WorkerFailure``, ``max_retries = 0``)."""
+    from faas_testfuncs import record
+
+    s = Stack(tmp_path, processes=4).start()
+    try:
+        c = Client(s.url)
+        runs = tmp_path / "runs.txt"
+        fid = c.register(record, name="record")
+        s.stop_dispatcher()
+        tokens = [f"t{i}" for i in range(600)]
+        tasks = c.submit_batch(fid, [((str(runs), tok, 0.002), {}) for tok in tokens])
+        s.start_dispatcher()
+        deadline = time.monotonic() + 60
+        while not runs.exists() or len(runs.read_text().splitlines()) < 100:
+            assert time.monotonic() < deadline, "the drain did not start"
+            time.sleep(0.01)
+        assert s.dispatcher is not None
+        s.dispatcher.kill()  # SIGKILL mid-drain: batches claimed, results waiting to be stored
+        s.dispatcher.wait()
+        s.dispatcher = None
+        s.start_dispatcher()
+        outcome = {t: c.wait(t, timeout=120) for t in tasks}
+        ran: dict = {}
+        for line in runs.read_text().splitlines():
+            tok = line.split()[0]
+            ran[tok] = ran.get(tok, 0) + 1
+        assert {tok: n for tok, n in ran.items() if n > 1} == {}, "tasks that ran twice"
+        failed = {t: v for t, v in outcome.items() if v[0] != "COMPLETED"}
+        for t, tok in zip(tasks, tokens):
+            status, value = outcome[t]
+            if status == "COMPLETED":
+                assert value == tok and ran.get(tok) == 1, (t, value)
+        for status, e in failed.values():
+            assert status == "FAILED" and type(e).__name__ == "WorkerFailure", (status, repr(e))
+        print(f"\n{len(ran)} ran, {len(failed)} FAILED by the kill")
+        assert len(failed) < len(tasks) / 2, f"{len(failed)} FAILED"
+    finally:
+        s.stop()

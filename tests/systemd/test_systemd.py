@@ -119,7 +119,10 @@ def deployment(container: Container, package: str) -> Container:
     c = container
     # Two executor slots everywhere (not one per CPU), and drains short enough to test.
     c.write("/etc/faas/worker.d/10-site.toml", "processes = 2\ndrain_timeout_secs = 5.0\n")
-    c.write("/etc/faas/dispatcher.d/10-site.toml", "drain_timeout_secs = 3.0\n[local]\nprocesses = 2\n")
+    # Dispatchers at debug: their per-task lines (task RUNNING, task COMPLETED) are debug, and the
+    # tests follow each task through the journal (docs/operations.md, "Logs").
+    c.write("/etc/faas/dispatcher.d/10-site.toml",
+            'log_level = "debug"\ndrain_timeout_secs = 3.0\n[local]\nprocesses = 2\n')
     c.write("/etc/systemd/system/faas-dispatcher@pull.service.d/10-port.conf",
             "[Service]\nExecStart=\nExecStart=/usr/bin/faas-dispatcher -m %i -p 5556\n")
     c.write("/etc/systemd/system/faas-worker@pull.service.d/10-dispatcher.conf",
@@ -305,8 +308,8 @@ def test_journal_carries_task_fields(deployment: Container) -> None:
     assert len(running) == 1, running
     e = running[0]
     assert (e["FUNCTION_ID"], e["WORKER"], e["ATTEMPT"]) == (fid, worker_id, "1"), e
-    assert (e["PRIORITY"], e["SYSLOG_IDENTIFIER"]) == ("6", "faas-dispatcher"), e
-    assert entries(c, d, cursor, MESSAGE="task COMPLETED", TASK_ID=tid, PRIORITY="6")
+    assert (e["PRIORITY"], e["SYSLOG_IDENTIFIER"]) == ("7", "faas-dispatcher"), e
+    assert entries(c, d, cursor, MESSAGE="task COMPLETED", TASK_ID=tid, PRIORITY="7")
     started = entries(c, worker("push"), cursor, MESSAGE="task started", TASK_ID=tid)
     assert started and (started[0]["FUNCTION_ID"], started[0]["WORKER"]) == (fid, worker_id), started
     said = entries(c, worker("push"), cursor, MESSAGE="a line on the executor's stderr")
@@ -347,8 +350,9 @@ def test_journal_priorities_info_6_warning_4_error_3(deployment: Container) -> N
         c.path(dropin).unlink()
         c.systemctl("daemon-reload")
         c.systemctl("restart", d)
-    # Info: what the daemons log about tasks (6, not 5 = notice).
-    assert entries(c, d, cursor, MESSAGE="task RUNNING", TASK_ID=tid, PRIORITY="6")
+    # Info: what the daemons log about tasks (6, not 5 = notice); the dispatcher's RUNNING is debug (7).
+    assert entries(c, w, cursor, MESSAGE="task started", TASK_ID=tid, PRIORITY="6")
+    assert entries(c, d, cursor, MESSAGE="task RUNNING", TASK_ID=tid, PRIORITY="7")
     # No faas daemon ever logged at notice: `journalctl -p notice` shows only warnings and errors.
     ours = c.journal("SYSLOG_IDENTIFIER=faas-gateway", "SYSLOG_IDENTIFIER=faas-dispatcher",
                      "SYSLOG_IDENTIFIER=faas-worker")

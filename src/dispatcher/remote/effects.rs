@@ -69,8 +69,9 @@ impl Effects {
         tokio::spawn(async move {
             let mut prepared = Vec::with_capacity(entries.len());
             let count = entries.len();
-            for entry in entries {
-                match core.prepare(&entry, &worker_id, false).await {
+            let answers = core.prepare_many(&entries, &worker_id, false).await;
+            for (entry, answer) in entries.into_iter().zip(answers) {
+                match answer {
                     Ok(Prepared::Settled) => in_flight.end(&entry.entry_id),
                     Ok(p) => {
                         if let Prepared::Run(r) = &p {
@@ -118,21 +119,25 @@ impl Effects {
         // The span puts the worker on every event below (e.g. `task COMPLETED`: WORKER= in journald).
         let span = tracing::info_span!("results", worker = %worker_id);
         let work = async move {
-            let mut acks = Vec::with_capacity(results.len());
-            for r in results {
-                let outcome = if r.meta.ok {
-                    Outcome::Completed {
-                        result: r.blob.to_vec(),
-                    }
-                } else {
-                    Outcome::Failed {
-                        result: r.blob.to_vec(),
-                        cause: r.meta.cause.clone(),
-                    }
-                };
-                runs::store(&core, r.meta.task, r.owned.as_ref(), &outcome, &in_flight).await;
-                acks.push(r.meta.task);
-            }
+            let acks = results.iter().map(|r| r.meta.task).collect();
+            // All at once: the group commit stores them in as few calls as it can.
+            let stores = results.into_iter().map(|r| {
+                let (core, in_flight) = (&core, &in_flight);
+                async move {
+                    let outcome = if r.meta.ok {
+                        Outcome::Completed {
+                            result: r.blob.to_vec(),
+                        }
+                    } else {
+                        Outcome::Failed {
+                            result: r.blob.to_vec(),
+                            cause: r.meta.cause.clone(),
+                        }
+                    };
+                    runs::store(core, r.meta.task, r.owned.as_ref(), outcome, in_flight).await;
+                }
+            });
+            futures_util::future::join_all(stores).await;
             let _ = events
                 .send(Event::Stored {
                     worker_id,
