@@ -148,6 +148,16 @@ struct Shared {
     launcher: Arc<process::Launcher>,
 }
 
+impl Drop for Shared {
+    /// The pool and every slot are gone: stop the reuse drivers (they hold the processes; the
+    /// zygote goes when its backend is dropped).
+    fn drop(&mut self) {
+        if let Backend::Reuse(b) = &self.backend {
+            b.close();
+        }
+    }
+}
+
 /// A reserved admission of the pool; running a task consumes it (the task may wait in memory
 /// for a free process first).
 pub struct Slot {

@@ -206,6 +206,19 @@ impl ReuseBackend {
 
     /// Fails every queued task, kills every process; waits (bounded) for the drivers to end.
     pub async fn shutdown(&self) {
+        self.close();
+        let handles = std::mem::take(&mut *lock(&self.handles));
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        for mut h in handles {
+            if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
+                h.abort();
+            }
+        }
+    }
+
+    /// Closes the queue (failing what waits in it), kills busy processes and tells idle drivers
+    /// to stop theirs; the drivers end by themselves.
+    pub fn close(&self) {
         let queued = {
             let mut q = lock(&self.queue);
             q.closed = true;
@@ -220,13 +233,6 @@ impl ReuseBackend {
             }
         }
         self.queued.notify_waiters();
-        let handles = std::mem::take(&mut *lock(&self.handles));
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
-        for mut h in handles {
-            if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
-                h.abort();
-            }
-        }
     }
 
     fn is_closed(&self) -> bool {
