@@ -1050,10 +1050,7 @@ fn blocking_task(path: &std::path::Path, secs: f64, tag: &str) -> TaskSpec {
     )
 }
 
-fn spawn_run(
-    pool: &std::sync::Arc<ExecutorPool>,
-    t: TaskSpec,
-) -> tokio::task::JoinHandle<Outcome> {
+fn spawn_run(pool: &std::sync::Arc<ExecutorPool>, t: TaskSpec) -> tokio::task::JoinHandle<Outcome> {
     let slot_pool = pool.clone();
     tokio::spawn(async move { slot_pool.run(t).await })
 }
@@ -1139,10 +1136,7 @@ async fn tasks_queued_behind_a_crash_or_timeout_still_run() {
             "import os, time\ndef f(path):\n    open(path, 'w').write('x')\n    time.sleep(0.3)\n    os.kill(os.getpid(), 9)",
             &format!("(({:?},), {{}})", crash_flag.display().to_string()),
         );
-        let mut hang = task(
-            "import time\ndef f():\n    time.sleep(60)",
-            "((), {})",
-        );
+        let mut hang = task("import time\ndef f():\n    time.sleep(60)", "((), {})");
         hang.timeout = Some(Duration::from_millis(500));
         let crashing = spawn_run(&pool, crash);
         wait_until("the crashing task runs", || crash_flag.exists()).await;
@@ -1209,7 +1203,10 @@ async fn fork_ahead_keeps_a_spare_and_a_spare_killed_unused_is_replaced_silently
     };
     wait_until("one spare child waits", || spare().is_some()).await;
     let first = spare().unwrap();
-    assert_ne!(first, task_pid, "the task's child is gone; a new spare waits");
+    assert_ne!(
+        first, task_pid,
+        "the task's child is gone; a new spare waits"
+    );
     for _ in 0..2 {
         let victim = spare().unwrap();
         nix::sys::signal::kill(

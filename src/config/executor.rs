@@ -157,7 +157,10 @@ impl ExecutorConfig {
         if self.prefetch > MAX_PREFETCH {
             return bad(
                 "prefetch",
-                format!("must be between 0 and {MAX_PREFETCH}, got {}", self.prefetch),
+                format!(
+                    "must be between 0 and {MAX_PREFETCH}, got {}",
+                    self.prefetch
+                ),
             );
         }
         if !is_user_name(&self.user) {
