@@ -814,6 +814,7 @@ class Zygote:
             set_pdeathsig(signal.SIGKILL, self.prctl)
             if os.getppid() != self.pid:
                 os._exit(EXIT_PROTOCOL)
+            set_title(f"{TITLE}: spare", self.prctl)
             enter_private_dir(workdir)
             apply_limits(self.limits)
             if self.limits.process_limit > 0:
