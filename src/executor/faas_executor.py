@@ -494,10 +494,16 @@ def guard_process_creation() -> None:
 
 
 def make_private_dir(base: str, prefix: str) -> str:
-    """A new directory only this user can enter, below ``base``."""
-    import tempfile
-
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
+    """A new directory only this user can enter, below ``base``, with an unguessable name
+    (what ``tempfile.mkdtemp`` does, without its name generator's cost on the zygote's path)."""
+    for _ in range(100):
+        path = os.path.join(base, prefix + os.urandom(8).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return os.path.abspath(path)
+    raise FileExistsError(errno.EEXIST, f"no unused directory name below {base}")
 
 
 def enter_private_dir(path: str) -> None:
@@ -514,6 +520,8 @@ def remove_tree(path: str) -> None:
     try:
         os.rmdir(path)  # most tasks leave it empty
         return
+    except FileNotFoundError:
+        return  # a forked task removed its own
     except OSError:
         pass
     import shutil
@@ -739,14 +747,12 @@ class Zygote:
         """Forks and sets up the next spare child; returns why it failed, if it did."""
         import gc
 
-        try:
-            workdir = make_private_dir(self.workdir, "faas-task-")
-        except OSError as e:
-            return f"cannot create the task's directory: {e}"
+        # The child creates its directory (an unguessable name, created exclusively), off the
+        # zygote's path; the zygote knows the name to remove it after the child.
+        workdir = os.path.join(self.workdir, "faas-task-" + os.urandom(8).hex())
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError as e:
-            remove_tree(workdir)
             return f"cannot create the hand-over socket: {e}"
         flush_std_streams()
         gc.freeze()  # what exists now is shared with the child and never touched by its GC
@@ -755,7 +761,6 @@ class Zygote:
         except OSError as e:
             ours.close()
             theirs.close()
-            remove_tree(workdir)
             return f"fork failed: {e}"
         if pid == 0:
             ours.close()
@@ -815,6 +820,7 @@ class Zygote:
             if os.getppid() != self.pid:
                 os._exit(EXIT_PROTOCOL)
             set_title(f"{TITLE}: spare", self.prctl)
+            os.mkdir(workdir, 0o700)  # fails if the name exists: this spare dies unused
             enter_private_dir(workdir)
             apply_limits(self.limits)
             if self.limits.process_limit > 0:
@@ -836,6 +842,12 @@ class Zygote:
                 result = run_task(fn_payload, args_payload, function_id, self.dumps, self.loads, self.limits)
                 if os.getpid() == me:  # not a process the user's code forked and let return
                     write_result(sock, result)
+                    try:
+                        # Off the zygote's path: it only finds the directory gone when it reaps
+                        # (or removes what the task left in it).
+                        os.rmdir(workdir)
+                    except OSError:
+                        pass
         except BaseException:  # noqa: BLE001 - report and exit, never return into the zygote loop
             code = EXIT_PROTOCOL
             try:
