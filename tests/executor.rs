@@ -1143,10 +1143,10 @@ async fn tasks_queued_behind_a_crash_or_timeout_still_run() {
         let timing_out = spawn_run(&pool, hang);
         // Queued behind both: its timeout counts from its own start, not from its admission.
         let mut behind = task(
-            "import time\ndef f():\n    time.sleep(0.4)\n    return 'behind'",
+            "import time\ndef f():\n    time.sleep(0.3)\n    return 'behind'",
             "((), {})",
         );
-        behind.timeout = Some(Duration::from_millis(900));
+        behind.timeout = Some(Duration::from_millis(1000));
         let behind = spawn_run(&pool, behind);
         platform_failure(crashing.await.unwrap(), "ExecutorCrashed: ");
         platform_failure(timing_out.await.unwrap(), "TaskTimeout: ");
