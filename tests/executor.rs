@@ -1071,10 +1071,28 @@ async fn pool_admits_processes_times_one_plus_prefetch() {
     }
 }
 
+/// A pool of `slots` processes admitting `prefetch` more tasks per process.
+async fn prefetching_pool(isolation: Isolation, slots: usize, prefetch: u32) -> ExecutorPool {
+    let cfg = ExecutorConfig {
+        prefetch,
+        ..config(isolation)
+    };
+    let pool = ExecutorPool::start(cfg, slots).await.expect("pool starts");
+    assert_eq!(pool.capacity(), slots * (1 + prefetch as usize));
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_admits_only_as_many_tasks_as_run() {
+    let pool = pool(Isolation::Reuse, 2).await;
+    assert_eq!((pool.slots(), pool.capacity()), (2, 2));
+    pool.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_cancelled_while_queued_never_runs() {
     for isolation in [Isolation::Fork, Isolation::Reuse] {
-        let pool = std::sync::Arc::new(pool(isolation, 1).await);
+        let pool = std::sync::Arc::new(prefetching_pool(isolation, 1, 1).await);
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("first");
         let queued = dir.path().join("queued");
@@ -1104,7 +1122,7 @@ async fn a_task_cancelled_while_queued_never_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_fails_queued_tasks() {
     for isolation in [Isolation::Fork, Isolation::Reuse] {
-        let pool = std::sync::Arc::new(pool(isolation, 1).await);
+        let pool = std::sync::Arc::new(prefetching_pool(isolation, 1, 1).await);
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("first");
         let queued = dir.path().join("queued");
@@ -1125,11 +1143,7 @@ async fn shutdown_fails_queued_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_queued_behind_a_crash_or_timeout_still_run() {
     for isolation in [Isolation::Fork, Isolation::Reuse] {
-        let cfg = ExecutorConfig {
-            prefetch: 2,
-            ..config(isolation)
-        };
-        let pool = std::sync::Arc::new(ExecutorPool::start(cfg, 1).await.unwrap());
+        let pool = std::sync::Arc::new(prefetching_pool(isolation, 1, 2).await);
         let dir = tempfile::tempdir().unwrap();
         let crash_flag = dir.path().join("crash");
         let crash = task(
@@ -1158,11 +1172,7 @@ async fn tasks_queued_behind_a_crash_or_timeout_still_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_task_does_not_wait_behind_a_long_one() {
-    let cfg = ExecutorConfig {
-        prefetch: 2,
-        ..config(Isolation::Reuse)
-    };
-    let pool = std::sync::Arc::new(ExecutorPool::start(cfg, 2).await.unwrap());
+    let pool = std::sync::Arc::new(prefetching_pool(Isolation::Reuse, 2, 2).await);
     let dir = tempfile::tempdir().unwrap();
     let long = dir.path().join("long");
     let long_run = spawn_run(&pool, blocking_task(&long, 60.0, "long"));

@@ -102,9 +102,11 @@ impl Default for ExecutorConfig {
     }
 }
 
-/// One task waiting per process hides the hand-over between two tasks; more only holds tasks
-/// away from other workers and lengthens the time a queued task waits.
-const DEFAULT_PREFETCH: u32 = 1;
+/// Off by default: the dispatcher claims a task (QUEUED -> RUNNING) when it reads it, so a task
+/// waiting in an executor queue already shows RUNNING, cannot be cancelled as queued, and is
+/// failed with `WorkerFailure` rather than re-queued when its dispatcher is killed. 1 (one task
+/// waiting per process) is enough to hide the hand-over between two tasks where that is fine.
+const DEFAULT_PREFETCH: u32 = 0;
 /// Largest `prefetch` accepted.
 const MAX_PREFETCH: u32 = 64;
 

@@ -7,10 +7,11 @@
 //! - `reuse` ([`reuse`]): one long-lived process per slot runs tasks back to back, each driven by
 //!   a loop that takes the next task from a queue shared by all processes.
 //!
-//! The pool admits `slots × (1 + executor.prefetch)` tasks ([`ExecutorPool::capacity`]) but runs at
-//! most `slots` at once: admitted tasks wait in memory for the next free process (no task is
-//! bound to a busy one), so a process that finishes a task starts the next without a round trip
-//! to the dispatcher. A waiting task whose `stop` fires leaves the queue without running.
+//! The pool admits `slots × (1 + executor.prefetch)` tasks ([`ExecutorPool::capacity`]; prefetch
+//! is 0 by default) but runs at most `slots` at once: admitted tasks wait in memory for the next
+//! free process (no task is bound to a busy one), so a process that finishes a task starts the
+//! next without a round trip to the dispatcher. A waiting task whose `stop` fires leaves the
+//! queue without running.
 //!
 //! Processes are spawned by [`process`] into the [`sandbox`] resolved once per pool (executor
 //! user, environment allowlist, network namespace, no capabilities, set between fork and exec;
