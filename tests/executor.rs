@@ -420,7 +420,7 @@ async fn slots_run_concurrently() {
             elapsed < Duration::from_secs(4),
             "{isolation:?}: 4 x sleep(2) on 4 slots took {elapsed:?} (sequential: 8 s)"
         );
-        assert_eq!(pool.available(), 4);
+        assert_eq!(pool.available(), pool.capacity());
         pool.shutdown().await;
     }
 }
@@ -429,11 +429,11 @@ async fn slots_run_concurrently() {
 async fn reserved_slots_can_move_into_spawned_tasks() {
     let pool = pool(Isolation::Fork, 2).await;
     let slot = pool.reserve().await;
-    assert_eq!(pool.available(), 1);
+    assert_eq!(pool.available(), pool.capacity() - 1);
     let t = task(OK_TASK, "((1,), {})");
     let out = tokio::spawn(slot.run(t)).await.unwrap();
     python::check(&completed(out), "assert v == {'sum': 2}");
-    assert_eq!(pool.available(), 2);
+    assert_eq!(pool.available(), pool.capacity());
     pool.shutdown().await;
 }
 
@@ -1033,4 +1033,205 @@ def f():
         pool.shutdown().await;
     }
     drop(listener);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission beyond the processes (executor.prefetch): the shared in-memory queue.
+
+/// A task that writes its pid to `path` (atomically), then sleeps `secs` and returns `tag`.
+fn blocking_task(path: &std::path::Path, secs: f64, tag: &str) -> TaskSpec {
+    let setup = "import os, time\ndef f(path, secs, tag):\n    open(path + '.tmp', 'w').write(str(os.getpid()))\n    os.rename(path + '.tmp', path)\n    time.sleep(secs)\n    return tag";
+    task(
+        setup,
+        &format!(
+            "(({:?}, {secs}, {tag:?}), {{}})",
+            path.display().to_string()
+        ),
+    )
+}
+
+fn spawn_run(pool: &std::sync::Arc<ExecutorPool>, t: TaskSpec) -> tokio::task::JoinHandle<Outcome> {
+    let slot_pool = pool.clone();
+    tokio::spawn(async move { slot_pool.run(t).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_admits_processes_times_one_plus_prefetch() {
+    for (prefetch, want) in [(0, 2), (1, 4), (3, 8)] {
+        let cfg = ExecutorConfig {
+            prefetch,
+            ..config(Isolation::Reuse)
+        };
+        let pool = ExecutorPool::start(cfg, 2).await.unwrap();
+        assert_eq!(pool.slots(), 2);
+        assert_eq!(pool.capacity(), want);
+        assert_eq!(pool.available(), want);
+        assert_eq!(pool.stats().await.pids.len(), 2, "processes stay = slots");
+        pool.shutdown().await;
+    }
+}
+
+/// A pool of `slots` processes admitting `prefetch` more tasks per process.
+async fn prefetching_pool(isolation: Isolation, slots: usize, prefetch: u32) -> ExecutorPool {
+    let cfg = ExecutorConfig {
+        prefetch,
+        ..config(isolation)
+    };
+    let pool = ExecutorPool::start(cfg, slots).await.expect("pool starts");
+    assert_eq!(pool.capacity(), slots * (1 + prefetch as usize));
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_admits_only_as_many_tasks_as_run() {
+    let pool = pool(Isolation::Reuse, 2).await;
+    assert_eq!((pool.slots(), pool.capacity()), (2, 2));
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_while_queued_never_runs() {
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let pool = std::sync::Arc::new(prefetching_pool(isolation, 1, 1).await);
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first");
+        let queued = dir.path().join("queued");
+        let running = spawn_run(&pool, blocking_task(&first, 2.0, "first"));
+        wait_until("the first task runs", || first.exists()).await;
+        // Admitted (prefetch 1) but waiting: the only process is busy.
+        let slot = pool.reserve().await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let t = blocking_task(&queued, 0.0, "queued");
+        let waiting = tokio::spawn(slot.run_until(t, async {
+            let _ = stop_rx.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop_tx.send(()).unwrap();
+        platform_failure(
+            waiting.await.unwrap(),
+            "TaskCancelled: the run was cancelled before it started",
+        );
+        python::check(&completed(running.await.unwrap()), "assert v == 'first'");
+        assert_next_task_ok(&pool).await;
+        assert!(!queued.exists(), "{isolation:?}: the cancelled task ran");
+        assert_eq!(pool.available(), pool.capacity());
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_fails_queued_tasks() {
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let pool = std::sync::Arc::new(prefetching_pool(isolation, 1, 1).await);
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first");
+        let queued = dir.path().join("queued");
+        let running = spawn_run(&pool, blocking_task(&first, 60.0, "first"));
+        wait_until("the first task runs", || first.exists()).await;
+        let waiting = spawn_run(&pool, blocking_task(&queued, 0.0, "queued"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        pool.shutdown().await;
+        platform_failure(
+            running.await.unwrap(),
+            "WorkerFailure: the executor pool was shut down",
+        );
+        platform_failure(waiting.await.unwrap(), "WorkerFailure: ");
+        assert!(!queued.exists(), "{isolation:?}: the queued task ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_queued_behind_a_crash_or_timeout_still_run() {
+    for isolation in [Isolation::Fork, Isolation::Reuse] {
+        let pool = std::sync::Arc::new(prefetching_pool(isolation, 1, 2).await);
+        let dir = tempfile::tempdir().unwrap();
+        let crash_flag = dir.path().join("crash");
+        let crash = task(
+            "import os, time\ndef f(path):\n    open(path, 'w').write('x')\n    time.sleep(0.3)\n    os.kill(os.getpid(), 9)",
+            &format!("(({:?},), {{}})", crash_flag.display().to_string()),
+        );
+        let mut hang = task("import time\ndef f():\n    time.sleep(60)", "((), {})");
+        hang.timeout = Some(Duration::from_millis(500));
+        let crashing = spawn_run(&pool, crash);
+        wait_until("the crashing task runs", || crash_flag.exists()).await;
+        let timing_out = spawn_run(&pool, hang);
+        // Queued behind both: its timeout counts from its own start, not from its admission.
+        let mut behind = task(
+            "import time\ndef f():\n    time.sleep(0.3)\n    return 'behind'",
+            "((), {})",
+        );
+        behind.timeout = Some(Duration::from_millis(1000));
+        let behind = spawn_run(&pool, behind);
+        platform_failure(crashing.await.unwrap(), "ExecutorCrashed: ");
+        platform_failure(timing_out.await.unwrap(), "TaskTimeout: ");
+        python::check(&completed(behind.await.unwrap()), "assert v == 'behind'");
+        assert_next_task_ok(&pool).await;
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_task_does_not_wait_behind_a_long_one() {
+    let pool = std::sync::Arc::new(prefetching_pool(Isolation::Reuse, 2, 2).await);
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("long");
+    let long_run = spawn_run(&pool, blocking_task(&long, 60.0, "long"));
+    wait_until("the long task runs", || long.exists()).await;
+    // Every one of these runs on the other process while the long one blocks its own.
+    for i in 0..5 {
+        let short = dir.path().join(format!("short{i}"));
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            pool.run(blocking_task(&short, 0.0, "short")),
+        )
+        .await
+        .expect("a short task never waits for the long one");
+        python::check(&completed(out), "assert v == 'short'");
+    }
+    pool.shutdown().await;
+    platform_failure(long_run.await.unwrap(), "WorkerFailure: ");
+}
+
+/// The zygote's children: (pid, command line).
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
+        return Vec::new();
+    };
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .map(|p| (p, cmdline(p)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_ahead_keeps_a_spare_and_a_spare_killed_unused_is_replaced_silently() {
+    let pool = pool(Isolation::Fork, 1).await;
+    let (task_pid, zygote) = pids_of(&pool).await;
+    let spare = || {
+        let kids = children_of(zygote);
+        (kids.len() == 1).then(|| kids[0].0)
+    };
+    wait_until("one spare child waits", || spare().is_some()).await;
+    let first = spare().unwrap();
+    assert_ne!(
+        first, task_pid,
+        "the task's child is gone; a new spare waits"
+    );
+    for _ in 0..2 {
+        let victim = spare().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until("the dead spare is reaped", || gone(victim)).await;
+        // The next task runs (on a fresh spare), and nothing was reported for the dead one.
+        let (pid, parent) = pids_of(&pool).await;
+        assert_eq!(parent, zygote);
+        assert_ne!(pid, victim);
+    }
+    let stats = pool.stats().await;
+    assert_eq!(stats.pids, vec![zygote]);
+    assert_eq!(stats.restarts, 0);
+    pool.shutdown().await;
 }

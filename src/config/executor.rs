@@ -73,6 +73,10 @@ pub struct ExecutorConfig {
     pub start_timeout_secs: f64,
     /// Deserialized functions kept per process in `reuse` mode.
     pub function_cache_size: usize,
+    /// Tasks admitted per executor process beyond the one it runs: they wait in memory for the
+    /// next free process, so a process starts its next task without a round trip to the
+    /// dispatcher or the worker's connection. 0 admits only as many tasks as run.
+    pub prefetch: u32,
 }
 
 impl Default for ExecutorConfig {
@@ -93,9 +97,18 @@ impl Default for ExecutorConfig {
             workdir: None,
             start_timeout_secs: 30.0,
             function_cache_size: 256,
+            prefetch: DEFAULT_PREFETCH,
         }
     }
 }
+
+/// Off by default: the dispatcher claims a task (QUEUED -> RUNNING) when it reads it, so a task
+/// waiting in an executor queue already shows RUNNING, cannot be cancelled as queued, and is
+/// failed with `WorkerFailure` rather than re-queued when its dispatcher is killed. 1 (one task
+/// waiting per process) is enough to hide the hand-over between two tasks where that is fine.
+const DEFAULT_PREFETCH: u32 = 0;
+/// Largest `prefetch` accepted.
+const MAX_PREFETCH: u32 = 64;
 
 /// Largest value accepted for the MiB limits (beyond it the byte count overflows).
 const MAX_MB: u64 = u64::MAX / (1024 * 1024);
@@ -143,6 +156,15 @@ impl ExecutorConfig {
                 ),
             );
         }
+        if self.prefetch > MAX_PREFETCH {
+            return bad(
+                "prefetch",
+                format!(
+                    "must be between 0 and {MAX_PREFETCH}, got {}",
+                    self.prefetch
+                ),
+            );
+        }
         if !is_user_name(&self.user) {
             return bad(
                 "user",
@@ -184,6 +206,11 @@ impl ExecutorConfig {
         (self.task_timeout_secs > 0.0)
             .then(|| Duration::try_from_secs_f64(self.task_timeout_secs).ok())
             .flatten()
+    }
+
+    /// Tasks admitted per process beyond the running one (`prefetch`).
+    pub fn prefetch_per_process(&self) -> usize {
+        usize::try_from(self.prefetch).unwrap_or(usize::MAX)
     }
 
     /// Time allowed for an executor to report readiness.
@@ -320,6 +347,13 @@ mod tests {
                     ..d()
                 },
                 "executor.memory_limit_mb",
+            ),
+            (
+                ExecutorConfig {
+                    prefetch: 65,
+                    ..d()
+                },
+                "executor.prefetch",
             ),
             (
                 ExecutorConfig {

@@ -16,12 +16,14 @@ Modes:
 
 ``zygote``
     A warm, single-threaded process with dill (and the ``preload`` modules) imported. It never
-    runs user code: for every ``run`` control message it receives a task socket (SCM_RIGHTS),
-    creates the task's private directory and forks a child that reads the task from that
-    socket, runs it, writes the result back on it and exits. The zygote reaps its children,
-    removes their directories and reports ``started``/``exited`` (with the raw wait status) on
-    the control socket. When the control socket reaches EOF, it kills every child's process
-    group and exits.
+    runs user code. It forks ahead: one spare child is always forked and set up (process group,
+    parent-death signal, private directory, limits) and waits for a task. For every ``run``
+    control message the zygote receives a task socket (SCM_RIGHTS) and passes it on to the spare,
+    which reads the task from that socket, runs it, writes the result back on it and exits; then
+    the zygote forks the next spare. The zygote reaps its children, removes their directories
+    and reports ``started``/``exited`` (with the raw wait status) on the control socket; a spare
+    that dies unused is replaced without a report. When the control socket reaches EOF, it kills
+    every child's process group and exits.
 ``reuse``
     Runs tasks one after another in this process (in one private directory), reading tasks from
     and writing results to the control socket. Deserialized functions are cached by function id
@@ -37,6 +39,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -491,10 +494,16 @@ def guard_process_creation() -> None:
 
 
 def make_private_dir(base: str, prefix: str) -> str:
-    """A new directory only this user can enter, below ``base``."""
-    import tempfile
-
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
+    """A new directory only this user can enter, below ``base``, with an unguessable name
+    (what ``tempfile.mkdtemp`` does, without its name generator's cost on the zygote's path)."""
+    for _ in range(100):
+        path = os.path.join(base, prefix + os.urandom(8).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return os.path.abspath(path)
+    raise FileExistsError(errno.EEXIST, f"no unused directory name below {base}")
 
 
 def enter_private_dir(path: str) -> None:
@@ -511,6 +520,8 @@ def remove_tree(path: str) -> None:
     try:
         os.rmdir(path)  # most tasks leave it empty
         return
+    except FileNotFoundError:
+        return  # a forked task removed its own
     except OSError:
         pass
     import shutil
@@ -568,9 +579,15 @@ def read_task(stream: BinaryIO) -> Optional[tuple[Header, bytes, bytes]]:
     return json.loads(header), fn_payload, args_payload
 
 
+OK_HEADER = b'{"status":"ok"}'
+
+
 def write_result(sock: socket.socket, result: Result) -> None:
     header, payload = result
-    send_frames(sock, json.dumps(header, separators=(",", ":")).encode(), payload)
+    if header == {"status": "ok"}:
+        send_frames(sock, OK_HEADER, payload)
+    else:
+        send_frames(sock, json.dumps(header, separators=(",", ":")).encode(), payload)
 
 
 def clean_main_namespace() -> None:
@@ -597,7 +614,64 @@ def import_runtime(preload: list[str]) -> tuple[Callable[[Any], bytes], Callable
         importlib.import_module(name)
         top = name.split(".")[0]
         setattr(__main__, top, sys.modules[top])
-    return dill.dumps, dill.loads
+    return fast_codec(dill.dumps, dill.loads, int(dill.settings.get("protocol", 4)))
+
+
+# Plain data (no classes, functions or other globals): what the C pickler writes for it is what
+# dill's pure-Python pickler writes, byte for byte, in a fraction of the time.
+PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+# Opcodes that load a global or call something (GLOBAL, STACK_GLOBAL, INST, OBJ, REDUCE, BUILD,
+# NEWOBJ, NEWOBJ_EX, EXT1-4, PERSID, BINPERSID): a pickle without any of these bytes anywhere
+# is plain data, which the C unpickler reads exactly like dill's. (Such a byte inside a string
+# only sends the payload the slow way.)
+CALLS_SOMETHING = re.compile(rb"[ciobRPQ\x81-\x84\x92\x93]")
+
+
+def is_plain(value: Any, budget: int = 64) -> bool:
+    """``value`` is built only from None, bool, int, float, str, bytes, tuples, lists and dicts,
+    with at most ``budget`` items in all (larger values take dill's way, which is correct too)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t in PLAIN_SCALARS:
+            continue
+        budget -= 1
+        if budget < 0:
+            return False
+        if t is tuple or t is list:
+            if len(v) > budget:
+                return False
+            stack.extend(v)
+        elif t is dict:
+            if len(v) > budget:
+                return False
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        else:
+            return False
+    return True
+
+
+def fast_codec(
+    dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any], protocol: int
+) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    """``dumps``/``loads`` (dill's) with a fast path for plain data through the C pickle."""
+    import pickle
+
+    c_dumps, c_loads, search = pickle.dumps, pickle.loads, CALLS_SOMETHING.search
+
+    def fast_dumps(value: Any) -> bytes:
+        if is_plain(value):
+            return c_dumps(value, protocol)
+        return dumps(value)
+
+    def fast_loads(payload: bytes) -> Any:
+        if search(payload) is None:
+            return c_loads(payload)
+        return loads(payload)
+
+    return fast_dumps, fast_loads
 
 
 def dill_version() -> str:
@@ -606,7 +680,14 @@ def dill_version() -> str:
 
 
 class Zygote:
-    """Forks one child per task; never runs user code itself."""
+    """Forks one child per task; never runs user code itself.
+
+    Fork-ahead: one *spare* child is always forked and set up (process group, parent-death
+    signal, private directory, limits) before a task arrives; it waits on its own socket for the
+    task socket (SCM_RIGHTS) and the task id. A ``run`` hands the task to the spare (reported as
+    ``started``) and forks the next spare after that, so fork and set-up are off the task's path.
+    A spare that dies unused is reaped and replaced without any report.
+    """
 
     def __init__(self, ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
         self.ctrl = ctrl
@@ -615,6 +696,10 @@ class Zygote:
         self.limits = Limits.from_options(opts)
         self.workdir = str(opts.get("workdir") or "/tmp")
         self.children: dict[int, tuple[int, str]] = {}
+        # The spare child: pid, our end of its hand-over socket, its private directory.
+        self.spare: Optional[tuple[int, socket.socket, str]] = None
+        # Spares that died (or were found dead) before use: pid -> directory, reaped silently.
+        self.lost_spares: dict[int, str] = {}
         self.decoder = FrameDecoder()
         self.fds: deque[int] = deque()
         self.pid = os.getpid()
@@ -628,19 +713,19 @@ class Zygote:
         os.set_blocking(self.wake_w, False)
 
     def serve(self) -> None:
-        import gc
         import select
 
         signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)
         signal.set_wakeup_fd(self.wake_w)
         send_json(self.ctrl, {"op": "ready", "pid": self.pid, "python": sys.version.split()[0], "dill": dill_version()})
-        gc.freeze()
+        self.fork_spare()
+        ctrl_fd = self.ctrl.fileno()
         while True:
-            readable, _, _ = select.select([self.ctrl.fileno(), self.wake_r], [], [])
+            readable, _, _ = select.select([ctrl_fd, self.wake_r], [], [])
             if self.wake_r in readable:
                 self._drain_wakeup()
                 self.reap()
-            if self.ctrl.fileno() in readable:
+            if ctrl_fd in readable:
                 data, fds, _flags, _addr = socket.recv_fds(self.ctrl, 65536, 16)
                 self.fds.extend(fds)
                 if not data:
@@ -648,6 +733,8 @@ class Zygote:
                     return
                 for frame in self.decoder.feed(data):
                     self.handle(json.loads(frame))
+            if self.spare is None:
+                self.fork_spare()
 
     def _drain_wakeup(self) -> None:
         try:
@@ -655,6 +742,36 @@ class Zygote:
                 pass
         except BlockingIOError:
             pass
+
+    def fork_spare(self) -> Optional[str]:
+        """Forks and sets up the next spare child; returns why it failed, if it did."""
+        import gc
+
+        # The child creates its directory (an unguessable name, created exclusively), off the
+        # zygote's path; the zygote knows the name to remove it after the child.
+        workdir = os.path.join(self.workdir, "faas-task-" + os.urandom(8).hex())
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as e:
+            return f"cannot create the hand-over socket: {e}"
+        flush_std_streams()
+        gc.freeze()  # what exists now is shared with the child and never touched by its GC
+        try:
+            pid = os.fork()
+        except OSError as e:
+            ours.close()
+            theirs.close()
+            return f"fork failed: {e}"
+        if pid == 0:
+            ours.close()
+            self.child(theirs, workdir)  # never returns
+        theirs.close()
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child already did it (or is gone; reaping will tell)
+        self.spare = (pid, ours, workdir)
+        return None
 
     def handle(self, msg: Header) -> None:
         if msg.get("op") != "run":
@@ -665,31 +782,32 @@ class Zygote:
             send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": "run message without a task socket"})
             return
         task_fd = self.fds.popleft()
-        try:
-            workdir = make_private_dir(self.workdir, "faas-task-")
-        except OSError as e:
+        task_id = str(msg.get("task_id", "")).encode("utf-8", "replace")[:200] or b"-"
+        error = None
+        for _ in range(2):  # a spare found dead is replaced once
+            if self.spare is None:
+                error = self.fork_spare()
+                if error is not None:
+                    break
+            assert self.spare is not None
+            pid, hand, workdir = self.spare
+            self.spare = None
+            try:
+                socket.send_fds(hand, [task_id], [task_fd])
+            except OSError as e:
+                hand.close()
+                self.lost_spares[pid] = workdir
+                error = f"the forked child died before its task: {e}"
+                continue
+            hand.close()
             os.close(task_fd)
-            send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": f"cannot create the task's directory: {e}"})
+            self.children[pid] = (seq, workdir)
+            send_json(self.ctrl, {"op": "started", "seq": seq, "pid": pid})
             return
-        flush_std_streams()
-        try:
-            pid = os.fork()
-        except OSError as e:
-            os.close(task_fd)
-            remove_tree(workdir)
-            send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": f"fork failed: {e}"})
-            return
-        if pid == 0:
-            self.child(task_fd, workdir, str(msg.get("task_id", "")))  # never returns
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child already did it (or is gone; reaping will tell)
         os.close(task_fd)
-        self.children[pid] = (seq, workdir)
-        send_json(self.ctrl, {"op": "started", "seq": seq, "pid": pid})
+        send_json(self.ctrl, {"op": "spawn_failed", "seq": seq, "error": error})
 
-    def child(self, task_fd: int, workdir: str, task_id: str) -> None:
+    def child(self, hand: socket.socket, workdir: str) -> None:
         code = 0
         try:
             signal.set_wakeup_fd(-1)
@@ -701,12 +819,19 @@ class Zygote:
             set_pdeathsig(signal.SIGKILL, self.prctl)
             if os.getppid() != self.pid:
                 os._exit(EXIT_PROTOCOL)
-            set_title(f"{TITLE}: task {task_id}", self.prctl)
+            set_title(f"{TITLE}: spare", self.prctl)
+            os.mkdir(workdir, 0o700)  # fails if the name exists: this spare dies unused
             enter_private_dir(workdir)
             apply_limits(self.limits)
             if self.limits.process_limit > 0:
                 guard_process_creation()
-            sock = socket.socket(fileno=task_fd)
+            # Set up: wait for the task (an empty read: the zygote stopped or dropped us).
+            task_id, fds, _flags, _addr = socket.recv_fds(hand, 4096, 1)
+            hand.close()
+            if not fds:
+                os._exit(0)
+            set_title(f"{TITLE}: task {task_id.decode('utf-8', 'replace')}", self.prctl)
+            sock = socket.socket(fileno=fds[0])
             task = read_task(sock.makefile("rb"))
             if task is None:
                 code = EXIT_PROTOCOL
@@ -717,6 +842,12 @@ class Zygote:
                 result = run_task(fn_payload, args_payload, function_id, self.dumps, self.loads, self.limits)
                 if os.getpid() == me:  # not a process the user's code forked and let return
                     write_result(sock, result)
+                    try:
+                        # Off the zygote's path: it only finds the directory gone when it reaps
+                        # (or removes what the task left in it).
+                        os.rmdir(workdir)
+                    except OSError:
+                        pass
         except BaseException:  # noqa: BLE001 - report and exit, never return into the zygote loop
             code = EXIT_PROTOCOL
             try:
@@ -728,7 +859,7 @@ class Zygote:
             os._exit(code)
 
     def reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
@@ -747,20 +878,40 @@ class Zygote:
                 seq, workdir = entry
                 remove_tree(workdir)
                 send_json(self.ctrl, {"op": "exited", "seq": seq, "pid": pid, "status": status})
+                continue
+            if self.spare is not None and self.spare[0] == pid:
+                _, hand, workdir = self.spare
+                self.spare = None
+                hand.close()
+                remove_tree(workdir)
+                sys.stderr.write(f"faas zygote: spare child {pid} died unused (wait status {status}); replacing it\n")
+                continue
+            workdir = self.lost_spares.pop(pid, "")
+            if workdir:
+                remove_tree(workdir)
 
     def stop(self) -> None:
-        for pid in list(self.children):
+        spare = [self.spare[0]] if self.spare is not None else []
+        for pid in [*self.children, *spare, *self.lost_spares]:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
-        for pid, (_, workdir) in list(self.children.items()):
+        dirs = {pid: workdir for pid, (_, workdir) in self.children.items()}
+        dirs.update(self.lost_spares)
+        if self.spare is not None:
+            pid, hand, workdir = self.spare
+            hand.close()
+            dirs[pid] = workdir
+        for pid, workdir in dirs.items():
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
             remove_tree(workdir)
         self.children.clear()
+        self.lost_spares.clear()
+        self.spare = None
 
 
 def serve_reuse(ctrl: socket.socket, opts: Header, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:

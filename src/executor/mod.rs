@@ -4,7 +4,14 @@
 //! Python side ([`script`], `python/faas_executor.py`):
 //! - `fork` ([`zygote`]): a warm single-threaded zygote forks one child per task and reports
 //!   `started`/`exited` (wait status) for it; this side enforces timeouts with `killpg`.
-//! - `reuse` ([`reuse`]): one long-lived process per slot runs tasks back to back.
+//! - `reuse` ([`reuse`]): one long-lived process per slot runs tasks back to back, each driven by
+//!   a loop that takes the next task from a queue shared by all processes.
+//!
+//! The pool admits `slots × (1 + executor.prefetch)` tasks ([`ExecutorPool::capacity`]; prefetch
+//! is 0 by default) but runs at most `slots` at once: admitted tasks wait in memory for the next
+//! free process (no task is bound to a busy one), so a process that finishes a task starts the
+//! next without a round trip to the dispatcher. A waiting task whose `stop` fires leaves the
+//! queue without running.
 //!
 //! Processes are spawned by [`process`] into the [`sandbox`] resolved once per pool (executor
 //! user, environment allowlist, network namespace, no capabilities, set between fork and exec;
@@ -116,20 +123,21 @@ enum Backend {
 impl Backend {
     async fn run(
         &self,
-        task: &TaskSpec,
+        task: TaskSpec,
         timeout: Option<Duration>,
         stop: impl Future<Output = ()>,
     ) -> Outcome {
         match self {
-            Backend::Fork(b) => b.run(task, timeout, stop).await,
+            Backend::Fork(b) => b.run(&task, timeout, stop).await,
             Backend::Reuse(b) => b.run(task, timeout, stop).await,
         }
     }
 }
 
-/// A pool of `slots` concurrent task executions.
+/// A pool of `slots` concurrent task executions that admits `capacity` tasks.
 pub struct ExecutorPool {
     slots: usize,
+    capacity: usize,
     permits: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -141,34 +149,53 @@ struct Shared {
     launcher: Arc<process::Launcher>,
 }
 
-/// A reserved slot of the pool; running a task consumes it.
+impl Drop for Shared {
+    /// The pool and every slot are gone: stop the reuse drivers (they hold the processes; the
+    /// zygote goes when its backend is dropped).
+    fn drop(&mut self) {
+        if let Backend::Reuse(b) = &self.backend {
+            b.close();
+        }
+    }
+}
+
+/// A reserved admission of the pool; running a task consumes it (the task may wait in memory
+/// for a free process first).
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     shared: Arc<Shared>,
 }
 
 impl ExecutorPool {
-    /// Starts the executor processes and waits until they are warm.
+    /// Starts the executor processes (`slots` of them, or a zygote running at most `slots`
+    /// children) and waits until they are warm.
     pub async fn start(cfg: ExecutorConfig, slots: usize) -> Result<Self, ExecutorError> {
         cfg.validate()
             .map_err(|e| ExecutorError::Config(e.to_string()))?;
-        if slots == 0 || slots > Semaphore::MAX_PERMITS {
-            return Err(ExecutorError::Config(format!(
-                "slots must be between 1 and {}, got {slots}",
-                Semaphore::MAX_PERMITS
-            )));
-        }
+        let capacity = slots
+            .checked_mul(1 + cfg.prefetch_per_process())
+            .filter(|c| slots > 0 && *c <= Semaphore::MAX_PERMITS)
+            .ok_or_else(|| {
+                ExecutorError::Config(format!(
+                    "slots × (1 + executor.prefetch) must be between 1 and {}, got {slots} × (1 + {})",
+                    Semaphore::MAX_PERMITS,
+                    cfg.prefetch
+                ))
+            })?;
         let launcher = Arc::new(process::Launcher::new(cfg.clone())?);
         let backend = match cfg.isolation {
-            Isolation::Fork => Backend::Fork(zygote::ForkBackend::start(launcher.clone()).await?),
+            Isolation::Fork => {
+                Backend::Fork(zygote::ForkBackend::start(launcher.clone(), slots).await?)
+            }
             Isolation::Reuse => {
                 Backend::Reuse(reuse::ReuseBackend::start(launcher.clone(), slots).await?)
             }
         };
-        tracing::info!(isolation = ?cfg.isolation, slots, python = %cfg.python, "executor pool started");
+        tracing::info!(isolation = ?cfg.isolation, slots, capacity, python = %cfg.python, "executor pool started");
         Ok(ExecutorPool {
             slots,
-            permits: Arc::new(Semaphore::new(slots)),
+            capacity,
+            permits: Arc::new(Semaphore::new(capacity)),
             shared: Arc::new(Shared {
                 cfg,
                 backend,
@@ -185,17 +212,23 @@ impl ExecutorPool {
         self
     }
 
-    /// Total concurrent slots.
+    /// Tasks run at once: executor processes (reuse) or children (fork).
     pub fn slots(&self) -> usize {
         self.slots
     }
 
-    /// Slots free right now.
+    /// Tasks admitted at once: [`slots`](Self::slots) running plus `executor.prefetch` per
+    /// process waiting in memory.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Admissions free right now (of [`capacity`](Self::capacity)).
     pub fn available(&self) -> usize {
         self.permits.available_permits()
     }
 
-    /// Waits for a free slot (returns at once after [`ExecutorPool::shutdown`]; running such a
+    /// Waits for a free admission (returns at once after [`ExecutorPool::shutdown`]; running such a
     /// slot fails the task with `WorkerFailure`).
     pub async fn reserve(&self) -> Slot {
         Slot {
@@ -204,7 +237,7 @@ impl ExecutorPool {
         }
     }
 
-    /// Reserves a slot and runs `task` on it.
+    /// Reserves an admission and runs `task` with it.
     pub async fn run(&self, task: TaskSpec) -> Outcome {
         self.reserve().await.run(task).await
     }
@@ -229,8 +262,8 @@ impl ExecutorPool {
         }
     }
 
-    /// Stops all executor processes (running tasks are killed and fail with `WorkerFailure`)
-    /// and reaps them; later tasks fail at once.
+    /// Stops all executor processes (running and queued tasks fail with `WorkerFailure`) and
+    /// reaps them; later tasks fail at once.
     pub async fn shutdown(&self) {
         self.permits.close();
         match &self.shared.backend {
@@ -247,8 +280,9 @@ impl Slot {
         self.run_until(task, std::future::pending()).await
     }
 
-    /// [`Slot::run`], but when `stop` completes first the task's process is killed (and reaped
-    /// or replaced like after a timeout) and the run ends FAILED with `TaskCancelled`.
+    /// [`Slot::run`], but when `stop` completes first the task leaves the queue without running,
+    /// or its process is killed (and reaped or replaced like after a timeout); either way the run
+    /// ends FAILED with `TaskCancelled`. The timeout counts from the task's actual start.
     pub async fn run_until(self, task: TaskSpec, stop: impl Future<Output = ()>) -> Outcome {
         if self.permit.is_none() {
             return classify::platform(PlatformError::WorkerFailure, "executor pool is shut down");
@@ -257,20 +291,21 @@ impl Slot {
         let span =
             tracing::debug_span!("task", task_id = %task.task_id, function_id = %task.function_id);
         let started = std::time::Instant::now();
+        let task_id = task.task_id.clone();
         let outcome = self
             .shared
             .backend
-            .run(&task, timeout, stop)
+            .run(task, timeout, stop)
             .instrument(span)
             .await
             // Payloads are capped while read; this also catches a huge foreign exception text.
             .within(self.shared.launcher.max_result());
         match &outcome {
             Outcome::Completed { .. } => {
-                tracing::debug!(task_id = %task.task_id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "task completed")
+                tracing::debug!(task_id = %task_id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "task completed")
             }
             Outcome::Failed { cause, .. } => {
-                tracing::info!(task_id = %task.task_id, cause = %cause, "task failed")
+                tracing::info!(task_id = %task_id, cause = %cause, "task failed")
             }
         }
         outcome

@@ -23,7 +23,7 @@ use tokio::io::{AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::process::Child;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -71,6 +71,9 @@ struct Submitted {
 /// The fork-mode backend of the pool.
 pub struct ForkBackend {
     launcher: Arc<Launcher>,
+    /// One permit per child allowed at once; admitted tasks queue here (first come, first
+    /// served), not bound to any child.
+    running: Semaphore,
     zygote: Mutex<Option<Arc<Zygote>>>,
     next_seq: AtomicU64,
     closed: AtomicBool,
@@ -78,11 +81,12 @@ pub struct ForkBackend {
 }
 
 impl ForkBackend {
-    /// Starts the zygote.
-    pub async fn start(launcher: Arc<Launcher>) -> Result<Self, ExecutorError> {
+    /// Starts the zygote, which will run at most `slots` children at once.
+    pub async fn start(launcher: Arc<Launcher>, slots: usize) -> Result<Self, ExecutorError> {
         let zygote = Zygote::start(&launcher).await?;
         Ok(ForkBackend {
             launcher,
+            running: Semaphore::new(slots),
             zygote: Mutex::new(Some(zygote)),
             next_seq: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -105,13 +109,31 @@ impl ForkBackend {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Runs one task in a freshly forked child; `stop` completing first kills it (like a timeout).
+    /// Runs one task in a freshly forked child once fewer than `slots` run; `stop` completing
+    /// first takes it out of the queue (it never runs) or kills its child (like a timeout).
     pub async fn run(
         &self,
         task: &TaskSpec,
         timeout: Option<Duration>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Outcome {
+        tokio::pin!(stop);
+        let _running = tokio::select! {
+            biased;
+            permit = self.running.acquire() => match permit {
+                Ok(permit) => permit,
+                Err(_) => {
+                    return classify::platform(PlatformError::WorkerFailure, "executor pool is shut down");
+                }
+            },
+            () = &mut stop => {
+                tracing::info!(task_id = %task.task_id, "run cancelled while queued; it never started");
+                return classify::platform(
+                    PlatformError::TaskCancelled,
+                    "the run was cancelled before it started",
+                );
+            }
+        };
         let mut attempts = 0;
         let submitted = loop {
             attempts += 1;
@@ -135,6 +157,7 @@ impl ForkBackend {
     /// Closes the control socket (the zygote kills its children and exits) and reaps the zygote.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.running.close();
         let zygote = self.zygote.lock().await.take();
         if let Some(z) = zygote {
             z.stop().await;

@@ -43,6 +43,16 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+def runs_a_task(pid: int) -> bool:
+    """``pid`` is a forked task process (title ``faas-executor: task ID``), not the zygote's
+    spare child waiting for a task (``faas-executor: spare``, or the zygote's title until it has
+    set its own)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"faas-executor: task ")
+    except OSError:
+        return False
+
+
 def children(pid: int) -> List[int]:
     """Child processes of `pid`, over all its threads."""
     out: List[int] = []
@@ -250,7 +260,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for i, w in enumerate(self.workers):
-                if w.poll() is None and any(children(z) for z in children(w.pid)):
+                if w.poll() is None and any(runs_a_task(t) for z in children(w.pid) for t in children(z)):
                     return i
             time.sleep(0.02)
         raise AssertionError("no worker is running a task")
