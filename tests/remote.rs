@@ -16,6 +16,7 @@ fn info(id: &str, slots: u32, protocol: u32) -> WorkerInfo {
     WorkerInfo {
         id: id.into(),
         slots,
+        capacity: None,
         host: "test".into(),
         pid: std::process::id(),
         version: "test".into(),

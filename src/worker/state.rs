@@ -1,5 +1,6 @@
-//! What a worker holds between messages: running tasks and the outbox of finished results that
-//! the dispatcher has not acknowledged yet.
+//! What a worker holds between messages: its runs (executing, or prefetched: waiting in the
+//! pool's queue for a process) and the outbox of finished results that the dispatcher has not
+//! acknowledged yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ struct Run {
 pub(crate) struct State {
     pool: Arc<ExecutorPool>,
     slots: usize,
+    /// Tasks held at once: `slots` plus those queued for a process (prefetch).
+    capacity: usize,
+    /// Runs held: executing, or waiting for a process (prefetched).
     running: HashMap<TaskRef, Run>,
     /// Finished results in finishing order, until acknowledged.
     outbox: Vec<(ResultMeta, Bytes)>,
@@ -57,6 +61,7 @@ impl State {
         State {
             worker: Arc::from(worker),
             slots: pool.slots(),
+            capacity: super::capacity(&pool),
             pool,
             running: HashMap::new(),
             outbox: Vec::new(),
@@ -72,9 +77,15 @@ impl State {
         &self.pool
     }
 
-    /// Slots not taken by a running task (by this worker's count, like the dispatcher's).
+    /// Tasks held at once (processes plus prefetch).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Tasks it can still take: capacity minus the runs it holds, running or prefetched (by this
+    /// worker's count, like the dispatcher's).
     pub fn free(&self) -> usize {
-        self.slots.saturating_sub(self.running.len())
+        self.capacity.saturating_sub(self.running.len())
     }
 
     pub fn running_count(&self) -> usize {

@@ -150,13 +150,27 @@ impl Worker {
         }
     }
 
-    /// Slots not taken by assigned, being-claimed or foreign runs.
+    /// Runs it holds by our count: assigned (sent or not), being claimed, or foreign.
+    pub fn held(&self) -> usize {
+        self.running.len() + self.claiming + self.foreign.len()
+    }
+
+    /// Tasks it can still be given: its capacity (processes plus prefetch) minus the runs it
+    /// holds by our count. What batches are sized by.
     pub fn free(&self) -> usize {
         if self.leaving {
             return 0;
         }
-        (self.info.slots as usize)
-            .saturating_sub(self.running.len() + self.claiming + self.foreign.len())
+        (self.info.capacity() as usize).saturating_sub(self.held())
+    }
+
+    /// Processes without a run by our count (for `/info` and `/metrics`, which show processes,
+    /// not prefetch): the runs it holds fill its processes first.
+    pub fn free_processes(&self) -> usize {
+        if self.leaving {
+            return 0;
+        }
+        (self.info.slots as usize).saturating_sub(self.held())
     }
 
     /// The run `t` is assigned to this worker (same attempt).
@@ -193,6 +207,7 @@ mod tests {
             WorkerInfo {
                 id: id.into(),
                 slots,
+                capacity: None,
                 host: "h".into(),
                 pid: 1,
                 version: "v".into(),

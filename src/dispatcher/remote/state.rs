@@ -171,10 +171,11 @@ impl Remote {
             .sum()
     }
 
-    /// One-line summary (logs and systemd `STATUS=`): workers, slots, free, running, backlog.
+    /// One-line summary (logs and systemd `STATUS=`): workers, slots (processes), free
+    /// processes, running (assigned runs, prefetched ones included), backlog.
     pub fn summary(&self) -> String {
         let slots: usize = self.workers.values().map(|w| w.info.slots as usize).sum();
-        let free: usize = self.workers.values().map(Worker::free).sum();
+        let free: usize = self.workers.values().map(Worker::free_processes).sum();
         let running: usize = self.workers.values().map(|w| w.running.len()).sum();
         format!(
             "{} workers, {slots} slots, {free} free, {running} running, backlog {}",
@@ -191,7 +192,7 @@ impl Remote {
                 id: w.info.id.clone(),
                 host: w.info.host.clone(),
                 slots: w.info.slots,
-                free: u32::try_from(w.free()).unwrap_or(u32::MAX),
+                free: u32::try_from(w.free_processes()).unwrap_or(u32::MAX),
                 runtime: w.info.runtime.clone(),
             })
             .collect()
@@ -357,9 +358,10 @@ impl Remote {
                 w.outlet = outlet;
                 w.last_seen = now;
                 w.info.slots = info.slots;
+                w.info.capacity = info.capacity;
             }
             None => {
-                tracing::info!(worker = %id, slots = info.slots, host = %info.host, pid = info.pid, version = %info.version, "worker joined");
+                tracing::info!(worker = %id, slots = info.slots, capacity = info.capacity(), host = %info.host, pid = info.pid, version = %info.version, "worker joined");
                 self.workers
                     .insert(id.clone(), Worker::new(info, outlet, now));
             }
@@ -720,7 +722,8 @@ impl Remote {
         }
     }
 
-    /// Gives backlog entries to workers with free slots and an open outlet, most free first.
+    /// Gives backlog entries to workers with free capacity (processes plus prefetch) and an open
+    /// outlet, most free first; one claim (and later one `tasks` message) per worker and pass.
     fn assign(&mut self) {
         if !self.draining {
             while !self.backlog.is_empty() {
