@@ -477,7 +477,11 @@ async fn prefetched_tasks_are_sent_cancelled_and_lost_like_running_ones() {
     let Header::Tasks { tasks, .. } = d.header else {
         panic!("expected tasks, got {:?}", d.header)
     };
-    assert_eq!(tasks.len(), 3, "one process plus two prefetched, in one message");
+    assert_eq!(
+        tasks.len(),
+        3,
+        "one process plus two prefetched, in one message"
+    );
     let held: Vec<TaskRef> = tasks.iter().map(|t| t.task).collect();
     let extra = beat_until(&mut w, "w1", &held, Duration::from_millis(500), |h| {
         matches!(h, Header::Tasks { .. })
@@ -492,14 +496,24 @@ async fn prefetched_tasks_are_sent_cancelled_and_lost_like_running_ones() {
         .await
         .expect("cancel");
     assert!(
-        matches!(c, faas::store::cancel::Cancel::Cancelled(TaskStatus::Running)),
+        matches!(
+            c,
+            faas::store::cancel::Cancel::Cancelled(TaskStatus::Running)
+        ),
         "{c:?}"
     );
-    let got = beat_until(&mut w, "w1", &held, Duration::from_secs(5), |h| {
-        matches!(h, Header::Cancel { tasks } if tasks.contains(&last))
-    })
+    let got = beat_until(
+        &mut w,
+        "w1",
+        &held,
+        Duration::from_secs(5),
+        |h| matches!(h, Header::Cancel { tasks } if tasks.contains(&last)),
+    )
     .await;
-    assert!(got.is_some(), "cancel of the prefetched run sent to the worker");
+    assert!(
+        got.is_some(),
+        "cancel of the prefetched run sent to the worker"
+    );
     let v = env
         .store
         .task_view(&last.task_id)

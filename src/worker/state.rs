@@ -49,6 +49,10 @@ pub(crate) struct State {
     done: mpsc::UnboundedSender<Finished>,
     /// This worker's id, for log fields.
     worker: Arc<str>,
+    /// The turn of the run accepted last: fires (or is dropped) once that run holds a process or
+    /// ended, so the next one queues for a process only then. Runs start in the order the
+    /// dispatcher sent them, whatever order the runtime polls their tasks in.
+    turn: Option<oneshot::Receiver<()>>,
 }
 
 impl State {
@@ -66,6 +70,7 @@ impl State {
             running: HashMap::new(),
             outbox: Vec::new(),
             done,
+            turn: None,
         }
     }
 
@@ -162,6 +167,9 @@ impl State {
             let done = self.done.clone();
             let worker = self.worker.clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let before = self.turn.take();
+            let (my_turn, next_turn) = oneshot::channel::<()>();
+            self.turn = Some(next_turn);
             let handle = tokio::spawn(async move {
                 // Only an explicit `cancel` stops the run (not the sender going away).
                 let stopped = async {
@@ -170,10 +178,27 @@ impl State {
                     }
                 };
                 tokio::pin!(stopped);
+                // Queue for a process after the run accepted before this one (prefetched runs
+                // start in order); a run cancelled meanwhile still keeps its place in the chain.
+                let previous = async {
+                    if let Some(p) = before {
+                        let _ = p.await;
+                    }
+                };
+                tokio::pin!(previous);
+                tokio::select! {
+                    () = &mut previous => {}
+                    () = &mut stopped => {
+                        previous.await;
+                        return;
+                    }
+                }
                 let slot = tokio::select! {
                     s = pool.reserve() => s,
                     () = &mut stopped => return,
                 };
+                // The next run may queue for a process now (dropping `my_turn` does the same).
+                let _ = my_turn.send(());
                 let function_id = spec.function_id.clone();
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id, %worker, "task started");
                 let outcome = slot.run_until(spec, stopped).await;
