@@ -189,12 +189,19 @@ impl Worker {
     }
 }
 
-/// Picks the worker to give tasks to: the one with the most free slots (ties: fewer running),
-/// among those whose outlet is open.
+/// Picks the worker to give tasks to, among those with free capacity and an open outlet: the one
+/// with the most free processes (a task sent there starts at once, rather than waiting behind
+/// another worker's runs), then the most free capacity, then the fewest runs.
 pub fn pick<'a>(workers: impl Iterator<Item = &'a Worker>) -> Option<String> {
     workers
         .filter(|w| w.free() > 0 && w.outlet.open())
-        .max_by_key(|w| (w.free(), std::cmp::Reverse(w.running.len())))
+        .max_by_key(|w| {
+            (
+                w.free_processes(),
+                w.free(),
+                std::cmp::Reverse(w.running.len()),
+            )
+        })
         .map(|w| w.info.id.clone())
 }
 
@@ -256,6 +263,20 @@ mod tests {
         leaving.leaving = true;
         assert_eq!(leaving.free(), 0);
         assert_eq!(pick([worker("c", 1, 1, push())].iter()), None);
+    }
+
+    #[test]
+    fn free_processes_come_before_prefetch() {
+        // a: 2 processes busy, room for 2 prefetched; b: 1 process, idle.
+        let mut a = worker("a", 2, 2, push());
+        a.info.capacity = Some(4);
+        let b = worker("b", 1, 0, push());
+        assert_eq!((a.free(), a.free_processes()), (2, 0));
+        assert_eq!((b.free(), b.free_processes()), (1, 1));
+        assert_eq!(pick([&a, &b].into_iter()).as_deref(), Some("b"));
+        // Once b is busy too, a's prefetch room is used.
+        let b = worker("b", 1, 1, push());
+        assert_eq!(pick([&a, &b].into_iter()).as_deref(), Some("a"));
     }
 
     #[test]

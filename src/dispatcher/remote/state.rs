@@ -723,17 +723,32 @@ impl Remote {
     }
 
     /// Gives backlog entries to workers with free capacity (processes plus prefetch) and an open
-    /// outlet, most free first; one claim (and later one `tasks` message) per worker and pass.
+    /// outlet: free processes first, on every worker, then prefetch; a worker alone with free
+    /// room gets all it can take in one claim (and later one `tasks` message).
     fn assign(&mut self) {
         if !self.draining {
             while !self.backlog.is_empty() {
                 let Some(id) = pick(self.workers.values()) else {
                     break;
                 };
+                // While another worker has an idle process, fill only this one's processes:
+                // prefetch comes after every free process (a queued task should start at once).
+                let others_idle = self
+                    .workers
+                    .values()
+                    .any(|o| o.info.id != id && o.outlet.open() && o.free_processes() > 0);
                 let Some(w) = self.workers.get_mut(&id) else {
                     break;
                 };
-                let n = w.free().min(self.backlog.len());
+                let room = if others_idle {
+                    w.free_processes()
+                } else {
+                    w.free()
+                };
+                let n = room.min(self.backlog.len());
+                if n == 0 {
+                    break;
+                }
                 w.claiming += n;
                 let entries: Vec<QueueEntry> = self.backlog.drain(..n).collect();
                 self.out.push(Action::Claim {

@@ -899,3 +899,21 @@ fn prefetched_runs_fail_cancel_and_reconcile_like_running_ones() {
     let actions = remote.handle(at(2100), report("a", r(3, 1)));
     check("restart", 2, &actions, &Expect::Stores(vec![true]));
 }
+
+#[test]
+fn free_processes_on_every_worker_come_before_prefetch() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    // a: 2 processes + 2 prefetched; b: 2 processes, no prefetch. 4 tasks: 2 each, not 4 to a.
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    remote.handle(at(0), hello_cap("a", 1, Some(4), vec![]));
+    remote.handle(at(0), hello_cap("b", 1, None, vec![]));
+    remote.handle(at(1), Event::Recovered);
+    let actions = remote.handle(at(2), Event::Entries((1..=4).map(entry).collect()));
+    check("spread", 0, &actions, &Expect::Claims("a", 2));
+    check("spread", 0, &actions, &Expect::Claims("b", 2));
+    // Two more: only a has room left (prefetch).
+    let actions = remote.handle(at(3), Event::Entries((5..=7).map(entry).collect()));
+    check("spread", 1, &actions, &Expect::Claims("a", 2));
+    check("spread", 1, &actions, &Expect::Demand(0));
+}
