@@ -765,3 +765,35 @@ async fn push_runs_waiting_for_a_process_are_held_listed_and_cancellable() {
     );
     stop(&mut d, w).await;
 }
+
+/// A run that times out frees its process for the run queued behind it, which then completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_a_timeout_frees_the_process_for_the_run_queued_behind() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Push, 1, &d);
+    let hello = registered(&mut d, 1, HB_MS).await;
+    d.ping_every(&hello, HB);
+    let mut slow = Task::new(&p.sleep, &sleep_args(30.0));
+    slow.meta.timeout_ms = Some(300);
+    let behind = Task::new(&p.double, &p.args21);
+    let (h, blobs) = tasks(&[&slow, &behind], vec![]);
+    d.reply(&hello, h, blobs).await;
+    let got = collect(&mut d, &[slow.r(), behind.r()]).await;
+    let (timed_out, _) = got
+        .iter()
+        .find(|(r, _)| r.task == slow.r())
+        .expect("result");
+    assert!(
+        !timed_out.ok && timed_out.cause.contains("TaskTimeout"),
+        "{timed_out:?}"
+    );
+    let (ok, blob) = got
+        .iter()
+        .find(|(r, _)| r.task == behind.r())
+        .expect("result");
+    assert!(ok.ok, "{ok:?}");
+    assert_eq!(python::eval(blob, "v"), "42");
+    stop(&mut d, w).await;
+}
