@@ -550,6 +550,11 @@ impl Remote {
                 let acks = std::mem::take(&mut w.acks);
                 self.send(to, Header::Ack { acks });
             }
+            // Tasks are being claimed for this worker: their `tasks` message carries the acks
+            // (one message instead of two, and a parked fetch is not answered `nothing` just
+            // before its tasks are ready). If the claim takes long, the idle message of the
+            // next tick carries them (within one heartbeat interval).
+            None if w.claiming > 0 => {}
             None => self.flush(now, worker_id, false),
         }
     }

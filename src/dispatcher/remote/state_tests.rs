@@ -917,3 +917,63 @@ fn free_processes_on_every_worker_come_before_prefetch() {
     check("spread", 1, &actions, &Expect::Claims("a", 2));
     check("spread", 1, &actions, &Expect::Demand(0));
 }
+
+#[test]
+fn acks_ride_on_the_tasks_being_claimed() {
+    for pull in [true, false] {
+        let name = if pull { "pull" } else { "push" };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let to = if pull { fetch_env("a") } else { env("a") };
+        let mut remote = Remote::new(pull, "d".into(), timing(false));
+        let mut h = hello_cap("a", 1, Some(2), vec![]);
+        if let Event::Inbound { envelope, .. } = &mut h {
+            envelope.clone_from(&to);
+        }
+        remote.handle(at(0), h);
+        remote.handle(at(1), Event::Recovered);
+        if pull {
+            remote.handle(at(2), fetch("a", 2, vec![]));
+        }
+        remote.handle(at(3), Event::Entries((1..=3).map(entry).collect()));
+        remote.handle(at(4), claimed_all("a", 1..=2));
+        // One result comes back (pull: on a fetch); a new claim starts for the freed room.
+        let result = Header::Fetch {
+            worker_id: "a".into(),
+            free: 1,
+            results: vec![ResultMeta {
+                task: r(1, 1),
+                ok: true,
+                cause: String::new(),
+            }],
+            running: vec![r(1, 1), r(2, 1)],
+        };
+        let ev = if pull {
+            inbound(to.clone(), result, vec![Bytes::from_static(b"x")])
+        } else {
+            report("a", r(1, 1))
+        };
+        let actions = remote.handle(at(20), ev);
+        check(name, 0, &actions, &Expect::Claims("a", 1));
+        // Stored before the claim is done: no message of its own ...
+        let actions = remote.handle(at(25), stored("a", r(1, 1)));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Send { .. })),
+            "{name}: {actions:#?}"
+        );
+        // ... the acks go with the tasks.
+        let actions = remote.handle(at(30), claimed("a", 3));
+        let acked = actions.iter().any(|a| {
+            matches!(a, Action::Send { to: t, header: Header::Tasks { tasks, acks }, .. }
+                if *t == to && tasks.len() == 1 && acks == &vec![r(1, 1)])
+        });
+        assert!(acked, "{name}: {actions:#?}");
+        // Without a claim under way (the queue is empty), a stored result is acknowledged at
+        // once (push: `ack`).
+        if !pull {
+            remote.handle(at(40), report("a", r(2, 1)));
+            let actions = remote.handle(at(45), stored("a", r(2, 1)));
+            check(name, 1, &actions, &Expect::Sent(env("a"), "ack"));
+        }
+    }
+}
