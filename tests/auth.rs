@@ -66,6 +66,7 @@ fn hello(id: &str, slots: u32) -> Header {
         worker: WorkerInfo {
             id: id.into(),
             slots,
+            capacity: None,
             host: "test".into(),
             pid: std::process::id(),
             version: "test".into(),

@@ -195,6 +195,7 @@ async fn results_above_the_dispatchers_limit_are_replaced() {
         worker: WorkerInfo {
             id: "big".into(),
             slots: 1,
+            capacity: None,
             host: "test".into(),
             pid: 1,
             version: "test".into(),

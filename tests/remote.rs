@@ -16,6 +16,7 @@ fn info(id: &str, slots: u32, protocol: u32) -> WorkerInfo {
     WorkerInfo {
         id: id.into(),
         slots,
+        capacity: None,
         host: "test".into(),
         pid: std::process::id(),
         version: "test".into(),
@@ -442,6 +443,98 @@ async fn results_only_from_the_assigned_worker_and_unwanted_runs_are_cancelled()
     send(&mut w1, &h, blobs).await;
     env.wait_status(&t, TaskStatus::Completed, Duration::from_secs(5))
         .await;
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+}
+
+/// A worker whose capacity goes beyond its processes (prefetch): it gets that many tasks in one
+/// message; a cancel of a prefetched one reaches it; when it dies, every run it held, running or
+/// prefetched, fails like a running one (max_retries 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetched_tasks_are_sent_cancelled_and_lost_like_running_ones() {
+    let env = Env::new().await;
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        queued.push(env.submit().await);
+    }
+    let (stop, handle) = env.spawn(env.config(Mode::Push, 5));
+    let mut w = connect_dealer(&env).await;
+    let worker = WorkerInfo {
+        capacity: Some(3),
+        ..info("w1", 1, VERSION)
+    };
+    send(
+        &mut w,
+        &Header::Hello {
+            worker,
+            running: vec![],
+        },
+        vec![],
+    )
+    .await;
+    recv_dealer(&mut w).await;
+    let d = recv_significant(&mut w).await;
+    let Header::Tasks { tasks, .. } = d.header else {
+        panic!("expected tasks, got {:?}", d.header)
+    };
+    assert_eq!(
+        tasks.len(),
+        3,
+        "one process plus two prefetched, in one message"
+    );
+    let held: Vec<TaskRef> = tasks.iter().map(|t| t.task).collect();
+    let extra = beat_until(&mut w, "w1", &held, Duration::from_millis(500), |h| {
+        matches!(h, Header::Tasks { .. })
+    })
+    .await;
+    assert!(extra.is_none(), "no task beyond the capacity");
+    // A user cancels the last (prefetched) one: the worker is told, the task ends cancelled.
+    let last = held[2];
+    let c = env
+        .store
+        .cancel(&last.task_id, Duration::from_secs(3600), true)
+        .await
+        .expect("cancel");
+    assert!(
+        matches!(
+            c,
+            faas::store::cancel::Cancel::Cancelled(TaskStatus::Running)
+        ),
+        "{c:?}"
+    );
+    let got = beat_until(
+        &mut w,
+        "w1",
+        &held,
+        Duration::from_secs(5),
+        |h| matches!(h, Header::Cancel { tasks } if tasks.contains(&last)),
+    )
+    .await;
+    assert!(
+        got.is_some(),
+        "cancel of the prefetched run sent to the worker"
+    );
+    let v = env
+        .store
+        .task_view(&last.task_id)
+        .await
+        .expect("view")
+        .expect("task");
+    let text = python::describe(&v.result.expect("result"));
+    assert!(text.contains("TaskCancelled"), "{text}");
+    // The worker dies holding one running and one prefetched run: both fail as lost.
+    for t in &held[..2] {
+        env.wait_status(&t.task_id, TaskStatus::Failed, Duration::from_secs(5))
+            .await;
+        let v = env
+            .store
+            .task_view(&t.task_id)
+            .await
+            .expect("view")
+            .expect("task");
+        let text = python::describe(&v.result.expect("result"));
+        assert!(text.contains("WorkerFailure"), "{text}");
+    }
     stop.trigger();
     handle.await.expect("join").expect("clean stop");
 }

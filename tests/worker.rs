@@ -714,3 +714,86 @@ async fn push_cancel_kills_the_run_and_frees_its_slot() {
     );
     stop(&mut d, w).await;
 }
+
+/// Runs beyond the processes wait for one (prefetch): the worker lists them as held, a cancel
+/// of a waiting run drops it before it starts (never reported), and the others run in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_runs_waiting_for_a_process_are_held_listed_and_cancellable() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Push, 1, &d);
+    let hello = registered(&mut d, 1, HB_MS).await;
+    let Header::Hello { worker, .. } = &hello.header else {
+        unreachable!()
+    };
+    assert!(worker.capacity() >= 1, "{worker:?}");
+    d.ping_every(&hello, HB);
+    let long = Task::new(&p.sleep, &sleep_args(30.0));
+    let waiting = Task::new(&p.double, &p.args21);
+    let next = Task::new(&p.double, &p.args21);
+    let (h, blobs) = tasks(&[&long, &waiting, &next], vec![]);
+    d.reply(&hello, h, blobs).await;
+    let all = [long.r(), waiting.r(), next.r()];
+    loop {
+        let m = d.recv(T).await;
+        if matches!(&m.header, Header::Heartbeat { running, free, .. }
+            if all.iter().all(|t| running.contains(t)) && *free == 0)
+        {
+            break;
+        }
+    }
+    // Cancel the first waiting run, then the long one: the last one runs and is reported.
+    let cancel = |t: TaskRef| Header::Cancel { tasks: vec![t] };
+    d.reply(&hello, cancel(waiting.r()), vec![]).await;
+    loop {
+        let m = d.recv(T).await;
+        if let Header::Heartbeat { running, .. } = &m.header {
+            if !running.contains(&waiting.r()) {
+                assert!(running.contains(&long.r()) && running.contains(&next.r()));
+                break;
+            }
+        }
+        assert!(refs(&m).is_empty(), "nothing finished yet: {m:?}");
+    }
+    d.reply(&hello, cancel(long.r()), vec![]).await;
+    let got = collect(&mut d, &[next.r()]).await;
+    assert!(
+        got.iter()
+            .all(|(r, _)| r.task != waiting.r() && r.task != long.r()),
+        "cancelled runs are never reported"
+    );
+    stop(&mut d, w).await;
+}
+
+/// A run that times out frees its process for the run queued behind it, which then completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_a_timeout_frees_the_process_for_the_run_queued_behind() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Push, 1, &d);
+    let hello = registered(&mut d, 1, HB_MS).await;
+    d.ping_every(&hello, HB);
+    let mut slow = Task::new(&p.sleep, &sleep_args(30.0));
+    slow.meta.timeout_ms = Some(300);
+    let behind = Task::new(&p.double, &p.args21);
+    let (h, blobs) = tasks(&[&slow, &behind], vec![]);
+    d.reply(&hello, h, blobs).await;
+    let got = collect(&mut d, &[slow.r(), behind.r()]).await;
+    let (timed_out, _) = got
+        .iter()
+        .find(|(r, _)| r.task == slow.r())
+        .expect("result");
+    assert!(
+        !timed_out.ok && timed_out.cause.contains("TaskTimeout"),
+        "{timed_out:?}"
+    );
+    let (ok, blob) = got
+        .iter()
+        .find(|(r, _)| r.task == behind.r())
+        .expect("result");
+    assert!(ok.ok, "{ok:?}");
+    assert_eq!(python::eval(blob, "v"), "42");
+    stop(&mut d, w).await;
+}

@@ -241,6 +241,7 @@ fn hello(id: &str) -> Header {
         worker: WorkerInfo {
             id: id.into(),
             slots: 1,
+            capacity: None,
             host: "test".into(),
             pid: std::process::id(),
             version: "test".into(),

@@ -70,7 +70,8 @@ pub struct DispatcherConfig {
     pub task_deadline_secs: f64,
     /// Shared secret workers must prove they hold (pull and push modes); unset: none needed.
     pub token_file: Option<PathBuf>,
-    /// Most slots a worker may advertise; a `hello` with more is refused.
+    /// Most slots a worker may advertise; a `hello` with more is refused. A larger capacity
+    /// (processes plus prefetch) is lowered to it.
     pub max_worker_slots: u32,
     /// Largest task arguments pickle run, in bytes; larger tasks end FAILED (PayloadTooLarge).
     pub max_payload_bytes: usize,

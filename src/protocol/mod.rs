@@ -37,6 +37,11 @@ pub struct WorkerInfo {
     pub id: String,
     /// Concurrent tasks it runs (its executor processes).
     pub slots: u32,
+    /// Tasks it holds at once: `slots` plus the tasks it queues for a process to come free
+    /// (prefetch). The dispatcher sends it tasks up to this many; absent from older workers,
+    /// which mean `slots` (see [`WorkerInfo::capacity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
     pub host: String,
     pub pid: u32,
     /// faas version of the worker binary.
@@ -46,6 +51,14 @@ pub struct WorkerInfo {
     /// Python and dill versions of its executors (absent from older workers).
     #[serde(default)]
     pub runtime: Runtime,
+}
+
+impl WorkerInfo {
+    /// Tasks the worker holds at once: its advertised `capacity`, never below `slots` (an older
+    /// worker that sends none holds exactly `slots`).
+    pub fn capacity(&self) -> u32 {
+        self.capacity.unwrap_or(self.slots).max(self.slots)
+    }
 }
 
 /// One run of a task: the id plus the attempt number that fences its result.
@@ -91,7 +104,8 @@ pub enum Header {
         worker: WorkerInfo,
         running: Vec<TaskRef>,
     },
-    /// Pull mode: "I have `free` slots"; carries finished results. The dispatcher may park the
+    /// Pull mode: "I can take `free` more tasks" (capacity minus the tasks it holds); carries
+    /// finished results. The dispatcher may park the
     /// request until work arrives or the heartbeat interval passes.
     Fetch {
         worker_id: String,
@@ -185,6 +199,37 @@ impl Header {
             Header::Cancel { .. } => "cancel",
             Header::Ping => "ping",
             Header::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_optional_on_the_wire_and_defaults_to_slots() {
+        // A hello from a worker that predates `capacity`.
+        let old = r#"{"type":"hello","worker":{"id":"w","slots":3,"host":"h","pid":7,
+            "version":"0.1.0","protocol":2},"running":[]}"#;
+        let Header::Hello { worker, .. } = serde_json::from_str::<Header>(old).expect("old hello")
+        else {
+            panic!("not a hello");
+        };
+        assert_eq!((worker.capacity, worker.capacity()), (None, 3));
+        // Without a capacity nothing new goes on the wire (an older dispatcher sees its hello).
+        let json = serde_json::to_string(&worker).expect("encode");
+        assert!(!json.contains("capacity"), "{json}");
+        // With one, it round-trips; below the processes it counts as the processes.
+        for (capacity, effective) in [(Some(5), 5), (Some(1), 3)] {
+            let w = WorkerInfo {
+                capacity,
+                ..worker.clone()
+            };
+            let back: WorkerInfo =
+                serde_json::from_str(&serde_json::to_string(&w).expect("encode")).expect("decode");
+            assert_eq!(back, w);
+            assert_eq!(back.capacity(), effective);
         }
     }
 }

@@ -55,8 +55,9 @@ pub enum WorkerError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub slots: usize,
+    /// Runs held: executing or prefetched (waiting for a process).
     pub running: usize,
-    /// Free slots as announced to the dispatcher (0 while draining).
+    /// Tasks it can still take, as announced to the dispatcher (0 while draining).
     pub free: u32,
     /// Finished results not acknowledged yet.
     pub unacked: usize,
@@ -64,6 +65,17 @@ pub struct Status {
     pub registered: bool,
     /// Shutdown was requested; running tasks are being drained.
     pub draining: bool,
+}
+
+/// Tasks this worker holds at once and advertises (`capacity` in `hello`, the `free` of `fetch`
+/// and `heartbeat`): its processes plus the tasks queued for one to come free (prefetch). A
+/// prefetched task waits in the pool's queue (FIFO) while the dispatcher counts it as sent, so
+/// it can wait behind a long task for up to that task's run time; prefetch hides the round
+/// trip of a refill for short tasks. The one place to switch to the pool's own admission
+/// (`ExecutorPool::capacity()`, processes + `executor.prefetch`) once it exists; until then,
+/// no prefetch.
+pub(crate) fn capacity(pool: &ExecutorPool) -> usize {
+    pool.slots()
 }
 
 /// Runs a worker with `cfg` until `shutdown` fires.
@@ -111,6 +123,7 @@ pub async fn run_with_status(
     let info = WorkerInfo {
         id: id.clone(),
         slots: u32::try_from(slots).unwrap_or(u32::MAX),
+        capacity: Some(u32::try_from(capacity(&pool)).unwrap_or(u32::MAX)),
         host: crate::host::hostname(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -135,7 +148,7 @@ pub async fn run_with_status(
         watchdog: crate::notify::Watchdog::from_env(),
     };
     ctx.publish();
-    tracing::info!(worker = %id, dispatcher = %cfg.dispatcher, mode = cfg.mode.as_str(), slots,
+    tracing::info!(worker = %id, dispatcher = %cfg.dispatcher, mode = cfg.mode.as_str(), slots, capacity = ctx.state.capacity(),
         "worker ready");
     let result = match cfg.mode {
         WorkerMode::Push => push::run(&mut ctx).await,

@@ -1,5 +1,6 @@
-//! What a worker holds between messages: running tasks and the outbox of finished results that
-//! the dispatcher has not acknowledged yet.
+//! What a worker holds between messages: its runs (executing, or prefetched: waiting in the
+//! pool's queue for a process) and the outbox of finished results that the dispatcher has not
+//! acknowledged yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,12 +40,19 @@ struct Run {
 pub(crate) struct State {
     pool: Arc<ExecutorPool>,
     slots: usize,
+    /// Tasks held at once: `slots` plus those queued for a process (prefetch).
+    capacity: usize,
+    /// Runs held: executing, or waiting for a process (prefetched).
     running: HashMap<TaskRef, Run>,
     /// Finished results in finishing order, until acknowledged.
     outbox: Vec<(ResultMeta, Bytes)>,
     done: mpsc::UnboundedSender<Finished>,
     /// This worker's id, for log fields.
     worker: Arc<str>,
+    /// The turn of the run accepted last: fires (or is dropped) once that run holds a process or
+    /// ended, so the next one queues for a process only then. Runs start in the order the
+    /// dispatcher sent them, whatever order the runtime polls their tasks in.
+    turn: Option<oneshot::Receiver<()>>,
 }
 
 impl State {
@@ -57,10 +65,12 @@ impl State {
         State {
             worker: Arc::from(worker),
             slots: pool.slots(),
+            capacity: super::capacity(&pool),
             pool,
             running: HashMap::new(),
             outbox: Vec::new(),
             done,
+            turn: None,
         }
     }
 
@@ -72,9 +82,15 @@ impl State {
         &self.pool
     }
 
-    /// Slots not taken by a running task (by this worker's count, like the dispatcher's).
+    /// Tasks held at once (processes plus prefetch).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Tasks it can still take: capacity minus the runs it holds, running or prefetched (by this
+    /// worker's count, like the dispatcher's).
     pub fn free(&self) -> usize {
-        self.slots.saturating_sub(self.running.len())
+        self.capacity.saturating_sub(self.running.len())
     }
 
     pub fn running_count(&self) -> usize {
@@ -151,6 +167,9 @@ impl State {
             let done = self.done.clone();
             let worker = self.worker.clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let before = self.turn.take();
+            let (my_turn, next_turn) = oneshot::channel::<()>();
+            self.turn = Some(next_turn);
             let handle = tokio::spawn(async move {
                 // Only an explicit `cancel` stops the run (not the sender going away).
                 let stopped = async {
@@ -159,10 +178,27 @@ impl State {
                     }
                 };
                 tokio::pin!(stopped);
+                // Queue for a process after the run accepted before this one (prefetched runs
+                // start in order); a run cancelled meanwhile still keeps its place in the chain.
+                let previous = async {
+                    if let Some(p) = before {
+                        let _ = p.await;
+                    }
+                };
+                tokio::pin!(previous);
+                tokio::select! {
+                    () = &mut previous => {}
+                    () = &mut stopped => {
+                        previous.await;
+                        return;
+                    }
+                }
                 let slot = tokio::select! {
                     s = pool.reserve() => s,
                     () = &mut stopped => return,
                 };
+                // The next run may queue for a process now (dropping `my_turn` does the same).
+                let _ = my_turn.send(());
                 let function_id = spec.function_id.clone();
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, %function_id, %worker, "task started");
                 let outcome = slot.run_until(spec, stopped).await;

@@ -11,7 +11,8 @@
 //! must then start over. Without a token, the first message binds (push mode answers a fresh
 //! connection whose first message is neither `hello` nor `heartbeat` with `unknown`), so binding
 //! there keeps connections apart but is no authentication.
-//! `hello` advertising more than `max_worker_slots` slots is refused in every mode.
+//! `hello` advertising more than `max_worker_slots` slots is refused in every mode; a capacity
+//! (processes plus prefetch) above it is lowered to it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -175,7 +176,7 @@ impl Gate {
     }
 
     /// Decides what to do with `msg` from connection `peer` at `now`.
-    pub fn inbound(&mut self, peer: &Bytes, msg: Decoded, now: Instant) -> Verdict {
+    pub fn inbound(&mut self, peer: &Bytes, mut msg: Decoded, now: Instant) -> Verdict {
         if !self.conns.contains_key(peer) {
             if self.conns.len() >= PRUNE_AT {
                 self.prune(now);
@@ -204,6 +205,14 @@ impl Gate {
                 let id = worker.id.clone();
                 self.refuse(peer, now, &reason, Some(&id));
                 return Verdict::Reply(Header::Refused { reason });
+            }
+        }
+        if let Header::Hello { worker, .. } = &mut msg.header {
+            if worker.capacity() > self.cfg.max_slots {
+                // Prefetch is a worker's wish, not a need: it gets at most the cap.
+                tracing::debug!(worker = %worker.id, capacity = worker.capacity(),
+                    max = self.cfg.max_slots, "worker capacity lowered to max_worker_slots");
+                worker.capacity = Some(self.cfg.max_slots);
             }
         }
         let state = match self.conns.get_mut(peer) {
@@ -439,6 +448,7 @@ mod tests {
             worker: WorkerInfo {
                 id: id.into(),
                 slots,
+                capacity: None,
                 host: "h".into(),
                 pid: 1,
                 version: "t".into(),
@@ -723,5 +733,35 @@ mod tests {
         g.inbound(&peer(1), hello("fresh", 1), later);
         assert_eq!(g.conns.len(), 1);
         assert_eq!(g.roles.len(), 1);
+    }
+
+    #[test]
+    fn capacity_above_max_worker_slots_is_lowered_not_refused() {
+        // (slots, advertised capacity, capacity passed on)
+        let cases = [
+            (4, None, 4),
+            (4, Some(8), 8),
+            (4, Some(64), 64),
+            (4, Some(65), 64),
+            (64, Some(1000), 64),
+            (4, Some(2), 4), // below slots: slots
+        ];
+        for (slots, capacity, want) in cases {
+            let mut g = gate(false, true);
+            let mut h = hello("a", slots);
+            if let Header::Hello { worker, .. } = &mut h.header {
+                worker.capacity = capacity;
+            }
+            let v = g.inbound(&peer(1), h, Instant::now());
+            let Verdict::Pass(Decoded {
+                header: Header::Hello { worker, .. },
+                ..
+            }) = v
+            else {
+                panic!("{slots}/{capacity:?}: expected the hello to pass, got {v:?}");
+            };
+            assert_eq!(worker.capacity(), want, "{slots}/{capacity:?}");
+            assert_eq!(worker.slots, slots);
+        }
     }
 }

@@ -150,13 +150,27 @@ impl Worker {
         }
     }
 
-    /// Slots not taken by assigned, being-claimed or foreign runs.
+    /// Runs it holds by our count: assigned (sent or not), being claimed, or foreign.
+    pub fn held(&self) -> usize {
+        self.running.len() + self.claiming + self.foreign.len()
+    }
+
+    /// Tasks it can still be given: its capacity (processes plus prefetch) minus the runs it
+    /// holds by our count. What batches are sized by.
     pub fn free(&self) -> usize {
         if self.leaving {
             return 0;
         }
-        (self.info.slots as usize)
-            .saturating_sub(self.running.len() + self.claiming + self.foreign.len())
+        (self.info.capacity() as usize).saturating_sub(self.held())
+    }
+
+    /// Processes without a run by our count (for `/info` and `/metrics`, which show processes,
+    /// not prefetch): the runs it holds fill its processes first.
+    pub fn free_processes(&self) -> usize {
+        if self.leaving {
+            return 0;
+        }
+        (self.info.slots as usize).saturating_sub(self.held())
     }
 
     /// The run `t` is assigned to this worker (same attempt).
@@ -175,12 +189,19 @@ impl Worker {
     }
 }
 
-/// Picks the worker to give tasks to: the one with the most free slots (ties: fewer running),
-/// among those whose outlet is open.
+/// Picks the worker to give tasks to, among those with free capacity and an open outlet: the one
+/// with the most free processes (a task sent there starts at once, rather than waiting behind
+/// another worker's runs), then the most free capacity, then the fewest runs.
 pub fn pick<'a>(workers: impl Iterator<Item = &'a Worker>) -> Option<String> {
     workers
         .filter(|w| w.free() > 0 && w.outlet.open())
-        .max_by_key(|w| (w.free(), std::cmp::Reverse(w.running.len())))
+        .max_by_key(|w| {
+            (
+                w.free_processes(),
+                w.free(),
+                std::cmp::Reverse(w.running.len()),
+            )
+        })
         .map(|w| w.info.id.clone())
 }
 
@@ -193,6 +214,7 @@ mod tests {
             WorkerInfo {
                 id: id.into(),
                 slots,
+                capacity: None,
                 host: "h".into(),
                 pid: 1,
                 version: "v".into(),
@@ -241,6 +263,20 @@ mod tests {
         leaving.leaving = true;
         assert_eq!(leaving.free(), 0);
         assert_eq!(pick([worker("c", 1, 1, push())].iter()), None);
+    }
+
+    #[test]
+    fn free_processes_come_before_prefetch() {
+        // a: 2 processes busy, room for 2 prefetched; b: 1 process, idle.
+        let mut a = worker("a", 2, 2, push());
+        a.info.capacity = Some(4);
+        let b = worker("b", 1, 0, push());
+        assert_eq!((a.free(), a.free_processes()), (2, 0));
+        assert_eq!((b.free(), b.free_processes()), (1, 1));
+        assert_eq!(pick([&a, &b].into_iter()).as_deref(), Some("b"));
+        // Once b is busy too, a's prefetch room is used.
+        let b = worker("b", 1, 1, push());
+        assert_eq!(pick([&a, &b].into_iter()).as_deref(), Some("a"));
     }
 
     #[test]

@@ -171,10 +171,11 @@ impl Remote {
             .sum()
     }
 
-    /// One-line summary (logs and systemd `STATUS=`): workers, slots, free, running, backlog.
+    /// One-line summary (logs and systemd `STATUS=`): workers, slots (processes), free
+    /// processes, running (assigned runs, prefetched ones included), backlog.
     pub fn summary(&self) -> String {
         let slots: usize = self.workers.values().map(|w| w.info.slots as usize).sum();
-        let free: usize = self.workers.values().map(Worker::free).sum();
+        let free: usize = self.workers.values().map(Worker::free_processes).sum();
         let running: usize = self.workers.values().map(|w| w.running.len()).sum();
         format!(
             "{} workers, {slots} slots, {free} free, {running} running, backlog {}",
@@ -191,7 +192,7 @@ impl Remote {
                 id: w.info.id.clone(),
                 host: w.info.host.clone(),
                 slots: w.info.slots,
-                free: u32::try_from(w.free()).unwrap_or(u32::MAX),
+                free: u32::try_from(w.free_processes()).unwrap_or(u32::MAX),
                 runtime: w.info.runtime.clone(),
             })
             .collect()
@@ -357,9 +358,10 @@ impl Remote {
                 w.outlet = outlet;
                 w.last_seen = now;
                 w.info.slots = info.slots;
+                w.info.capacity = info.capacity;
             }
             None => {
-                tracing::info!(worker = %id, slots = info.slots, host = %info.host, pid = info.pid, version = %info.version, "worker joined");
+                tracing::info!(worker = %id, slots = info.slots, capacity = info.capacity(), host = %info.host, pid = info.pid, version = %info.version, "worker joined");
                 self.workers
                     .insert(id.clone(), Worker::new(info, outlet, now));
             }
@@ -548,6 +550,11 @@ impl Remote {
                 let acks = std::mem::take(&mut w.acks);
                 self.send(to, Header::Ack { acks });
             }
+            // Tasks are being claimed for this worker: their `tasks` message carries the acks
+            // (one message instead of two, and a parked fetch is not answered `nothing` just
+            // before its tasks are ready). If the claim takes long, the idle message of the
+            // next tick carries them (within one heartbeat interval).
+            None if w.claiming > 0 => {}
             None => self.flush(now, worker_id, false),
         }
     }
@@ -720,17 +727,33 @@ impl Remote {
         }
     }
 
-    /// Gives backlog entries to workers with free slots and an open outlet, most free first.
+    /// Gives backlog entries to workers with free capacity (processes plus prefetch) and an open
+    /// outlet: free processes first, on every worker, then prefetch; a worker alone with free
+    /// room gets all it can take in one claim (and later one `tasks` message).
     fn assign(&mut self) {
         if !self.draining {
             while !self.backlog.is_empty() {
                 let Some(id) = pick(self.workers.values()) else {
                     break;
                 };
+                // While another worker has an idle process, fill only this one's processes:
+                // prefetch comes after every free process (a queued task should start at once).
+                let others_idle = self
+                    .workers
+                    .values()
+                    .any(|o| o.info.id != id && o.outlet.open() && o.free_processes() > 0);
                 let Some(w) = self.workers.get_mut(&id) else {
                     break;
                 };
-                let n = w.free().min(self.backlog.len());
+                let room = if others_idle {
+                    w.free_processes()
+                } else {
+                    w.free()
+                };
+                let n = room.min(self.backlog.len());
+                if n == 0 {
+                    break;
+                }
                 w.claiming += n;
                 let entries: Vec<QueueEntry> = self.backlog.drain(..n).collect();
                 self.out.push(Action::Claim {

@@ -49,6 +49,7 @@ fn info(worker: &str, pid: u32, protocol: u32) -> WorkerInfo {
     WorkerInfo {
         id: worker.into(),
         slots: 2,
+        capacity: None,
         host: "h".into(),
         pid,
         version: "test".into(),
@@ -723,4 +724,256 @@ fn busy_counts_assigned_claiming_and_storing_runs() {
     remote.handle(t0 + Duration::from_millis(30), stored("a", r(1, 1)));
     assert_eq!(remote.busy(), 0);
     assert!(remote.summary().starts_with("1 workers, 2 slots, 2 free"));
+}
+
+// ---- capacity (processes plus prefetch) ----
+
+/// A worker with 2 processes advertising `capacity` (None: an older worker).
+fn hello_cap(worker: &str, pid: u32, capacity: Option<u32>, running: Vec<TaskRef>) -> Event {
+    let mut worker_info = info(worker, pid, VERSION);
+    worker_info.capacity = capacity;
+    let to = env(worker);
+    inbound(
+        to,
+        Header::Hello {
+            worker: worker_info,
+            running,
+        },
+        vec![],
+    )
+}
+
+/// Runs `ns` claimed for `worker` in one claim.
+fn claimed_all(worker: &str, ns: std::ops::RangeInclusive<u128>) -> Event {
+    let prepared: Vec<Prepared> = ns
+        .map(|n| match claimed(worker, n) {
+            Event::Claimed { mut prepared, .. } => prepared.remove(0),
+            _ => unreachable!("claimed() makes a Claimed event"),
+        })
+        .collect();
+    Event::Claimed {
+        worker_id: worker.into(),
+        count: prepared.len(),
+        prepared,
+    }
+}
+
+/// The `tasks` messages sent, by number of tasks.
+fn tasks_sent(actions: &[Action]) -> Vec<usize> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                header: Header::Tasks { tasks, .. },
+                ..
+            } => Some(tasks.len()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn capacity_sizes_claims_and_batches() {
+    // (advertised capacity, pull, tasks claimed and sent in one message, demand after 10 entries)
+    let cases = [
+        (None, false, 2, 0),
+        (Some(2), false, 2, 0),
+        (Some(1), false, 2, 0), // below the processes: the processes
+        (Some(5), false, 5, 0),
+        (Some(5), true, 5, 0),
+        (Some(16), false, 10, 6),
+    ];
+    for (capacity, pull, n, demand) in cases {
+        let name = format!("capacity {capacity:?}, pull {pull}");
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut remote = Remote::new(pull, "d".into(), timing(false));
+        let mut h = hello_cap("a", 1, capacity, vec![]);
+        if pull {
+            if let Event::Inbound { envelope, .. } = &mut h {
+                *envelope = fetch_env("a");
+            }
+        }
+        remote.handle(at(0), h);
+        remote.handle(at(1), Event::Recovered);
+        if pull {
+            remote.handle(at(2), fetch("a", n as u32, vec![]));
+        }
+        let actions = remote.handle(at(5), Event::Entries((1..=10).map(entry).collect()));
+        check(&name, 0, &actions, &Expect::Claims("a", n));
+        check(&name, 0, &actions, &Expect::Demand(demand));
+        let actions = remote.handle(at(10), claimed_all("a", 1..=n as u128));
+        assert_eq!(tasks_sent(&actions), vec![n], "{name}: one tasks message");
+        // /info and /metrics show processes: 2 slots, none free once it holds 2 or more.
+        let p = remote.presence();
+        assert_eq!((p[0].slots, p[0].free), (2, 0), "{name}");
+        assert!(
+            remote.summary().starts_with("1 workers, 2 slots, 0 free"),
+            "{name}: {}",
+            remote.summary()
+        );
+    }
+}
+
+#[test]
+fn capacity_refills_as_results_come() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    remote.handle(at(0), hello_cap("a", 1, Some(4), vec![]));
+    remote.handle(at(1), Event::Recovered);
+    remote.handle(at(2), Event::Entries((1..=10).map(entry).collect()));
+    remote.handle(at(3), claimed_all("a", 1..=4));
+    // Two results in one report: two more tasks are claimed, in one claim.
+    let two = inbound(
+        env("a"),
+        Header::Report {
+            worker_id: "a".into(),
+            results: [r(1, 1), r(2, 1)]
+                .into_iter()
+                .map(|task| ResultMeta {
+                    task,
+                    ok: true,
+                    cause: String::new(),
+                })
+                .collect(),
+        },
+        vec![Bytes::from_static(b"x"), Bytes::from_static(b"y")],
+    );
+    let actions = remote.handle(at(20), two);
+    check("refill", 0, &actions, &Expect::Stores(vec![true, true]));
+    check("refill", 0, &actions, &Expect::Claims("a", 2));
+    // Free processes by our count: 4 held (2 running, 2 being stored), none free.
+    assert_eq!(remote.presence()[0].free, 0);
+}
+
+#[test]
+fn prefetched_runs_fail_cancel_and_reconcile_like_running_ones() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let held: Vec<TaskRef> = (1..=5).map(|n| r(n, 1)).collect();
+    let start = |remote: &mut Remote| {
+        remote.handle(at(0), hello_cap("a", 1, Some(5), vec![]));
+        remote.handle(at(1), Event::Recovered);
+        remote.handle(at(2), Event::Entries((1..=5).map(entry).collect()));
+        let actions = remote.handle(at(3), claimed_all("a", 1..=5));
+        assert_eq!(tasks_sent(&actions), vec![5]);
+    };
+
+    // A worker killed (-9) holding 2 running and 3 prefetched runs: all 5 are lost (re-queued
+    // or FAILED per max_retries, by the settle), none only re-queued as if never sent.
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    start(&mut remote);
+    remote.handle(at(300), heartbeat("a", held.clone()));
+    let actions = remote.handle(at(800), Event::Tick);
+    check("killed", 0, &actions, &Expect::Settles(5, 0, 0));
+
+    // A user cancel of a prefetched run: cancel sent to the worker, the task settled as
+    // cancelled; its place stays taken until the worker stops listing it.
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    start(&mut remote);
+    remote.handle(at(50), Event::Entries(vec![entry(6)]));
+    let actions = remote.handle(at(100), Event::Cancel { task_id: tid(5) });
+    check("cancel", 0, &actions, &Expect::Cancels(r(5, 1)));
+    check("cancel", 0, &actions, &Expect::SettlesCancelled(r(5, 1)));
+    check("cancel", 0, &actions, &Expect::NotSent("tasks"));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Claim { .. })));
+    let actions = remote.handle(at(150), heartbeat("a", held.clone()));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Claim { .. })));
+    let actions = remote.handle(at(200), heartbeat("a", held[..4].to_vec()));
+    check("cancel", 1, &actions, &Expect::Claims("a", 1));
+
+    // A dispatcher restart: the new one finds all 5 RUNNING (orphans); the worker's hello
+    // lists them, so it keeps every one, prefetched or running, and gets no more.
+    let mut remote = Remote::new(false, "d2".into(), timing(false));
+    for n in 1..=5 {
+        remote.handle(at(0), orphan(n));
+    }
+    remote.handle(at(1), Event::Recovered);
+    let actions = remote.handle(at(10), hello_cap("a", 1, Some(5), held.clone()));
+    check("restart", 0, &actions, &Expect::NoSettle);
+    check("restart", 0, &actions, &Expect::NotSent("cancel"));
+    check("restart", 0, &actions, &Expect::Demand(0));
+    let actions = remote.handle(at(2000), heartbeat("a", held.clone()));
+    check("restart", 1, &actions, &Expect::NoSettle);
+    let actions = remote.handle(at(2100), report("a", r(3, 1)));
+    check("restart", 2, &actions, &Expect::Stores(vec![true]));
+}
+
+#[test]
+fn free_processes_on_every_worker_come_before_prefetch() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    // a: 2 processes + 2 prefetched; b: 2 processes, no prefetch. 4 tasks: 2 each, not 4 to a.
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    remote.handle(at(0), hello_cap("a", 1, Some(4), vec![]));
+    remote.handle(at(0), hello_cap("b", 1, None, vec![]));
+    remote.handle(at(1), Event::Recovered);
+    let actions = remote.handle(at(2), Event::Entries((1..=4).map(entry).collect()));
+    check("spread", 0, &actions, &Expect::Claims("a", 2));
+    check("spread", 0, &actions, &Expect::Claims("b", 2));
+    // Two more: only a has room left (prefetch).
+    let actions = remote.handle(at(3), Event::Entries((5..=7).map(entry).collect()));
+    check("spread", 1, &actions, &Expect::Claims("a", 2));
+    check("spread", 1, &actions, &Expect::Demand(0));
+}
+
+#[test]
+fn acks_ride_on_the_tasks_being_claimed() {
+    for pull in [true, false] {
+        let name = if pull { "pull" } else { "push" };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let to = if pull { fetch_env("a") } else { env("a") };
+        let mut remote = Remote::new(pull, "d".into(), timing(false));
+        let mut h = hello_cap("a", 1, Some(2), vec![]);
+        if let Event::Inbound { envelope, .. } = &mut h {
+            envelope.clone_from(&to);
+        }
+        remote.handle(at(0), h);
+        remote.handle(at(1), Event::Recovered);
+        if pull {
+            remote.handle(at(2), fetch("a", 2, vec![]));
+        }
+        remote.handle(at(3), Event::Entries((1..=3).map(entry).collect()));
+        remote.handle(at(4), claimed_all("a", 1..=2));
+        // One result comes back (pull: on a fetch); a new claim starts for the freed room.
+        let result = Header::Fetch {
+            worker_id: "a".into(),
+            free: 1,
+            results: vec![ResultMeta {
+                task: r(1, 1),
+                ok: true,
+                cause: String::new(),
+            }],
+            running: vec![r(1, 1), r(2, 1)],
+        };
+        let ev = if pull {
+            inbound(to.clone(), result, vec![Bytes::from_static(b"x")])
+        } else {
+            report("a", r(1, 1))
+        };
+        let actions = remote.handle(at(20), ev);
+        check(name, 0, &actions, &Expect::Claims("a", 1));
+        // Stored before the claim is done: no message of its own ...
+        let actions = remote.handle(at(25), stored("a", r(1, 1)));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Send { .. })),
+            "{name}: {actions:#?}"
+        );
+        // ... the acks go with the tasks.
+        let actions = remote.handle(at(30), claimed("a", 3));
+        let acked = actions.iter().any(|a| {
+            matches!(a, Action::Send { to: t, header: Header::Tasks { tasks, acks }, .. }
+                if *t == to && tasks.len() == 1 && acks == &vec![r(1, 1)])
+        });
+        assert!(acked, "{name}: {actions:#?}");
+        // Without a claim under way (the queue is empty), a stored result is acknowledged at
+        // once (push: `ack`).
+        if !pull {
+            remote.handle(at(40), report("a", r(2, 1)));
+            let actions = remote.handle(at(45), stored("a", r(2, 1)));
+            check(name, 1, &actions, &Expect::Sent(env("a"), "ack"));
+        }
+    }
 }
