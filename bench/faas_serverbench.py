@@ -47,9 +47,12 @@ class ServerStack(Stack):
     """A Stack whose dispatcher (and workers) start only when asked: ``start_backend``."""
 
     def __init__(self, workdir: Path, mode: str, isolation: str, backend: bool,
-                 processes: int = 2) -> None:
+                 processes: int = 2, prefetch: Optional[int] = None) -> None:
+        table = f'isolation = "{isolation}"'
+        if prefetch is not None:  # older binaries do not know the key: leave it out by default
+            table += f"\nprefetch = {prefetch}"
         super().__init__(workdir, mode=mode, processes=processes, workers=1,
-                         executor=f'isolation = "{isolation}"', preload=())
+                         executor=table, preload=())
         self.backend = backend
 
     def start_dispatcher(self) -> Any:
@@ -265,11 +268,13 @@ def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = None) -> Report:
-    """One run of a stage on a fresh deployment; with ``perf`` (drains only) the drain is
-    profiled and its text report written next to ``perf`` as .txt."""
+def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = None,
+              prefetch: Optional[int] = None) -> Report:
+    """One run of a stage on a fresh deployment (``prefetch``: the daemons' executor.prefetch);
+    with ``perf`` (drains only) the drain is profiled and its text report written next to
+    ``perf`` as .txt."""
     s = ServerStack(Path(tempfile.mkdtemp(dir=tmp)), st["mode"], st["iso"], st["backend"],
-                    processes=st.get("processes", 2)).start()
+                    processes=st.get("processes", 2), prefetch=prefetch).start()
     try:
         args = list(st["args"])
         if st.get("weak"):
@@ -285,6 +290,11 @@ def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = N
         s.stop()
 
 
+def base(name: str) -> str:
+    """A stage's name without the variant tag (``drain-local-reuse [prefetch 1]``)."""
+    return name.split(" [")[0]
+
+
 def weak_makespan_s(r: Report) -> float:
     """First submit → last task finished: the fill (submit phase) plus go → last finish."""
     return phase(r, "submit")["seconds"] + phase(r, "drain")["drain"]["last_finished_after_go_ms"] / 1000
@@ -294,7 +304,7 @@ def headline(name: str, r: Report) -> float:
     """The stage's number: tasks/s, or for weak scaling the efficiency."""
     if name.startswith("weak-"):
         return round(WEAK_IDEAL_S / weak_makespan_s(r), 3)
-    p = phase(r, stages(False, 1)[name]["phase"])
+    p = phase(r, stages(False, 1)[base(name)]["phase"])
     return float(p["drain"]["per_s_from_go"] if p.get("drain") else p["ops_per_s"])
 
 
@@ -302,13 +312,14 @@ def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     for name in dict.fromkeys(r["stage"] for r in runs):
         rs = [r for r in runs if r["stage"] == name]
-        ph = [phase(r["report"], stages(False, 1)[name]["phase"]) for r in rs]
+        ph = [phase(r["report"], stages(False, 1)[base(name)]["phase"]) for r in rs]
         row: Dict[str, Any] = {
             "stage": name,
             "per_s": [headline(name, r["report"]) for r in rs],
             "median_per_s": median([headline(name, r["report"]) for r in rs],
                                    3 if name.startswith("weak-") else 1),
-            "target": TARGETS.get(name, WEAK_TARGETS.get(name.split("-")[2]) if name.startswith("weak-") else None),
+            "target": TARGETS.get(base(name), WEAK_TARGETS.get(name.split("-")[2])
+                                  if name.startswith("weak-") else None),
             "server_cpu_ms_per_op": median([p["cpu_ms_per_op"]["server"] for p in ph], 4),
             "loadgen_cpu_ms_per_op": median([p["cpu_ms_per_op"]["loadgen"] for p in ph], 4),
             "cpu_ms_per_op": {c: median([p["cpu_ms_per_op"][c] for p in ph], 4)
@@ -353,7 +364,7 @@ def plots(summary: List[Dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rates = [r for r in summary if not r["stage"].startswith("weak-") and r["stage"] in TARGETS]
+    rates = [r for r in summary if base(r["stage"]) in TARGETS]
     if rates:
         fig, ax = plt.subplots(figsize=(8, 4))
         names = [r["stage"] for r in rates]
@@ -375,8 +386,9 @@ def plots(summary: List[Dict[str, Any]], out: Path) -> None:
         fig, ax = plt.subplots(figsize=(7, 4))
         series: Dict[str, List[tuple]] = {}
         for r in weak:
-            _, mode, iso, n = r["stage"].split("-")
-            series.setdefault(f"{mode} {iso}", []).append((int(n), r["median_per_s"]))
+            _, mode, iso, n = base(r["stage"]).split("-")
+            tag = r["stage"][len(base(r["stage"])):]
+            series.setdefault(f"{mode} {iso}{tag}", []).append((int(n), r["median_per_s"]))
         for label, pts in series.items():
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
@@ -401,6 +413,11 @@ def main(argv: List[str]) -> int:
     p.add_argument("--stages", default="", help="comma-separated subset (default: all)")
     p.add_argument("--outstanding", type=int, default=32, help="tasks in flight in the closed loop")
     p.add_argument("--quick", action="store_true", help="a tenth of the tasks, short closed loop")
+    p.add_argument("--prefetch", type=int, default=None,
+                   help="executor.prefetch of the daemons (default: not set, the build's default)")
+    p.add_argument("--tag", default="", help="a variant label appended to stage names: 'stage [TAG]'")
+    p.add_argument("--append", action="store_true",
+                   help="add these runs to --out's server.json (the summary covers all of them)")
     p.add_argument("--perf", action="store_true",
                    help="also profile one local reuse drain with perf (perf-drain-local-reuse.txt)")
     args = p.parse_args(argv)
@@ -414,14 +431,21 @@ def main(argv: List[str]) -> int:
             "kernel": platform.release(), "quick": args.quick, "runs": args.runs,
             "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                      capture_output=True, text=True).stdout.strip()}
+    meta["prefetch"], meta["tag"] = args.prefetch, args.tag
     runs: List[Dict[str, Any]] = []
+    old = args.out / "server.json"
+    if args.append and old.exists():
+        prev = json.loads(old.read_text())
+        runs = prev["runs"]
+        meta = {"variants": prev["meta"].get("variants", [prev["meta"]]) + [meta]}
+    tag = f" [{args.tag}]" if args.tag else ""
     for name in chosen:
         for k in range(args.runs):
             before = machine_probe()
-            rep = run_stage(name, all_stages[name], tmp)
-            runs.append({"stage": name, "run": k, "probe_before_s": before,
+            rep = run_stage(name, all_stages[name], tmp, prefetch=args.prefetch)
+            runs.append({"stage": name + tag, "run": k, "probe_before_s": before,
                          "probe_after_s": machine_probe(), "report": rep})
-            print(f"{name:20} run {k}: {headline(name, rep):10,.3f}  load {rep['meta']['loadavg_start'][0]:.2f}  "
+            print(f"{name + tag:32} run {k}: {headline(name, rep):10,.3f}  load {rep['meta']['loadavg_start'][0]:.2f}  "
                   f"probe {before:.2f}/{runs[-1]['probe_after_s']:.2f}", flush=True)
     if runs:
         summary = summarize(runs)

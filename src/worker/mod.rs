@@ -71,11 +71,11 @@ pub struct Status {
 /// and `heartbeat`): its processes plus the tasks queued for one to come free (prefetch). A
 /// prefetched task waits in the pool's queue (FIFO) while the dispatcher counts it as sent, so
 /// it can wait behind a long task for up to that task's run time; prefetch hides the round
-/// trip of a refill for short tasks. The one place to switch to the pool's own admission
-/// (`ExecutorPool::capacity()`, processes + `executor.prefetch`) once it exists; until then,
-/// no prefetch.
+/// trip of a refill for short tasks. It is the pool's own admission
+/// ([`ExecutorPool::capacity`]: processes × (1 + `executor.prefetch`); prefetch 0, the default,
+/// holds no more tasks than processes).
 pub(crate) fn capacity(pool: &ExecutorPool) -> usize {
-    pool.slots()
+    pool.capacity()
 }
 
 /// Runs a worker with `cfg` until `shutdown` fires.
