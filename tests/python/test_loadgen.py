@@ -90,12 +90,12 @@ def test_a_drain_against_a_running_dispatcher_is_refused(tmp_path: Path) -> None
 
 
 def test_weak_scaling_point_and_plots(tmp_path: Path) -> None:
-    """One weak-scaling point (2 processes × 5 sleep tasks) on a running deployment: every task
+    """One weak-scaling point (4 processes × 5 sleep tasks) on a running deployment: every task
     ran, the makespan is at least the ideal 0.5 s, and the harness draws both plots."""
-    name = "weak-local-reuse-2"
+    name = "weak-local-reuse-4"
     r = sb.run_stage(name, sb.stages(True, 4)[name], tmp_path)
     d = sb.phase(r, "drain")["drain"]
-    assert d["tasks"] == d["completed"] == 10, d
+    assert d["tasks"] == d["completed"] == 20, d
     assert sb.WEAK_IDEAL_S <= sb.weak_makespan_s(r) < 60, sb.weak_makespan_s(r)
     assert 0 < sb.headline(name, r) <= 1.0
     runs = [{"stage": name, "run": 0, "probe_before_s": 0.1, "probe_after_s": 0.1, "report": r}]
