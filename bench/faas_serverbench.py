@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from faas_bench import machine_probe
+from floors import floors
 from faas_stack import BIN_DIR, PYTHON, ROOT, Stack, children
 
 LOADGEN = BIN_DIR / "faas-loadgen"
@@ -432,6 +433,8 @@ def main(argv: List[str]) -> int:
             "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                      capture_output=True, text=True).stdout.strip()}
     meta["prefetch"], meta["tag"] = args.prefetch, args.tag
+    # The machine's floors for a no-op task (bench/floors.py), before the stages run.
+    meta["floors_per_s"] = floors()
     runs: List[Dict[str, Any]] = []
     old = args.out / "server.json"
     if args.append and old.exists():

@@ -106,3 +106,11 @@ def test_weak_scaling_point_and_plots(tmp_path: Path) -> None:
     sb.plots(sb.summarize(runs), tmp_path)
     assert (tmp_path / "throughput.png").stat().st_size > 0
     assert (tmp_path / "weak_scaling_server.png").stat().st_size > 0
+
+
+def test_floors_measure_both_isolation_modes() -> None:
+    """bench/floors.py (the machine's floors quoted in docs/performance.md) runs and counts."""
+    from floors import floors
+
+    got = floors(seconds=0.3, workers=2)
+    assert set(got) == {"fork", "reuse"} and got["fork"] > 0 and got["reuse"] > got["fork"], got
