@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The committed run of docs/performance.md: three rounds, each running every headline stage once
+# for the build before (BEFORE_BIN_DIR), today's build with defaults, and today's build with
+# executor.prefetch = 1, alternating so that drift of a shared machine hits all three alike; then
+# weak scaling (1 to 64 processes) with defaults and with prefetch 1, and a perf profile of a
+# local reuse drain. Writes docs/bench/server.json (or $OUT), throughput.png,
+# weak_scaling_server.png and perf-drain-local-reuse.{txt,json}. About 20 minutes.
+# Usage: bench/committed-run.sh BEFORE_BIN_DIR
+#   BEFORE_BIN_DIR: release binaries (faas-gateway, faas-dispatcher, faas-worker, faas-loadgen)
+#   of the build to compare with; today's are target/release (scripts/bench-server.sh builds them).
+set -euo pipefail
+before=$(cd "${1:?usage: bench/committed-run.sh BEFORE_BIN_DIR}" && pwd)
+cd "$(dirname "$0")"
+root=$(cd .. && pwd)
+export FAAS_TEST_PYTHON="$root/.venv/bin/python"
+py="$root/.venv/bin/python"
+out=${OUT:-$root/docs/bench}
+now="$root/target/release"
+rm -f "$out/server.json"
+head=accept,drain-local-reuse,drain-pull-reuse,drain-push-reuse,drain-local-fork,drain-push-fork,closed-local-reuse
+for round in 1 2 3; do
+    echo "round $round"
+    FAAS_BIN_DIR="$before" "$py" faas_serverbench.py --runs 1 --stages "$head" --tag before --append --out "$out"
+    FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 1 --stages "$head" --append --out "$out"
+    FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 1 --stages "${head#accept,}" --prefetch 1 \
+        --tag "prefetch 1" --append --out "$out"
+done
+weak=""
+for m in local-reuse local-fork push-reuse; do
+    for n in 1 4 16 64; do weak="$weak,weak-$m-$n"; done
+done
+FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 3 --stages "${weak#,}" --append --out "$out"
+FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 3 --prefetch 1 --tag "prefetch 1" --append --perf \
+    --stages weak-local-reuse-1,weak-local-reuse-4,weak-local-reuse-16,weak-local-reuse-64 --out "$out"
