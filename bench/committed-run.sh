@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The committed run of docs/performance.md: three rounds, each running every headline stage once
-# for the build before (BEFORE_BIN_DIR), today's build with defaults, and today's build with
+# for the build before (BEFORE_BIN_DIR), today's build with defaults (and the Python peer,
+# bench/pyfaas.py), and today's build with
 # executor.prefetch = 1, alternating so that drift of a shared machine hits all three alike; then
 # weak scaling (1 to 64 processes) with defaults and with prefetch 1, and a perf profile of a
 # local reuse drain. Writes docs/bench/server.json (or $OUT), throughput.png,
@@ -21,7 +22,7 @@ head=accept,drain-local-reuse,drain-pull-reuse,drain-push-reuse,drain-local-fork
 for round in 1 2 3; do
     echo "round $round"
     FAAS_BIN_DIR="$before" "$py" faas_serverbench.py --runs 1 --stages "$head" --tag before --append --out "$out"
-    FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 1 --stages "$head" --append --out "$out"
+    FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 1 --stages "$head,peer-accept,peer-closed" --append --out "$out"
     FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 1 --stages "${head#accept,}" --prefetch 1 \
         --tag "prefetch 1" --append --out "$out"
 done

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from faas_bench import machine_probe
 from floors import floors
-from faas_stack import BIN_DIR, PYTHON, ROOT, Stack, children
+from faas_stack import BIN_DIR, PYTHON, ROOT, Stack, children, free_port, stop_all, wait_port
 
 LOADGEN = BIN_DIR / "faas-loadgen"
 Report = Dict[str, Any]
@@ -80,7 +80,50 @@ class ServerStack(Stack):
         return [a for sel in args for a in ("--cpu", sel)]
 
 
-def loadgen(s: ServerStack, mode_args: List[str], common: List[str], stdin_go: Optional[ServerStack] = None,
+class PeerStack:
+    """The Python implementation of the same specification (bench/pyfaas.py): a private
+    redis-server, its FastAPI gateway on uvicorn and (``backend``) its local dispatcher with a
+    pool of 2 processes. Offers what :func:`loadgen` needs of a deployment."""
+
+    mode = "peer"
+
+    def __init__(self, workdir: Path, backend: bool) -> None:
+        self.workdir, self.backend = workdir, backend
+        self.redis_port, self.http_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}"
+        self.procs: List[Any] = []
+        self.logs: List[Any] = []
+
+    def _spawn(self, name: str, args: List[str]) -> Any:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.logs.append(log)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
+        self.procs.append(p)
+        return p
+
+    def start(self) -> "PeerStack":
+        self.redis = self._spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind",
+                                           "127.0.0.1", "--save", "", "--appendonly", "no"])
+        wait_port(self.redis_port)
+        self.gateway = self._spawn("gateway", [PYTHON, "pyfaas.py", "gateway", str(self.http_port),
+                                               self.redis_url])
+        wait_port(self.http_port, timeout=30)
+        if self.backend:
+            self._spawn("dispatcher", [PYTHON, "pyfaas.py", "dispatcher", "2", self.redis_url])
+            time.sleep(1.0)  # its pool is up and subscribed (nothing is queued before it anyway)
+        return self
+
+    def cpu_args(self) -> List[str]:
+        sels = [f"redis={self.redis.pid}", f"gateway={self.gateway.pid}",
+                f"dispatcher=pyfaas.py dispatcher 2 {self.redis_url}"]
+        return [a for sel in sels for a in ("--cpu", sel)]
+
+    def stop(self) -> None:
+        stop_all(self.procs, self.logs, 5)
+
+
+def loadgen(s: Any, mode_args: List[str], common: List[str], stdin_go: Optional[ServerStack] = None,
             perf: Optional[Path] = None) -> Report:
     """Runs faas-loadgen against ``s``; for a drain (``stdin_go``) starts the backend on READY."""
     out = Path(tempfile.mkstemp(prefix="loadgen-", suffix=".json", dir=s.workdir)[1])
@@ -216,7 +259,7 @@ WEAK_TASK_S = 0.1
 WEAK_IDEAL_S = 5 * WEAK_TASK_S
 
 # What issue #10 asks of each stage (tasks/s; weak scaling: efficiency at 64 processes).
-TARGETS = {"accept": 30000, "drain-local-reuse": 15000, "drain-pull-reuse": 10000,
+TARGETS = {"accept": 30000, "peer-accept": 30000, "peer-closed": 8000, "drain-local-reuse": 15000, "drain-pull-reuse": 10000,
            "drain-push-reuse": 10000, "drain-local-fork": 700, "drain-push-fork": 700,
            "closed-local-reuse": 8000}
 WEAK_TARGETS = {"reuse": 0.95, "fork": 0.90}
@@ -261,6 +304,14 @@ def stages(quick: bool, outstanding: int) -> Dict[str, Dict[str, Any]]:
                 "mode": mode, "iso": iso, "backend": True, "drain": True, "weak": n,
                 "processes": n, "phase": "drain",
                 "args": ["-c", str(min(5 * n, 64)), "drain", "--tasks", str(5 * n), "--go", "now"]}
+    # The Python implementation of the same specification (bench/pyfaas.py): what it accepts,
+    # and end to end with polling (it has no long poll, and no queue a drain could time).
+    out["peer-accept"] = {"peer": True, "backend": False, "phase": "submit",
+                          "args": ["-c", "64", "submit", "--tasks", str(10000 // k)]}
+    out["peer-closed"] = {"peer": True, "backend": True, "phase": "closed",
+                          "args": ["-c", str(outstanding), "closed", "--poll-interval-ms", "2",
+                                   "--duration", "2" if quick else "10",
+                                   "--warmup", "0.5" if quick else "2"]}
     out["closed-local-reuse"] = {
         "mode": "local", "iso": "reuse", "backend": True, "phase": "closed",
         "args": ["-c", str(outstanding), "closed", "--poll-interval-ms", "2",
@@ -274,6 +325,12 @@ def run_stage(name: str, st: Dict[str, Any], tmp: Path, perf: Optional[Path] = N
     """One run of a stage on a fresh deployment (``prefetch``: the daemons' executor.prefetch);
     with ``perf`` (drains only) the drain is profiled and its text report written next to
     ``perf`` as .txt."""
+    if st.get("peer"):
+        peer = PeerStack(Path(tempfile.mkdtemp(dir=tmp)), st["backend"]).start()
+        try:
+            return loadgen(peer, list(st["args"]), [])
+        finally:
+            peer.stop()
     s = ServerStack(Path(tempfile.mkdtemp(dir=tmp)), st["mode"], st["iso"], st["backend"],
                     processes=st.get("processes", 2), prefetch=prefetch).start()
     try:

@@ -114,3 +114,19 @@ def test_floors_measure_both_isolation_modes() -> None:
 
     got = floors(seconds=0.3, workers=2)
     assert set(got) == {"fork", "reuse"} and got["fork"] > 0 and got["reuse"] > got["fork"], got
+
+
+def test_the_python_peer_serves_the_same_api(tmp_path: Path) -> None:
+    """bench/pyfaas.py (the Python implementation measured beside faas) takes the load
+    generator's submits and runs its tasks end to end."""
+    st = sb.stages(True, 4)
+    p = sb.phase(sb.run_stage("peer-accept", {**st["peer-accept"],
+                                              "args": ["-c", "4", "submit", "--tasks", "40"]},
+                              tmp_path), "submit")
+    assert (p["ops"], p["errors"]) == (40, 0), p
+    r = sb.run_stage("peer-closed", {**st["peer-closed"],
+                                     "args": ["-c", "2", "closed", "--duration", "1", "--warmup", "0.3"]},
+                     tmp_path)
+    p = sb.phase(r, "closed")
+    assert p["ops"] > 0 and p["errors"] == 0, p
+    assert p["cpu"]["components"]["dispatcher"]["children_s"] > 0, p["cpu"]
