@@ -244,6 +244,13 @@ def test_fault_under_load(mode: str, fault: str, tmp_path: Path, cleanup: List[C
     status = wait_terminal(stack.url, load.sent)
     by_id = {s.task_id: s for s in load.sent}
     stuck = {t: st for t, st in status.items() if st not in ("COMPLETED", "FAILED")}
+    # A task the gateway answered 503 "queued, but only N of M replicas" for was written to a
+    # primary that no replica had acknowledged it from within wait_timeout_ms: when that primary
+    # then dies in a failover, the task dies with it, as the answer warned (asynchronous
+    # replication). Only then may a task be unknown afterwards; it is never left QUEUED/RUNNING.
+    lost_unconfirmed = {t for t, st in stuck.items()
+                        if fault == "failover" and st == "HTTP 404" and not by_id[t].confirmed}
+    stuck = {t: st for t, st in stuck.items() if t not in lost_unconfirmed}
     failed = [t for t, st in status.items() if st == "FAILED"]
     reasons = [str(c.result(t)[1]) for t in failed[:5]]
     runs_by_token = runs_of(runs)
@@ -257,7 +264,7 @@ def test_fault_under_load(mode: str, fault: str, tmp_path: Path, cleanup: List[C
     after = sorted(ts for tss in runs_by_token.values() for ts in tss if ts > back_at)
     resume = after[0] - back_at if after else float("inf")
     print(f"\n{mode}/{fault}: {len(load.sent)} accepted ({sum(not s.confirmed for s in load.sent)} "
-          f"unconfirmed), refused {dict(load.refused)}, slowest submit {load.slowest:.2f} s, "
+          f"unconfirmed, {len(lost_unconfirmed)} of them lost in the failover), refused {dict(load.refused)}, slowest submit {load.slowest:.2f} s, "
           f"outage {back_at - fault_at:.1f} s, first run {resume:.2f} s after Redis answered; "
           f"refusals: {Counter(d[:70] for d in load.details).most_common(2)}")
 
