@@ -1,16 +1,22 @@
 //! The store's Redis connections under faults, against real redis-servers: a killed connection
 //! is replaced unseen, an outage fails calls fast and ends by itself, lost data is recreated,
-//! a Sentinel failover is followed, and `wait_replicas` tells when a task is not on a replica.
+//! a Sentinel failover is followed, and `wait_replicas` tells when a task is not on a replica;
+//! the pub/sub subscription is replaced when Redis freezes.
 
 mod util;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use faas::dispatcher::commit::{GroupCommit, Report};
-use faas::store::{is_unavailable, Finish, QueueReader, Recorded, Store, StoreError, TaskStatus};
+use faas::store::follow::{self, ChannelEvent, ChannelListener};
+use faas::store::{
+    is_unavailable, keys, Finish, QueueReader, Recorded, Store, StoreError, TaskStatus,
+};
 use http_body_util::BodyExt;
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 use util::redis::{RedisServer, Sentinels};
 use uuid::Uuid;
@@ -453,4 +459,98 @@ async fn a_value_redis_refuses_fails_only_its_own_finish_in_a_batch() {
     let mut want = vec![Some(TaskStatus::Completed); 6];
     want[3] = Some(TaskStatus::Running);
     assert_eq!(statuses, want, "only the refused result is not stored");
+}
+
+// ---- the pub/sub subscription (store::follow) ---------------------------------------------
+
+/// A [`ChannelListener`] that forwards every event to the test.
+struct Events(mpsc::UnboundedSender<ChannelEvent>);
+
+impl ChannelListener for Events {
+    fn on_event(&self, event: ChannelEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// Follows the done channel of `s`, pinging an idle subscription every `ping_every`. The
+/// subscription lasts while the returned listener does; its events arrive on the receiver.
+fn follow_done(
+    s: &Store,
+    ping_every: Duration,
+) -> (Arc<Events>, mpsc::UnboundedReceiver<ChannelEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = Arc::new(Events(tx));
+    tokio::spawn(follow::follow_with(
+        s.connector().clone(),
+        keys::DONE_CHANNEL,
+        Arc::downgrade(&events),
+        ping_every,
+    ));
+    (events, rx)
+}
+
+/// The next event within `limit`, if any.
+async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<ChannelEvent>,
+    limit: Duration,
+) -> Option<ChannelEvent> {
+    tokio::time::timeout(limit, rx.recv()).await.ok().flatten()
+}
+
+/// Publishes a new task id on the done channel, as the scripts do; returns it.
+fn publish_done(r: &RedisServer) -> Uuid {
+    let id = Uuid::new_v4();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(keys::DONE_CHANNEL)
+        .arg(id.to_string())
+        .query(&mut r.conn())
+        .expect("PUBLISH");
+    id
+}
+
+/// A Redis that stops answering (SIGSTOP: the TCP connection stays open) is noticed by the
+/// unanswered ping: the subscription is given up and, once Redis runs again, made anew
+/// (`Subscribed` again), and it delivers. Without the ping the old connection would simply
+/// resume and nothing would be reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_noticed_by_the_ping_and_subscribed_again() {
+    util::init_tracing();
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    const PING: Duration = Duration::from_millis(200);
+    let r = RedisServer::start();
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let (_listener, mut events) = follow_done(&s, PING);
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(10)).await,
+        Some(ChannelEvent::Subscribed)
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut r.conn())
+        .expect("INFO server");
+    let pid: i32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("process_id");
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
+    // Frozen for longer than a ping period plus the wait for its answer.
+    tokio::time::sleep(PING + follow::PING_WAIT + Duration::from_secs(2)).await;
+    assert_eq!(
+        events.try_recv().ok(),
+        None,
+        "nothing while Redis is frozen"
+    );
+    kill(Pid::from_raw(pid), Signal::SIGCONT).expect("SIGCONT");
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(10)).await,
+        Some(ChannelEvent::Subscribed),
+        "the silent connection was replaced"
+    );
+    let id = publish_done(&r);
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Some(ChannelEvent::Task(id))
+    );
 }
