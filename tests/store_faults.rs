@@ -1,7 +1,7 @@
 //! The store's Redis connections under faults, against real redis-servers: a killed connection
 //! is replaced unseen, an outage fails calls fast and ends by itself, lost data is recreated,
 //! a Sentinel failover is followed, and `wait_replicas` tells when a task is not on a replica;
-//! the pub/sub subscription is replaced when Redis freezes.
+//! the pub/sub subscription is kept while idle and replaced when Redis freezes.
 
 mod util;
 
@@ -506,6 +506,53 @@ fn publish_done(r: &RedisServer) -> Uuid {
         .query(&mut r.conn())
         .expect("PUBLISH");
     id
+}
+
+/// How many PING commands the server has answered.
+fn pings_answered(r: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut r.conn())
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An idle subscription (nothing published for several ping periods) is kept: every ping is
+/// answered and none is taken for a lost connection, so there is exactly one `Subscribed` and
+/// nothing else; a message published afterwards is delivered on it. (Operators saw "subscription
+/// lost; reconnecting" every ping period on an idle system: the pong of a subscribed RESP2
+/// connection is an array, which failed to convert.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscription_is_kept_and_still_delivers() {
+    util::init_tracing();
+    const PING: Duration = Duration::from_millis(200);
+    let r = RedisServer::start();
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let (_listener, mut events) = follow_done(&s, PING);
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(10)).await,
+        Some(ChannelEvent::Subscribed)
+    );
+    let before = pings_answered(&r);
+    tokio::time::sleep(PING * 6).await;
+    assert!(
+        pings_answered(&r) >= before + 2,
+        "the idle subscription was pinged"
+    );
+    let mut idle = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        idle.push(ev);
+    }
+    assert_eq!(idle, [], "nothing happens on an idle subscription");
+    let id = publish_done(&r);
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Some(ChannelEvent::Task(id))
+    );
 }
 
 /// A Redis that stops answering (SIGSTOP: the TCP connection stays open) is noticed by the

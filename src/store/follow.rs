@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::PubSub;
+use redis::Value;
 use uuid::Uuid;
 
 use super::{Connector, StoreError};
@@ -133,7 +134,9 @@ pub async fn follow_with<L: ChannelListener>(
                     if !alive() {
                         return;
                     }
-                    let ping = tokio::time::timeout(PING_WAIT, sink.ping::<String>()).await;
+                    // Any answer will do. A subscribed RESP2 connection answers the array
+                    // ["pong", ""], not "PONG": asking for a string failed every idle ping.
+                    let ping = tokio::time::timeout(PING_WAIT, sink.ping::<Value>()).await;
                     match ping {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => break format!("ping failed: {e}"),
