@@ -472,20 +472,27 @@ impl ChannelListener for Events {
     }
 }
 
-/// Follows the done channel of `s`, pinging an idle subscription every `ping_every`. The
-/// subscription lasts while the returned listener does; its events arrive on the receiver.
-fn follow_done(
-    s: &Store,
-    ping_every: Duration,
-) -> (Arc<Events>, mpsc::UnboundedReceiver<ChannelEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// How often the tests' subscriptions are pinged when idle.
+const FOLLOW_PING: Duration = Duration::from_millis(200);
+
+/// Follows the done channel of `r`, pinging an idle subscription every [`FOLLOW_PING`], until
+/// the first `Subscribed`. The subscription lasts while the returned listener does; its further
+/// events arrive on the receiver.
+async fn follow_done(r: &RedisServer) -> (Arc<Events>, mpsc::UnboundedReceiver<ChannelEvent>) {
+    util::init_tracing();
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let events = Arc::new(Events(tx));
     tokio::spawn(follow::follow_with(
         s.connector().clone(),
         keys::DONE_CHANNEL,
         Arc::downgrade(&events),
-        ping_every,
+        FOLLOW_PING,
     ));
+    assert_eq!(
+        next_event(&mut rx, Duration::from_secs(10)).await,
+        Some(ChannelEvent::Subscribed)
+    );
     (events, rx)
 }
 
@@ -508,16 +515,22 @@ fn publish_done(r: &RedisServer) -> Uuid {
     id
 }
 
+/// The value of `field` in the `section` of the server's `INFO`.
+fn info_field(r: &RedisServer, section: &str, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut r.conn())
+        .expect("INFO");
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+}
+
 /// How many PING commands the server has answered.
 fn pings_answered(r: &RedisServer) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut r.conn())
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
+    info_field(r, "commandstats", "cmdstat_ping")
+        .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
 
@@ -528,17 +541,10 @@ fn pings_answered(r: &RedisServer) -> u64 {
 /// connection is an array, which failed to convert.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_subscription_is_kept_and_still_delivers() {
-    util::init_tracing();
-    const PING: Duration = Duration::from_millis(200);
     let r = RedisServer::start();
-    let s = Store::open(&r.url(), TTL).expect("open");
-    let (_listener, mut events) = follow_done(&s, PING);
-    assert_eq!(
-        next_event(&mut events, Duration::from_secs(10)).await,
-        Some(ChannelEvent::Subscribed)
-    );
+    let (_listener, mut events) = follow_done(&r).await;
     let before = pings_answered(&r);
-    tokio::time::sleep(PING * 6).await;
+    tokio::time::sleep(FOLLOW_PING * 6).await;
     assert!(
         pings_answered(&r) >= before + 2,
         "the idle subscription was pinged"
@@ -561,29 +567,16 @@ async fn an_idle_subscription_is_kept_and_still_delivers() {
 /// resume and nothing would be reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_is_noticed_by_the_ping_and_subscribed_again() {
-    util::init_tracing();
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    const PING: Duration = Duration::from_millis(200);
     let r = RedisServer::start();
-    let s = Store::open(&r.url(), TTL).expect("open");
-    let (_listener, mut events) = follow_done(&s, PING);
-    assert_eq!(
-        next_event(&mut events, Duration::from_secs(10)).await,
-        Some(ChannelEvent::Subscribed)
-    );
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut r.conn())
-        .expect("INFO server");
-    let pid: i32 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse().ok())
+    let (_listener, mut events) = follow_done(&r).await;
+    let pid: i32 = info_field(&r, "server", "process_id")
+        .and_then(|p| p.parse().ok())
         .expect("process_id");
     kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
     // Frozen for longer than a ping period plus the wait for its answer.
-    tokio::time::sleep(PING + follow::PING_WAIT + Duration::from_secs(2)).await;
+    tokio::time::sleep(FOLLOW_PING + follow::PING_WAIT + Duration::from_secs(2)).await;
     assert_eq!(
         events.try_recv().ok(),
         None,
