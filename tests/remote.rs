@@ -2,11 +2,14 @@
 
 mod util;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use faas::config::Mode;
-use faas::protocol::{decode, encode, Decoded, Header, ResultMeta, TaskRef, WorkerInfo, VERSION};
+use faas::protocol::{
+    decode, encode, Decoded, Header, ResultMeta, TaskMeta, TaskRef, WorkerInfo, VERSION,
+};
 use faas::store::TaskStatus;
 use util::python;
 use util::remote::{connect_dealer, send, Env};
@@ -47,36 +50,51 @@ fn ok_result(env: &Env, t: TaskRef) -> (Header, Vec<Bytes>) {
     env.ok_report("w1", t)
 }
 
+/// A fake push worker's first exchange: `hello` as `worker` (running nothing), answered by a
+/// `welcome`; then `meanwhile` runs (e.g. submits a task: `async {}` when the test queued its
+/// tasks before), and the first `tasks` message arrives (pings and acks skipped), with two blob
+/// frames per task. Returns the welcome, what `meanwhile` returned and the tasks sent.
+async fn hello_and_first_tasks<T>(
+    w: &mut DealerSocket,
+    worker: WorkerInfo,
+    meanwhile: impl Future<Output = T>,
+) -> (Header, T, Vec<TaskMeta>) {
+    let hello = Header::Hello {
+        worker,
+        running: vec![],
+    };
+    send(w, &hello, vec![]).await;
+    let welcome = recv_dealer(w).await.header;
+    assert!(
+        matches!(welcome, Header::Welcome { .. }),
+        "expected welcome, got {welcome:?}"
+    );
+    let got = meanwhile.await;
+    let d = recv_significant(w).await;
+    let Header::Tasks { tasks, .. } = d.header else {
+        panic!("expected tasks, got {:?}", d.header)
+    };
+    assert_eq!(d.blobs.len(), 2 * tasks.len(), "two blobs per task");
+    (welcome, got, tasks)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_worker_gets_tasks_and_its_results_are_stored() {
     let env = Env::new().await;
     let (stop, handle) = env.spawn(env.config(Mode::Push, 50));
     let mut w = connect_dealer(&env).await;
-    send(
-        &mut w,
-        &Header::Hello {
-            worker: info("w1", 2, VERSION),
-            running: vec![],
-        },
-        vec![],
-    )
-    .await;
+    let (welcome, t, tasks) =
+        hello_and_first_tasks(&mut w, info("w1", 2, VERSION), env.submit()).await;
     assert!(matches!(
-        recv_dealer(&mut w).await.header,
+        welcome,
         Header::Welcome {
             heartbeat_ms: 100,
             heartbeat_misses: 50,
             ..
         }
     ));
-    let t = env.submit().await;
-    let d = recv_significant(&mut w).await;
-    let Header::Tasks { tasks, .. } = d.header else {
-        panic!("expected tasks, got {:?}", d.header)
-    };
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].task.task_id, t);
-    assert_eq!(d.blobs.len(), 2);
     assert_eq!(
         env.store.task_status(&t).await.expect("status"),
         Some(TaskStatus::Running)
@@ -102,19 +120,7 @@ async fn push_worker_that_goes_silent_loses_its_task_as_worker_failure() {
     let env = Env::new().await;
     let (stop, handle) = env.spawn(env.config(Mode::Push, 3));
     let mut w = connect_dealer(&env).await;
-    send(
-        &mut w,
-        &Header::Hello {
-            worker: info("w1", 1, VERSION),
-            running: vec![],
-        },
-        vec![],
-    )
-    .await;
-    recv_dealer(&mut w).await;
-    let t = env.submit().await;
-    let d = recv_significant(&mut w).await;
-    assert!(matches!(d.header, Header::Tasks { .. }));
+    let (_, t, tasks) = hello_and_first_tasks(&mut w, info("w1", 1, VERSION), env.submit()).await;
     // Silence: no heartbeats. Threshold is 100 ms × 3.
     let took = env
         .wait_status(&t, TaskStatus::Failed, Duration::from_secs(5))
@@ -136,9 +142,6 @@ async fn push_worker_that_goes_silent_loses_its_task_as_worker_failure() {
         vec![],
     )
     .await;
-    let Header::Tasks { tasks, .. } = d.header else {
-        unreachable!()
-    };
     let (h, blobs) = ok_result(&env, tasks[0].task);
     send(&mut w, &h, blobs).await;
     loop {
@@ -271,27 +274,13 @@ async fn a_deep_queue_is_sent_in_batches_within_the_credit() {
     }
     let (stop, handle) = env.spawn(env.config(Mode::Push, 50));
     let mut w = connect_dealer(&env).await;
-    send(
-        &mut w,
-        &Header::Hello {
-            worker: info("w1", 4, VERSION),
-            running: vec![],
-        },
-        vec![],
-    )
-    .await;
-    recv_dealer(&mut w).await;
     // Four slots: the first message carries four tasks, and nothing more comes until a result.
-    let d = recv_significant(&mut w).await;
-    let Header::Tasks { tasks, .. } = d.header else {
-        panic!("expected tasks, got {:?}", d.header)
-    };
+    let (_, (), tasks) = hello_and_first_tasks(&mut w, info("w1", 4, VERSION), async {}).await;
     assert_eq!(
         tasks.len(),
         4,
         "one message with as many tasks as free slots"
     );
-    assert_eq!(d.blobs.len(), 8);
     let extra = tokio::time::timeout(Duration::from_millis(500), recv_significant(&mut w)).await;
     assert!(
         extra.is_err(),
@@ -396,12 +385,7 @@ async fn results_only_from_the_assigned_worker_and_unwanted_runs_are_cancelled()
     let env = Env::new().await;
     let (stop, handle) = env.spawn(env.config(Mode::Push, 30));
     let mut w1 = connect_dealer(&env).await;
-    hello(&mut w1, "w1", vec![]).await;
-    recv_dealer(&mut w1).await;
-    let t = env.submit().await;
-    let Header::Tasks { tasks, .. } = recv_significant(&mut w1).await.header else {
-        panic!("tasks expected")
-    };
+    let (_, t, tasks) = hello_and_first_tasks(&mut w1, info("w1", 1, VERSION), env.submit()).await;
     let run = tasks[0].task;
     let mut w2 = connect_dealer(&env).await;
     hello(&mut w2, "w2", vec![]).await;
@@ -463,20 +447,7 @@ async fn prefetched_tasks_are_sent_cancelled_and_lost_like_running_ones() {
         capacity: Some(3),
         ..info("w1", 1, VERSION)
     };
-    send(
-        &mut w,
-        &Header::Hello {
-            worker,
-            running: vec![],
-        },
-        vec![],
-    )
-    .await;
-    recv_dealer(&mut w).await;
-    let d = recv_significant(&mut w).await;
-    let Header::Tasks { tasks, .. } = d.header else {
-        panic!("expected tasks, got {:?}", d.header)
-    };
+    let (_, (), tasks) = hello_and_first_tasks(&mut w, worker, async {}).await;
     assert_eq!(
         tasks.len(),
         3,

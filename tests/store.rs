@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use faas::runtime::Runtime;
 use faas::store::claims::ClaimOf;
-use faas::store::{keys, Claim, Finish, QueueReader, Recorded, Store, TaskStatus};
+use faas::store::{keys, Claim, Finish, QueueEntry, QueueReader, Recorded, Store, TaskStatus};
 use redis::Commands;
 use util::redis::RedisServer;
 use uuid::Uuid;
@@ -16,20 +16,39 @@ async fn store(r: &RedisServer) -> Store {
     r.store(Duration::from_secs(60)).await
 }
 
-/// Queues one task and has consumer `name` read it (it is then pending for that consumer).
-async fn one_task_read_by(s: &Store, name: &str) -> QueueReader {
-    let f = s.register_function("f", b"fn").await.expect("register");
-    s.create_task(&f, b"a")
+/// What [`queued_and_read`] set up.
+struct Queued {
+    function_id: Uuid,
+    task_ids: Vec<Uuid>,
+    /// The queue entries of `task_ids`, in order, pending for `reader`'s consumer.
+    entries: Vec<QueueEntry>,
+    reader: QueueReader,
+}
+
+/// Registers function "f" (body `b"fn"`), creates `n` tasks of it (args `b"a"`) in one step, and
+/// has consumer `consumer` read the queue: exactly their `n` entries, in order.
+async fn queued_and_read(s: &Store, n: usize, consumer: &str) -> Queued {
+    let function_id = s.register_function("f", b"fn").await.expect("register");
+    let args: Vec<&[u8]> = vec![b"a"; n];
+    let task_ids = s
+        .create_tasks(&function_id, &args, None)
         .await
         .expect("create")
-        .expect("task");
-    let mut reader = QueueReader::open(s, name).await.expect("reader");
-    let got = reader
-        .read_new(1, Duration::from_millis(100))
+        .expect("tasks");
+    let mut reader = QueueReader::open(s, consumer).await.expect("reader");
+    let entries = reader
+        .read_new(n + 1, Duration::from_millis(100))
         .await
         .expect("read");
-    assert_eq!(got.len(), 1);
-    reader
+    let read: Vec<Option<Uuid>> = entries.iter().map(|e| e.task_id).collect();
+    let want: Vec<Option<Uuid>> = task_ids.iter().copied().map(Some).collect();
+    assert_eq!(read, want, "the queue holds exactly the new tasks");
+    Queued {
+        function_id,
+        task_ids,
+        entries,
+        reader,
+    }
 }
 
 /// Claims `t` for `worker` under claim token `token` (no runtime).
@@ -210,18 +229,13 @@ async fn transitions_are_fenced_and_terminal_states_stick() {
 async fn requeue_is_fenced_and_reenqueues() {
     let r = RedisServer::start();
     let s = store(&r).await;
-    let f = s.register_function("f", b"fn").await.expect("register");
-    let t = s
-        .create_task(&f, b"a")
-        .await
-        .expect("create")
-        .expect("task");
-    let mut q = QueueReader::open(&s, "c1").await.expect("reader");
-    let e = q
-        .read_new(10, Duration::from_millis(100))
-        .await
-        .expect("read");
-    assert_eq!(e.len(), 1);
+    let Queued {
+        task_ids,
+        entries: e,
+        reader: mut q,
+        ..
+    } = queued_and_read(&s, 1, "c1").await;
+    let t = task_ids[0];
     assert!(matches!(
         claim(&s, &t, "w", "").await,
         Claim::Running { attempt: 1, .. }
@@ -305,7 +319,7 @@ async fn queue_keeps_unacked_entries_pending_and_adopts_orphans() {
 async fn live_leases_protect_entries_from_adoption() {
     let r = RedisServer::start();
     let s = store(&r).await;
-    let _a = one_task_read_by(&s, "a").await;
+    let _a = queued_and_read(&s, 1, "a").await;
     let lease = faas::dispatcher::lease::acquire(&s, "a")
         .await
         .expect("lease");
@@ -467,7 +481,7 @@ async fn takeover_pages_past_ten_thousand_and_never_steals_from_the_living() {
 async fn takeover_stops_when_the_owner_returns() {
     let r = RedisServer::start();
     let s = store(&r).await;
-    let mut owner = one_task_read_by(&s, "owner").await;
+    let mut owner = queued_and_read(&s, 1, "owner").await.reader;
     let _lease = faas::dispatcher::lease::acquire(&s, "owner")
         .await
         .expect("lease");
@@ -782,18 +796,12 @@ async fn finish_many_answers_as_single_finishes_acks_and_publishes_once() {
 async fn ack_many_and_function_payloads_take_one_call_each() {
     let r = RedisServer::start();
     let s = store(&r).await;
-    let f = s.register_function("f", b"body").await.expect("register");
-    for _ in 0..3 {
-        s.create_task(&f, b"a")
-            .await
-            .expect("create")
-            .expect("task");
-    }
-    let mut q = QueueReader::open(&s, "c").await.expect("reader");
-    let e = q
-        .read_new(10, Duration::from_millis(50))
-        .await
-        .expect("read");
+    let Queued {
+        function_id: f,
+        entries: e,
+        reader: mut q,
+        ..
+    } = queued_and_read(&s, 3, "c").await;
     let ids: Vec<&str> = e.iter().map(|e| e.entry_id.as_str()).collect();
     for _ in 0..2 {
         s.ack_many(&ids).await.expect("ack_many");
@@ -804,7 +812,7 @@ async fn ack_many_and_function_payloads_take_one_call_each() {
         .function_payloads(&[f, Uuid::new_v4()])
         .await
         .expect("payloads");
-    assert_eq!(got, [Some(bytes::Bytes::from_static(b"body")), None]);
+    assert_eq!(got, [Some(bytes::Bytes::from_static(b"fn")), None]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,20 +820,12 @@ async fn group_commit_answers_every_caller_across_count_and_byte_caps() {
     use faas::dispatcher::commit::{GroupCommit, Report, MAX_COUNT};
     let r = RedisServer::start();
     let s = store(&r).await;
-    let f = s.register_function("f", b"fn").await.expect("register");
     let n = MAX_COUNT + 188;
-    let args: Vec<&[u8]> = vec![b"a"; n];
-    s.create_tasks(&f, &args, None)
-        .await
-        .expect("create")
-        .expect("tasks");
-    let mut q = QueueReader::open(&s, "c").await.expect("reader");
-    let entries = q
-        .read_new(n, Duration::from_millis(100))
-        .await
-        .expect("read");
-    assert_eq!(entries.len(), n);
-    let ids: Vec<Uuid> = entries.iter().filter_map(|e| e.task_id).collect();
+    let Queued {
+        task_ids: ids,
+        entries,
+        ..
+    } = queued_and_read(&s, n, "c").await;
     let tokens: Vec<String> = entries.iter().map(|e| e.entry_id.clone()).collect();
     let of: Vec<ClaimOf<'_>> = ids
         .iter()

@@ -1,16 +1,22 @@
 //! The store's Redis connections under faults, against real redis-servers: a killed connection
 //! is replaced unseen, an outage fails calls fast and ends by itself, lost data is recreated,
-//! a Sentinel failover is followed, and `wait_replicas` tells when a task is not on a replica.
+//! a Sentinel failover is followed, and `wait_replicas` tells when a task is not on a replica;
+//! the pub/sub subscription is kept while idle and replaced when Redis freezes.
 
 mod util;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use faas::dispatcher::commit::{GroupCommit, Report};
-use faas::store::{is_unavailable, Finish, QueueReader, Recorded, Store, StoreError, TaskStatus};
+use faas::store::follow::{self, ChannelEvent, ChannelListener};
+use faas::store::{
+    is_unavailable, keys, Finish, QueueReader, Recorded, Store, StoreError, TaskStatus,
+};
 use http_body_util::BodyExt;
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 use util::redis::{RedisServer, Sentinels};
 use uuid::Uuid;
@@ -453,4 +459,138 @@ async fn a_value_redis_refuses_fails_only_its_own_finish_in_a_batch() {
     let mut want = vec![Some(TaskStatus::Completed); 6];
     want[3] = Some(TaskStatus::Running);
     assert_eq!(statuses, want, "only the refused result is not stored");
+}
+
+// ---- the pub/sub subscription (store::follow) ---------------------------------------------
+
+/// A [`ChannelListener`] that forwards every event to the test.
+struct Events(mpsc::UnboundedSender<ChannelEvent>);
+
+impl ChannelListener for Events {
+    fn on_event(&self, event: ChannelEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// How often the tests' subscriptions are pinged when idle.
+const FOLLOW_PING: Duration = Duration::from_millis(200);
+
+/// Follows the done channel of `r`, pinging an idle subscription every [`FOLLOW_PING`], until
+/// the first `Subscribed`. The subscription lasts while the returned listener does; its further
+/// events arrive on the receiver.
+async fn follow_done(r: &RedisServer) -> (Arc<Events>, mpsc::UnboundedReceiver<ChannelEvent>) {
+    util::init_tracing();
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let events = Arc::new(Events(tx));
+    tokio::spawn(follow::follow_with(
+        s.connector().clone(),
+        keys::DONE_CHANNEL,
+        Arc::downgrade(&events),
+        FOLLOW_PING,
+    ));
+    assert_eq!(
+        next_event(&mut rx, Duration::from_secs(10)).await,
+        Some(ChannelEvent::Subscribed)
+    );
+    (events, rx)
+}
+
+/// The next event within `limit`, if any.
+async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<ChannelEvent>,
+    limit: Duration,
+) -> Option<ChannelEvent> {
+    tokio::time::timeout(limit, rx.recv()).await.ok().flatten()
+}
+
+/// Publishes a new task id on the done channel, as the scripts do; returns it.
+fn publish_done(r: &RedisServer) -> Uuid {
+    let id = Uuid::new_v4();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(keys::DONE_CHANNEL)
+        .arg(id.to_string())
+        .query(&mut r.conn())
+        .expect("PUBLISH");
+    id
+}
+
+/// The value of `field` in the `section` of the server's `INFO`.
+fn info_field(r: &RedisServer, section: &str, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut r.conn())
+        .expect("INFO");
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+}
+
+/// How many PING commands the server has answered.
+fn pings_answered(r: &RedisServer) -> u64 {
+    info_field(r, "commandstats", "cmdstat_ping")
+        .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An idle subscription (nothing published for several ping periods) is kept: every ping is
+/// answered and none is taken for a lost connection, so there is exactly one `Subscribed` and
+/// nothing else; a message published afterwards is delivered on it. (Operators saw "subscription
+/// lost; reconnecting" every ping period on an idle system: the pong of a subscribed RESP2
+/// connection is an array, which failed to convert.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscription_is_kept_and_still_delivers() {
+    let r = RedisServer::start();
+    let (_listener, mut events) = follow_done(&r).await;
+    let before = pings_answered(&r);
+    tokio::time::sleep(FOLLOW_PING * 6).await;
+    assert!(
+        pings_answered(&r) >= before + 2,
+        "the idle subscription was pinged"
+    );
+    let mut idle = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        idle.push(ev);
+    }
+    assert_eq!(idle, [], "nothing happens on an idle subscription");
+    let id = publish_done(&r);
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Some(ChannelEvent::Task(id))
+    );
+}
+
+/// A Redis that stops answering (SIGSTOP: the TCP connection stays open) is noticed by the
+/// unanswered ping: the subscription is given up and, once Redis runs again, made anew
+/// (`Subscribed` again), and it delivers. Without the ping the old connection would simply
+/// resume and nothing would be reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_noticed_by_the_ping_and_subscribed_again() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let r = RedisServer::start();
+    let (_listener, mut events) = follow_done(&r).await;
+    let pid: i32 = info_field(&r, "server", "process_id")
+        .and_then(|p| p.parse().ok())
+        .expect("process_id");
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
+    // Frozen for longer than a ping period plus the wait for its answer.
+    tokio::time::sleep(FOLLOW_PING + follow::PING_WAIT + Duration::from_secs(2)).await;
+    assert_eq!(
+        events.try_recv().ok(),
+        None,
+        "nothing while Redis is frozen"
+    );
+    kill(Pid::from_raw(pid), Signal::SIGCONT).expect("SIGCONT");
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(10)).await,
+        Some(ChannelEvent::Subscribed),
+        "the silent connection was replaced"
+    );
+    let id = publish_done(&r);
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Some(ChannelEvent::Task(id))
+    );
 }

@@ -48,18 +48,7 @@ impl Store {
         }
         let mut c = self.conn();
         let replies: Vec<Vec<Value>> = inv.invoke_async(&mut c).await?;
-        if replies.len() != tasks.len() {
-            return Err(StoreError::Corrupt(format!(
-                "claim of {} tasks: {} replies",
-                tasks.len(),
-                replies.len()
-            )));
-        }
-        tasks
-            .iter()
-            .zip(replies)
-            .map(|(t, r)| parse_claim(&t.task_id, r))
-            .collect()
+        per_task("claim", tasks, replies, |t, r| parse_claim(&t.task_id, r))
     }
 
     /// Applies every terminal report of `finishes` in one step: one [`Recorded`] per report, in
@@ -88,18 +77,7 @@ impl Store {
         }
         let mut c = self.conn();
         let replies: Vec<i64> = inv.invoke_async(&mut c).await?;
-        if replies.len() != finishes.len() {
-            return Err(StoreError::Corrupt(format!(
-                "finish of {} tasks: {} replies",
-                finishes.len(),
-                replies.len()
-            )));
-        }
-        finishes
-            .iter()
-            .zip(replies)
-            .map(|(f, r)| recorded(&f.task_id, r))
-            .collect()
+        per_task("finish", finishes, replies, |f, r| recorded(&f.task_id, r))
     }
 
     /// Acknowledges and deletes queue entries without touching any task, in one atomic step.
@@ -138,6 +116,29 @@ impl Store {
         let got: Vec<Option<Vec<u8>>> = pipe.query_async(&mut c).await?;
         Ok(got.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
+}
+
+/// The answer of a batch script (`what`: "claim", "finish") for each of `tasks`, parsed by
+/// `parse` from its reply: the script answers one reply per task, in order, and any other count
+/// is [`StoreError::Corrupt`].
+fn per_task<T, R, O>(
+    what: &str,
+    tasks: &[T],
+    replies: Vec<R>,
+    parse: impl Fn(&T, R) -> Result<O, StoreError>,
+) -> Result<Vec<O>, StoreError> {
+    if replies.len() != tasks.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{what} of {} tasks: {} replies",
+            tasks.len(),
+            replies.len()
+        )));
+    }
+    tasks
+        .iter()
+        .zip(replies)
+        .map(|(t, r)| parse(t, r))
+        .collect()
 }
 
 /// A [`Claim`] from one [`scripts::CLAIM`] reply.

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::PubSub;
+use redis::Value;
 use uuid::Uuid;
 
 use super::{Connector, StoreError};
@@ -24,10 +25,10 @@ use super::{Connector, StoreError};
 /// First pause after a failed connection; doubled up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How often an idle subscription is pinged, and how long the answer may take: a connection
-/// that went silent (half-open TCP, a frozen Redis) is replaced within about their sum.
-const PING_EVERY: Duration = Duration::from_secs(5);
-const PING_WAIT: Duration = Duration::from_secs(2);
+/// How often [`follow`] pings an idle subscription, and how long the answer may take: a
+/// connection that went silent (half-open TCP, a frozen Redis) is replaced within about their sum.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+pub const PING_WAIT: Duration = Duration::from_secs(2);
 /// Longest wait for a connection plus subscription.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
@@ -68,6 +69,17 @@ pub async fn follow<L: ChannelListener>(
     channel: &'static str,
     listener: Weak<L>,
 ) {
+    follow_with(connector, channel, listener, PING_EVERY).await
+}
+
+/// [`follow`], pinging an idle subscription every `ping_every` instead of [`PING_EVERY`] (tests
+/// use a short period).
+pub async fn follow_with<L: ChannelListener>(
+    connector: Connector,
+    channel: &'static str,
+    listener: Weak<L>,
+    ping_every: Duration,
+) {
     let on_event = |ev: ChannelEvent| match listener.upgrade() {
         Some(l) => {
             l.on_event(ev);
@@ -100,7 +112,7 @@ pub async fn follow<L: ChannelListener>(
         }
         let (mut sink, mut stream) = pubsub.split();
         let why = loop {
-            match tokio::time::timeout(PING_EVERY, stream.next()).await {
+            match tokio::time::timeout(ping_every, stream.next()).await {
                 Ok(Some(msg)) => {
                     let id = msg
                         .get_payload::<String>()
@@ -122,7 +134,9 @@ pub async fn follow<L: ChannelListener>(
                     if !alive() {
                         return;
                     }
-                    let ping = tokio::time::timeout(PING_WAIT, sink.ping::<String>()).await;
+                    // Any answer will do. A subscribed RESP2 connection answers the array
+                    // ["pong", ""], not "PONG": asking for a string failed every idle ping.
+                    let ping = tokio::time::timeout(PING_WAIT, sink.ping::<Value>()).await;
                     match ping {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => break format!("ping failed: {e}"),
