@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let check = args.check_config;
     faas::daemon::main(
         "faas-gateway",
+        faas::daemon::Threads::PerCore,
         check,
         args.into_config(),
         |c| &c.log_level,
