@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use faas::runtime::Runtime;
 use faas::store::claims::ClaimOf;
+use faas::store::stats::Stats;
 use faas::store::{keys, Claim, Finish, QueueEntry, QueueReader, Recorded, Store, TaskStatus};
 use redis::Commands;
 use util::redis::RedisServer;
@@ -724,9 +725,22 @@ async fn finish_many_answers_as_single_finishes_acks_and_publishes_once() {
     for fin in finishes(&single, &single_entries) {
         want.push(s.finish(&fin).await.expect("finish"));
     }
+    let after_single = s.stats().await.expect("stats");
     let (batch, batch_entries) = mixed_finishes(&s, &f, "c2").await;
     let fins = finishes(&batch, &batch_entries);
     let got = s.finish_many(&fins).await.expect("finish_many");
+    // The batch counts exactly what the single finishes counted (it writes its counters once, at
+    // its end): the same outcomes, as many latencies.
+    let after_batch = s.stats().await.expect("stats");
+    let latencies = |st: &Stats| st.latency_buckets.iter().sum::<u64>();
+    assert_eq!(
+        latencies(&after_batch) - latencies(&after_single),
+        latencies(&after_single)
+    );
+    for ((outcome, n), (outcome_b, n_b)) in after_single.settled.iter().zip(&after_batch.settled) {
+        assert_eq!(outcome, outcome_b);
+        assert_eq!(*n_b, 2 * n, "{outcome:?}");
+    }
     assert_eq!(got, want);
     assert_eq!(
         got,
@@ -763,7 +777,16 @@ async fn finish_many_answers_as_single_finishes_acks_and_publishes_once() {
     // Every entry named was acknowledged and deleted, by either path.
     let mut c = r.conn();
     let len: usize = c.xlen(keys::QUEUE).expect("xlen");
-    assert_eq!(len, 0, "all entries acknowledged");
+    assert_eq!(len, 0, "all entries deleted");
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(keys::QUEUE)
+        .arg(keys::GROUP)
+        .query(&mut c)
+        .expect("xpending");
+    assert!(
+        matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))),
+        "all entries acknowledged: {pending:?}"
+    );
     // Per path one pre-settled task and two applied finishes: each id once on the done channel.
     let mut published = Vec::new();
     while let Ok(msg) = pubsub.get_message() {

@@ -11,18 +11,17 @@ use redis::Script;
 /// body of [`CLAIM`] and of each task of [`CLAIM_MANY`] (one definition, one behaviour).
 const CLAIM_LUA: &str = r#"
 local function faas_claim(task, worker, now, python, dill, token)
-  local st = redis.call('HGET', task, 'status')
+  local f = redis.call('HMGET', task, 'status', 'claim', 'attempts', 'function_id', 'args', 'timeout_ms')
+  local st = f[1]
   if not st then return {'MISSING'} end
-  if st == 'RUNNING' and token ~= '' and redis.call('HGET', task, 'claim') == token then
-    local f = redis.call('HMGET', task, 'attempts', 'function_id', 'args', 'timeout_ms')
-    return {'RUNNING', f[1], f[2], f[3], f[4] or ''}
+  if st == 'RUNNING' and token ~= '' and f[2] == token then
+    return {'RUNNING', f[3], f[4], f[5], f[6] or ''}
   end
   if st ~= 'QUEUED' then return {st} end
-  local attempt = redis.call('HINCRBY', task, 'attempts', 1)
-  redis.call('HSET', task, 'status', 'RUNNING', 'started_ms', now, 'worker', worker, 'claim', token)
-  redis.call('HSET', task, 'python', python, 'dill', dill)
-  local f = redis.call('HMGET', task, 'function_id', 'args', 'timeout_ms')
-  return {'RUNNING', tostring(attempt), f[1], f[2], f[3] or ''}
+  local attempt = tostring((tonumber(f[3]) or 0) + 1)
+  redis.call('HSET', task, 'status', 'RUNNING', 'attempts', attempt, 'started_ms', now,
+    'worker', worker, 'claim', token, 'python', python, 'dill', dill)
+  return {'RUNNING', attempt, f[4], f[5], f[6] or ''}
 end
 "#;
 
@@ -53,27 +52,33 @@ return out
 });
 
 /// Lua function `faas_finish(task, queue, stats, from, attempt, status, result, error, now_ms,
-/// ttl_secs, entry_id, group, channel, task_id)`: the body of [`FINISH`] and of each finish of
-/// [`FINISH_MANY`] (one definition, one behaviour).
+/// ttl_secs, entry_id, group, channel, task_id[, batch])`: the body of [`FINISH`] and of each
+/// finish of [`FINISH_MANY`] (one definition, one behaviour). With `batch` (a table of
+/// `counts` and `entries`), the counters and the acknowledgement are left for the batch to write
+/// once, at its end, in the same script: nothing else reads them in between.
 const FINISH_LUA: &str = r#"
-local function faas_finish(task, queue, stats, from, attempt, status, result, err, now, ttl, entry, group, channel, id)
+local function faas_finish(task, queue, stats, from, attempt, status, result, err, now, ttl, entry, group, channel, id, batch)
   local applied = 0
-  local st = redis.call('HGET', task, 'status')
-  local attempts = redis.call('HGET', task, 'attempts')
+  local f = redis.call('HMGET', task, 'status', 'attempts', 'created_ms')
+  local st, attempts = f[1], f[2]
   if not st then
     applied = -1
   elseif st == from and (attempt == '' or attempts == attempt) then
     redis.call('HSET', task, 'status', status, 'result', result, 'error', err, 'finished_ms', now)
     if tonumber(ttl) > 0 then redis.call('EXPIRE', task, ttl) end
-    faas_settled(stats, task, status, err, now)
+    faas_settled(stats, task, status, err, now, f[3], batch and batch.counts)
     redis.call('PUBLISH', channel, id)
     applied = 1
   elseif st == status and attempt ~= '' and attempts == attempt then
     applied = 2
   end
   if entry ~= '' then
-    redis.call('XACK', queue, group, entry)
-    redis.call('XDEL', queue, entry)
+    if batch then
+      table.insert(batch.entries, entry)
+    else
+      redis.call('XACK', queue, group, entry)
+      redis.call('XDEL', queue, entry)
+    end
   end
   return applied
 end
@@ -107,10 +112,16 @@ pub static FINISH_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{}{FINISH_LUA}
 local out = {{}}
+local batch = {{counts = {{}}, entries = {{}}}}
 for i = 3, #KEYS do
   local a = 4 + (i - 3) * 7
   out[i - 2] = faas_finish(KEYS[i], KEYS[1], KEYS[2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-    ARGV[a + 4], ARGV[a + 5], ARGV[1], ARGV[2], ARGV[a + 6], ARGV[3], ARGV[4], ARGV[a + 7])
+    ARGV[a + 4], ARGV[a + 5], ARGV[1], ARGV[2], ARGV[a + 6], ARGV[3], ARGV[4], ARGV[a + 7], batch)
+end
+faas_settled_flush(KEYS[2], batch.counts)
+if #batch.entries > 0 then
+  redis.call('XACK', KEYS[1], ARGV[3], unpack(batch.entries))
+  redis.call('XDEL', KEYS[1], unpack(batch.entries))
 end
 return out
 "#,

@@ -21,30 +21,49 @@ pub const LATENCY_BUCKETS_MS: [u64; 15] = [
 /// Most distinct failure causes counted by name; further ones count as `other`.
 const MAX_CAUSES: usize = 200;
 
-/// Lua prelude defining `faas_settled(stats_key, task_key, status, error, now_ms)`, to be called
-/// by a script right after it settled `task_key`.
+/// Lua prelude defining `faas_settled(stats_key, task_key, status, error, now_ms[, created_ms,
+/// acc])`, to be called by a script right after it settled `task_key`. `created_ms` is the task's
+/// field when the caller has read it already (`false` when the task has none; omitted: read
+/// here). With `acc` (a table), the counts that are the same for every task of a batch
+/// (`settled:COMPLETED` and the latency fields) are added up there and written by
+/// `faas_settled_flush(stats_key, acc)` once per batch, not once per task; a failure's cause
+/// counter is always written at once (the cap on distinct causes reads the hash).
 pub static SETTLED_LUA: LazyLock<String> = LazyLock::new(|| {
     let bounds: Vec<String> = LATENCY_BUCKETS_MS.iter().map(u64::to_string).collect();
     format!(
         r#"
-local function faas_settled(stats, task, status, err, now)
-  local field = 'settled:COMPLETED'
-  if status ~= 'COMPLETED' then
-    field = 'settled:FAILED:' .. (string.match(err or '', '^([%w_%.]+)') or 'unknown')
+local function faas_count(stats, acc, field, n)
+  if acc then
+    acc[field] = (acc[field] or 0) + n
+  else
+    redis.call('HINCRBY', stats, field, n)
+  end
+end
+local function faas_settled(stats, task, status, err, now, created, acc)
+  if status == 'COMPLETED' then
+    faas_count(stats, acc, 'settled:COMPLETED', 1)
+  else
+    local field = 'settled:FAILED:' .. (string.match(err or '', '^([%w_%.]+)') or 'unknown')
     if redis.call('HEXISTS', stats, field) == 0 and redis.call('HLEN', stats) > {max} then
       field = 'settled:FAILED:other'
     end
+    redis.call('HINCRBY', stats, field, 1)
   end
-  redis.call('HINCRBY', stats, field, 1)
-  local created = tonumber(redis.call('HGET', task, 'created_ms'))
+  if created == nil then created = redis.call('HGET', task, 'created_ms') end
+  created = tonumber(created)
   if created then
     local ms = math.max(0, tonumber(now) - created)
     local bucket = '+Inf'
     for _, b in ipairs({{{bounds}}}) do
       if ms <= b then bucket = tostring(b); break end
     end
-    redis.call('HINCRBY', stats, 'latency:' .. bucket, 1)
-    redis.call('HINCRBY', stats, 'latency_sum_ms', ms)
+    faas_count(stats, acc, 'latency:' .. bucket, 1)
+    faas_count(stats, acc, 'latency_sum_ms', ms)
+  end
+end
+local function faas_settled_flush(stats, acc)
+  for field, n in pairs(acc) do
+    redis.call('HINCRBY', stats, field, n)
   end
 end
 "#,
