@@ -6,7 +6,12 @@
 //! for Redis (at most a second after Redis answers again, it reads again), and runs a recovery
 //! pass first, since entries delivered on a lost connection are pending unseen. A drain that times
 //! out hands the unfinished runs back (see [`run`]); `STATUS=` comes from [`status`].
+//!
+//! Each read also takes entries for later, as many as [`ahead`] allows at the recent pace: a
+//! process that frees up then starts with one claim (no read), and a stopping dispatcher hands
+//! the entries it read ahead back to the queue.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use super::ahead::{self, Pace};
 use super::cancels::{self, LocalStops};
 use super::core::{Core, Owned, Prepared};
 use super::presence::Presence;
@@ -42,6 +48,10 @@ struct Local {
     stops: LocalStops,
     /// One task per claimed batch (it polls its runs: aborting it aborts them).
     running: JoinSet<()>,
+    /// Entries read ahead, not yet claimed (QUEUED; not in `in_flight`), oldest first.
+    ahead: VecDeque<QueueEntry>,
+    /// How long recent runs took (the read-ahead depth follows it).
+    pace: Arc<Pace>,
 }
 
 /// Runs the local loop until `shutdown`, then drains running tasks for up to `drain`. Returns
@@ -60,6 +70,8 @@ pub async fn run(
         in_flight: InFlight::default(),
         stops: LocalStops::default(),
         running: JoinSet::new(),
+        ahead: VecDeque::new(),
+        pace: Arc::new(Pace::default()),
     };
     let _cancels = cancels::follow(l.core.clone(), l.in_flight.clone(), l.stops.clone());
     let mut wd = Watchdog::from_env();
@@ -107,17 +119,27 @@ pub async fn run(
         };
         pulse.resumed();
         let want = 1 + l.pool.available();
+        if !l.ahead.is_empty() {
+            let n = want.min(l.ahead.len());
+            let entries: Vec<QueueEntry> = l.ahead.drain(..n).collect();
+            l.start_on(slot, entries, &mut wd).await;
+            continue;
+        }
+        let depth = ahead::depth(l.pool.slots(), l.pace.average());
         // Back in time for the next watchdog ping (a read is not cancelled midway).
         let block = wd
             .remaining()
             .map_or(READ_BLOCK, |r| r.clamp(MIN_READ_BLOCK, READ_BLOCK));
         let read = tokio::select! {
             _ = shutdown.wait() => break,
-            r = reader.read_new(want, block) => r,
+            r = reader.read_new(want + depth, block) => r,
         };
         let entries = match read {
-            Ok(entries) => {
+            Ok(mut entries) => {
                 l.record(&pulse, &reader, Ok(()));
+                if entries.len() > want {
+                    l.ahead.extend(entries.drain(want..));
+                }
                 entries
             }
             Err(e) => {
@@ -134,17 +156,9 @@ pub async fn run(
                 continue;
             }
         };
-        let mut slot = Some(slot);
-        let mut batch = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let s = match slot.take() {
-                Some(s) => s,
-                None => wd.during(l.pool.reserve()).await,
-            };
-            batch.push((s, entry));
-        }
-        l.start(batch, false);
+        l.start_on(slot, entries, &mut wd).await;
     }
+    l.release_ahead().await;
     status.set(format!(
         "stopping: draining {} running tasks",
         l.in_flight.len()
@@ -239,6 +253,11 @@ impl Local {
         wd: &mut Watchdog,
     ) -> Result<(), StoreError> {
         for entry in runs::pending(reader, &self.in_flight).await? {
+            // Read ahead by this loop: it runs them in turn.
+            if self.ahead.iter().any(|a| a.entry_id == entry.entry_id) {
+                self.in_flight.end(&entry.entry_id);
+                continue;
+            }
             if shutdown.is_triggered() {
                 self.in_flight.end(&entry.entry_id);
                 continue;
@@ -249,12 +268,45 @@ impl Local {
         Ok(())
     }
 
+    /// Starts `entries` (at least one) on `slot` and on further slots as they free up.
+    async fn start_on(&mut self, slot: Slot, entries: Vec<QueueEntry>, wd: &mut Watchdog) {
+        let mut slot = Some(slot);
+        let mut batch = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let s = match slot.take() {
+                Some(s) => s,
+                None => wd.during(self.pool.reserve()).await,
+            };
+            batch.push((s, entry));
+        }
+        self.start(batch, false);
+    }
+
+    /// Hands the entries read ahead back to the queue (one attempt: if Redis does not answer,
+    /// they stay pending here and are recovered like those of any dispatcher that stopped).
+    async fn release_ahead(&mut self) {
+        if self.ahead.is_empty() {
+            return;
+        }
+        let entries: Vec<QueueEntry> = self.ahead.drain(..).collect();
+        match self.core.store.release(&entries).await {
+            Ok(n) => tracing::info!(
+                read_ahead = entries.len(),
+                requeued = n,
+                "handed the tasks read ahead back to the queue"
+            ),
+            Err(e) => tracing::warn!(read_ahead = entries.len(), error = %e,
+                "could not hand the tasks read ahead back; they stay pending for recovery"),
+        }
+    }
+
     /// Claims the tasks of `batch` in one step, then runs each on its slot, all in the
     /// background: one task per batch, which polls its runs together (aborting it aborts them).
     fn start(&mut self, batch: Vec<(Slot, QueueEntry)>, recovered: bool) {
         let core = self.core.clone();
         let in_flight = self.in_flight.clone();
         let stops = self.stops.clone();
+        let pace = self.pace.clone();
         for (_, entry) in &batch {
             in_flight.begin(&entry.entry_id);
         }
@@ -272,7 +324,7 @@ impl Local {
             for (((slot, entry), stop), prepared) in
                 batch.into_iter().zip(stop).zip(prepared)
             {
-                let (core, in_flight) = (core.clone(), in_flight.clone());
+                let (core, in_flight, pace) = (core.clone(), in_flight.clone(), pace.clone());
                 let finish = {
                     let (stops, in_flight) = (stops.clone(), in_flight.clone());
                     move |entry: QueueEntry| {
@@ -286,10 +338,12 @@ impl Local {
                     Ok(Prepared::Run(run)) => {
                         in_flight.own(&run.owned);
                         runs.push(Box::pin(async move {
+                            let began = tokio::time::Instant::now();
                             let outcome = match stop {
                                 Some(stop) => slot.run_until(run.spec.clone(), stop).await,
                                 None => slot.run(run.spec.clone()).await,
                             };
+                            pace.observe(began.elapsed());
                             // Waits for Redis if it is away: the result is stored when it answers again.
                             runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), outcome, &in_flight).await;
                             finish(entry);

@@ -9,6 +9,7 @@
 //! or the ROUTER is bound (pull/push); the mode loop owns the watchdog (pinged by the rule of
 //! [`pulse`]) and the `STATUS=` line.
 
+pub mod ahead;
 pub mod cancels;
 pub mod commit;
 pub mod core;

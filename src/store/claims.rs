@@ -12,7 +12,7 @@ use bytes::Bytes;
 use redis::Value;
 use uuid::Uuid;
 
-use super::{keys, scripts, Claim, Finish, Recorded, Store, StoreError};
+use super::{keys, scripts, Claim, Finish, QueueEntry, Recorded, Store, StoreError};
 use crate::runtime::Runtime;
 use crate::time::now_ms;
 
@@ -101,6 +101,31 @@ impl Store {
             .query_async(&mut c)
             .await?;
         Ok(())
+    }
+
+    /// Hands queue entries this consumer read but never claimed back to the queue
+    /// ([`scripts::RELEASE`]), e.g. read ahead by a dispatcher that is stopping: each task still
+    /// QUEUED gets a new entry that any dispatcher may read. Entries without a task id are left
+    /// pending (a recovery pass drops them). Returns how many tasks were re-enqueued.
+    pub async fn release(&self, entries: &[QueueEntry]) -> Result<usize, StoreError> {
+        let mut script = scripts::RELEASE.prepare_invoke();
+        script.key(keys::QUEUE).arg(keys::GROUP);
+        let mut any = false;
+        for e in entries {
+            if let Some(id) = e.task_id {
+                script
+                    .key(keys::task(&id))
+                    .arg(&e.entry_id)
+                    .arg(id.to_string());
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(0);
+        }
+        let mut c = self.conn();
+        let n: usize = script.invoke_async(&mut c).await?;
+        Ok(n)
     }
 
     /// The pickled body of each function (`None` for one that does not exist), in one round trip.

@@ -129,6 +129,30 @@ return out
     ))
 });
 
+/// Hands entries read but never claimed back to the queue: each is acknowledged and deleted,
+/// and its task, if still QUEUED, gets a new entry at the queue's end (for any dispatcher).
+/// KEYS: queue stream, then task hash × N. ARGV: group, then per task: entry_id, task_id.
+/// Returns how many tasks were re-enqueued. Again (the reply was lost): the entries are no
+/// longer pending (XACK answers 0), so nothing is enqueued twice.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for i = 2, #KEYS do
+  local entry, id = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  if redis.call('XACK', KEYS[1], ARGV[1], entry) == 1 then
+    redis.call('XDEL', KEYS[1], entry)
+    if redis.call('HGET', KEYS[i], 'status') == 'QUEUED' then
+      redis.call('XADD', KEYS[1], '*', 'task_id', id)
+      n = n + 1
+    end
+  end
+end
+return n
+"#,
+    )
+});
+
 /// Acknowledges and deletes a queue entry. KEYS: queue stream. ARGV: group, entry_id. Again: no-op.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

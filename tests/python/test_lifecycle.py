@@ -129,3 +129,41 @@ def test_kill_9_mid_batch_loses_no_task_and_runs_none_twice(tmp_path: Path) -> N
         assert len(failed) < len(tasks) / 2, f"{len(failed)} FAILED"
     finally:
         s.stop()
+
+
+def test_sigterm_mid_drain_hands_back_what_it_read_ahead(tmp_path: Path) -> None:
+    """A dispatcher stopped while it drains a queue of short tasks (it reads entries ahead of its
+    free processes) leaves nothing pending under its name: what it read ahead is back in the
+    queue, still QUEUED, and the next dispatcher runs every task exactly once."""
+    from faas_testfuncs import record
+
+    s = Stack(tmp_path, processes=2).start()
+    try:
+        c = Client(s.url)
+        runs = tmp_path / "runs.txt"
+        fid = c.register(record, name="record")
+        s.stop_dispatcher()
+        tokens = [f"t{i}" for i in range(800)]
+        tasks = c.submit_batch(fid, [((str(runs), tok, 0.001), {}) for tok in tokens])
+        s.start_dispatcher()
+        deadline = time.monotonic() + 60
+        while not runs.exists() or len(runs.read_text().splitlines()) < 200:
+            assert time.monotonic() < deadline, "the drain did not start"
+            time.sleep(0.01)
+        s.stop_dispatcher(signal.SIGTERM)
+        pending = s.redis_cli("XPENDING", "faas:queue", "dispatchers").split()
+        assert pending[0] == "0", f"entries left pending by a stopped dispatcher: {pending}"
+        statuses = [c.status(t) for t in tasks]
+        assert "RUNNING" not in statuses
+        queued = statuses.count("QUEUED")
+        assert int(s.redis_cli("XLEN", "faas:queue")) == queued
+        s.start_dispatcher()
+        outcome = [c.wait(t, timeout=120) for t in tasks]
+        assert outcome == [("COMPLETED", tok) for tok in tokens]
+        ran: dict = {}
+        for line in runs.read_text().splitlines():
+            ran[line.split()[0]] = ran.get(line.split()[0], 0) + 1
+        assert {tok: n for tok, n in ran.items() if n != 1} == {}
+        print(f"\n{queued} tasks were still queued at the stop")
+    finally:
+        s.stop()
