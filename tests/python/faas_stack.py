@@ -286,9 +286,19 @@ class Stack:
 
 class Sentinels:
     """A Redis primary, one replica and three Sentinels (redis-server --sentinel) on loopback
-    ports, for failover tests. ``url`` is the ``redis+sentinel://`` URL the daemons use."""
+    ports, for failover tests. ``url`` is the ``redis+sentinel://`` URL the daemons use.
+
+    ``DOWN_AFTER_MS`` is 3000, not 1000. At a failover's end each Sentinel resets its record of
+    the new primary and counts it down unless a PONG arrives within down-after of that reset,
+    though Sentinel paces reconnects at 1 s; the failover's "down" votes stay valid for 5 s and
+    the reset allows a new failover at once. With 1000 ms one late PONG made a single Sentinel
+    start a second failover, which promoted the old primary (back as a replica by then) and
+    flushed what only the new one had. 3000 ms leaves two seconds of slack; a failover takes
+    about 4.4 s instead of 2.4 s. The same configuration as ``tests/util/redis.rs``."""
 
     MASTER = "faas"
+    DOWN_AFTER_MS = 3000
+    FAILOVER_TIMEOUT_MS = 5000
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -329,8 +339,8 @@ class Sentinels:
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
                 f"sentinel monitor {self.MASTER} 127.0.0.1 {self.ports['a']} 2\n"
-                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
-                f"sentinel failover-timeout {self.MASTER} 5000\n"
+                f"sentinel down-after-milliseconds {self.MASTER} {self.DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {self.MASTER} {self.FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {self.MASTER} 1\n"
             )
             self._spawn(f"sentinel{i}", ["redis-server", str(conf), "--sentinel"])
@@ -359,12 +369,17 @@ class Sentinels:
             time.sleep(0.2)
         raise TimeoutError("the Sentinels did not find each other and the replica in time")
 
+    def named_primary(self, sentinel_port: int) -> Optional[int]:
+        """The primary's port as the Sentinel on ``sentinel_port`` names it (None: no answer)."""
+        addr = self._cli(sentinel_port, "SENTINEL", "get-master-addr-by-name", self.MASTER)
+        return int(addr[1]) if len(addr) == 2 else None
+
     def primary_port(self) -> int:
         """The primary's port as the first Sentinel that answers names it."""
         for p in self.sentinel_ports:
-            addr = self._cli(p, "SENTINEL", "get-master-addr-by-name", self.MASTER)
-            if len(addr) == 2:
-                return int(addr[1])
+            port = self.named_primary(p)
+            if port is not None:
+                return port
         raise RuntimeError("no Sentinel names a primary")
 
     def replica_port(self) -> int:
@@ -393,6 +408,25 @@ class Sentinels:
                 pass
             time.sleep(0.05)
         raise TimeoutError("no failover")
+
+    def wait_agreed(self, timeout: float = 30.0) -> int:
+        """Until every Sentinel names the same primary and no failover is under way; returns its
+        port. A node restarted before that may meet a Sentinel still in the old configuration."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            named = [self.named_primary(p) for p in self.sentinel_ports]
+            busy = any("failover_in_progress" in self.master_info(p).get("flags", "")
+                       for p in self.sentinel_ports)
+            first = named[0]
+            if first is not None and named.count(first) == len(named) and not busy:
+                return first
+            time.sleep(0.05)
+        raise TimeoutError("the Sentinels do not agree on a primary")
+
+    def failovers(self) -> int:
+        """Failovers so far: the most ``+switch-master`` events one Sentinel has logged."""
+        return max((self.workdir / f"sentinel{i}.log").read_text(errors="replace")
+                   .count("+switch-master") for i in range(len(self.sentinel_ports)))
 
     def stop(self) -> None:
         stop_all(list(self.procs.values()), self.logs, timeout=10)

@@ -146,6 +146,13 @@ pub struct Sentinels {
 /// Master name the Sentinels monitor.
 pub const MASTER: &str = "faas";
 
+/// Sentinel `down-after-milliseconds`, as in `tests/python/faas_stack.py`. Not 1000: at a
+/// failover's end each Sentinel resets its record of the new primary and counts it down unless a
+/// PONG arrives within down-after of that reset, though Sentinel paces reconnects at 1 s; with
+/// the failover's "down" votes still valid (5 s), one late PONG started a second failover at
+/// once. 3000 ms leaves two seconds of slack; a failover then takes about 4.4 s.
+pub const DOWN_AFTER_MS: u32 = 3000;
+
 impl Sentinels {
     /// Starts node 0 (primary), node 1 (its replica) and three Sentinels, and waits until the
     /// Sentinels know each other and the replica.
@@ -167,7 +174,7 @@ impl Sentinels {
                 format!(
                     "port {port}\nbind 127.0.0.1\ndir {}\n\
                      sentinel monitor {MASTER} 127.0.0.1 {p} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n\
                      sentinel failover-timeout {MASTER} 5000\n",
                     dir.path().display()
                 ),
