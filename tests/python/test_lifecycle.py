@@ -6,7 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator
 
 import pytest
 
@@ -88,38 +88,54 @@ def test_idle_dispatcher_does_not_spin(own_stack: Stack) -> None:
     assert used < 0.15, f"idle dispatcher used {used:.2f} s of CPU in 3 s"
 
 
+class Drain:
+    """A full queue of ``record`` tasks (each appends its token to ``runs`` and sleeps ``secs``)
+    submitted while no dispatcher runs, then a dispatcher started and seen to run ``started`` of
+    them."""
+
+    def __init__(self, s: Stack, tmp_path: Path, n: int, secs: float, started: int) -> None:
+        from faas_testfuncs import record
+
+        self.client = Client(s.url)
+        self.runs = tmp_path / "runs.txt"
+        fid = self.client.register(record, name="record")
+        s.stop_dispatcher()
+        self.tokens = [f"t{i}" for i in range(n)]
+        self.tasks = self.client.submit_batch(
+            fid, [((str(self.runs), tok, secs), {}) for tok in self.tokens])
+        s.start_dispatcher()
+        deadline = time.monotonic() + 60
+        while not self.runs.exists() or len(self.runs.read_text().splitlines()) < started:
+            assert time.monotonic() < deadline, "the drain did not start"
+            time.sleep(0.01)
+
+    def ran(self) -> Dict[str, int]:
+        """How many times each token ran."""
+        ran: Dict[str, int] = {}
+        for line in self.runs.read_text().splitlines():
+            tok = line.split()[0]
+            ran[tok] = ran.get(tok, 0) + 1
+        return ran
+
+
 def test_kill_9_mid_batch_loses_no_task_and_runs_none_twice(tmp_path: Path) -> None:
     """A dispatcher killed while it drains a full queue (claims and results in batches): after a
     restart every task ends, each ran at most once, and the only failures are the runs the kill
     took (``WorkerFailure``, ``max_retries = 0``)."""
-    from faas_testfuncs import record
-
     s = Stack(tmp_path, processes=4).start()
     try:
-        c = Client(s.url)
-        runs = tmp_path / "runs.txt"
-        fid = c.register(record, name="record")
-        s.stop_dispatcher()
-        tokens = [f"t{i}" for i in range(600)]
-        tasks = c.submit_batch(fid, [((str(runs), tok, 0.002), {}) for tok in tokens])
-        s.start_dispatcher()
-        deadline = time.monotonic() + 60
-        while not runs.exists() or len(runs.read_text().splitlines()) < 100:
-            assert time.monotonic() < deadline, "the drain did not start"
-            time.sleep(0.01)
+        d = Drain(s, tmp_path, 600, 0.002, started=100)
+        c, tasks = d.client, d.tasks
         assert s.dispatcher is not None
         s.dispatcher.kill()  # SIGKILL mid-drain: batches claimed, results waiting to be stored
         s.dispatcher.wait()
         s.dispatcher = None
         s.start_dispatcher()
         outcome = {t: c.wait(t, timeout=120) for t in tasks}
-        ran: dict = {}
-        for line in runs.read_text().splitlines():
-            tok = line.split()[0]
-            ran[tok] = ran.get(tok, 0) + 1
+        ran = d.ran()
         assert {tok: n for tok, n in ran.items() if n > 1} == {}, "tasks that ran twice"
         failed = {t: v for t, v in outcome.items() if v[0] != "COMPLETED"}
-        for t, tok in zip(tasks, tokens):
+        for t, tok in zip(tasks, d.tokens):
             status, value = outcome[t]
             if status == "COMPLETED":
                 assert value == tok and ran.get(tok) == 1, (t, value)
@@ -135,21 +151,10 @@ def test_sigterm_mid_drain_hands_back_what_it_read_ahead(tmp_path: Path) -> None
     """A dispatcher stopped while it drains a queue of short tasks (it reads entries ahead of its
     free processes) leaves nothing pending under its name: what it read ahead is back in the
     queue, still QUEUED, and the next dispatcher runs every task exactly once."""
-    from faas_testfuncs import record
-
     s = Stack(tmp_path, processes=2).start()
     try:
-        c = Client(s.url)
-        runs = tmp_path / "runs.txt"
-        fid = c.register(record, name="record")
-        s.stop_dispatcher()
-        tokens = [f"t{i}" for i in range(800)]
-        tasks = c.submit_batch(fid, [((str(runs), tok, 0.001), {}) for tok in tokens])
-        s.start_dispatcher()
-        deadline = time.monotonic() + 60
-        while not runs.exists() or len(runs.read_text().splitlines()) < 200:
-            assert time.monotonic() < deadline, "the drain did not start"
-            time.sleep(0.01)
+        d = Drain(s, tmp_path, 800, 0.001, started=200)
+        c, tasks = d.client, d.tasks
         s.stop_dispatcher(signal.SIGTERM)
         pending = s.redis_cli("XPENDING", "faas:queue", "dispatchers").split()
         assert pending[0] == "0", f"entries left pending by a stopped dispatcher: {pending}"
@@ -159,11 +164,8 @@ def test_sigterm_mid_drain_hands_back_what_it_read_ahead(tmp_path: Path) -> None
         assert int(s.redis_cli("XLEN", "faas:queue")) == queued
         s.start_dispatcher()
         outcome = [c.wait(t, timeout=120) for t in tasks]
-        assert outcome == [("COMPLETED", tok) for tok in tokens]
-        ran: dict = {}
-        for line in runs.read_text().splitlines():
-            ran[line.split()[0]] = ran.get(line.split()[0], 0) + 1
-        assert {tok: n for tok, n in ran.items() if n != 1} == {}
+        assert outcome == [("COMPLETED", tok) for tok in d.tokens]
+        assert {tok: n for tok, n in d.ran().items() if n != 1} == {}
         print(f"\n{queued} tasks were still queued at the stop")
     finally:
         s.stop()
