@@ -37,6 +37,7 @@ struct Pickles {
 
 fn pickles() -> &'static Pickles {
     static P: OnceLock<Pickles> = OnceLock::new();
+    sleep_args(SLEEP_SECS[0]);
     P.get_or_init(|| {
         let mut p = python::pickles(
             "import time",
@@ -62,8 +63,30 @@ fn pickles() -> &'static Pickles {
     })
 }
 
+/// The `sleep` durations tests use: their argument pickles are made with the others, in one
+/// Python run before any worker starts. Pickling on demand ran Python (150+ ms on a slow machine)
+/// between a worker's welcome and the fake dispatcher's first ping, longer than the 300 ms after
+/// which the worker gives the dispatcher up, and the test then waited for ever.
+const SLEEP_SECS: [f64; 7] = [0.2, 0.3, 0.7, 0.8, 1.0, 2.0, 30.0];
+
 fn sleep_args(secs: f64) -> Bytes {
-    Bytes::from(python::pickles("", &[&format!("(({secs},), {{}})")], None).remove(0))
+    static ARGS: OnceLock<Vec<Bytes>> = OnceLock::new();
+    let args = ARGS.get_or_init(|| {
+        let exprs: Vec<String> = SLEEP_SECS
+            .iter()
+            .map(|s| format!("(({s},), {{}})"))
+            .collect();
+        let exprs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+        python::pickles("", &exprs, None)
+            .into_iter()
+            .map(Bytes::from)
+            .collect()
+    });
+    let i = SLEEP_SECS
+        .iter()
+        .position(|s| *s == secs)
+        .unwrap_or_else(|| panic!("add {secs} to SLEEP_SECS"));
+    args[i].clone()
 }
 
 /// A task with its two blobs.
@@ -507,8 +530,11 @@ async fn reconnects_after_dispatcher_restart(mode: WorkerMode) {
         }
     }
     // Close only once the worker holds both (its heartbeat or fetch lists them).
+    let deadline = Instant::now() + T;
     loop {
-        let m = d.recv(T).await;
+        let m = d
+            .recv(deadline.saturating_duration_since(Instant::now()))
+            .await;
         let held = match &m.header {
             Header::Heartbeat { running, .. } | Header::Fetch { running, .. } => running.clone(),
             _ => vec![],
