@@ -567,8 +567,18 @@ async fn batch_wait_cursor_reads_only_what_was_announced_since() {
         json!([a, c]),
         "c was not read: nothing announced it"
     );
+    // The cursor vouches only for the ids its answer called pending: sent with others (an id
+    // that was never pending, or only some of them), it is ignored and everything is read, so
+    // the unknown id is reported unknown rather than pending until the timeout.
+    let (a_left, unknown) = (&v["pending"][0], Uuid::new_v4());
+    let (_, v) = api
+        .post("/wait", json!({"task_ids": [], "pending": [a, c, unknown], "cursor": v["cursor"], "timeout": 5}))
+        .await;
+    assert_eq!(v["unknown"], json!([unknown]), "{v}");
+    assert_eq!(v["done"][0]["task_id"], json!(c), "{v}");
+    assert_eq!(&v["pending"][0], a_left);
     // A cursor this gateway cannot vouch for (garbage, another gateway's): everything is read.
-    for bad in ["nonsense", "1.2.3"] {
+    for bad in ["nonsense", "1.2.3.4"] {
         let (_, v) = api.post("/wait", ask(bad)).await;
         let done: Vec<&Value> = v["done"]
             .as_array()

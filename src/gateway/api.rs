@@ -120,8 +120,9 @@ pub struct WaitReq {
     #[serde(default)]
     #[schema(minimum = 0.0)]
     pub gather: f64,
-    /// Tasks the answer that gave `cursor` said were pending: only those that ended since are
-    /// read again (cheaper than listing them in `task_ids`). Ignored without a valid cursor.
+    /// Tasks the answer that gave `cursor` said were pending, all of them (in any order): only
+    /// those that ended since are read again (cheaper than listing them in `task_ids`). Any
+    /// other list, or no valid cursor, and they are read like `task_ids`.
     #[serde(default)]
     pub pending: Vec<Uuid>,
     /// The `cursor` of an earlier answer (of this gateway).

@@ -122,7 +122,7 @@ pub async fn wait(
         done: Vec::new(),
         pending: Vec::new(),
         unknown: Vec::new(),
-        cursor: found.cursor.to_string(),
+        cursor: String::new(),
     };
     for id in all {
         match views.remove(&id) {
@@ -133,6 +133,8 @@ pub async fn wait(
             Some(Some(_)) => rep.pending.push(id),
         }
     }
+    // The cursor vouches for exactly the ids this answer calls pending.
+    rep.cursor = st.waiters.seal(found.cursor, &rep.pending).to_string();
     Ok(Json(rep))
 }
 

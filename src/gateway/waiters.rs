@@ -14,12 +14,15 @@
 //! A `POST /wait` answer carries a [`Cursor`] (this gateway, this subscription, the sequence
 //! number when the request registered); a client that asks again about the ids it was told are
 //! pending, with that cursor, spares the re-reading of all of them from Redis: only those that
-//! settled since (per the remembered ids) are read. A cursor from another gateway, from before a
+//! settled since (per the remembered ids) are read. The cursor is sealed with a keyed hash of the
+//! ids the answer called pending, so it vouches for exactly those: a cursor sent with other ids
+//! (a client that lies, or a fuzzer that reuses a cursor), from another gateway, from before a
 //! re-subscription, or older than what is remembered, is ignored (everything is read).
 //!
 //! [`wait`] is the whole algorithm for both `GET /result/{id}?wait=` (one id) and `POST /wait`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,6 +51,8 @@ pub struct Waiters {
     max: usize,
     /// Tells cursors of this gateway process from others'.
     instance: u64,
+    /// The secret key of cursor seals (random per process).
+    seal_key: RandomState,
 }
 
 #[derive(Default)]
@@ -70,17 +75,23 @@ struct Inner {
     forgotten: u64,
 }
 
-/// Where a wait stood: which gateway, which subscription, which event.
+/// Where a wait stood: which gateway, which subscription, which event; and the seal of the ids
+/// it was handed out with (0 until [`Waiters::seal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     instance: u64,
     epoch: u64,
     seq: u64,
+    seal: u64,
 }
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:x}.{:x}.{:x}", self.instance, self.epoch, self.seq)
+        write!(
+            f,
+            "{:x}.{:x}.{:x}.{:x}",
+            self.instance, self.epoch, self.seq, self.seal
+        )
     }
 }
 
@@ -88,12 +99,15 @@ impl std::str::FromStr for Cursor {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         let mut it = s.split('.').map(|p| u64::from_str_radix(p, 16));
-        match (it.next(), it.next(), it.next(), it.next()) {
-            (Some(Ok(instance)), Some(Ok(epoch)), Some(Ok(seq)), None) => Ok(Cursor {
-                instance,
-                epoch,
-                seq,
-            }),
+        match (it.next(), it.next(), it.next(), it.next(), it.next()) {
+            (Some(Ok(instance)), Some(Ok(epoch)), Some(Ok(seq)), Some(Ok(seal)), None) => {
+                Ok(Cursor {
+                    instance,
+                    epoch,
+                    seq,
+                    seal,
+                })
+            }
             _ => Err(()),
         }
     }
@@ -122,7 +136,24 @@ impl Waiters {
             inner: Mutex::new(Inner::default()),
             max,
             instance: Uuid::new_v4().as_u64_pair().0,
+            seal_key: RandomState::new(),
         })
+    }
+
+    /// `cursor` sealed for the (distinct) ids an answer calls `pending`, in any order.
+    pub fn seal(&self, cursor: Cursor, pending: &[Uuid]) -> Cursor {
+        Cursor {
+            seal: self.seal_of(&cursor, pending),
+            ..cursor
+        }
+    }
+
+    fn seal_of(&self, c: &Cursor, ids: &[Uuid]) -> u64 {
+        // Order-independent: a sum of the ids' keyed hashes, itself hashed with the position.
+        let set = ids
+            .iter()
+            .fold(0u64, |sum, id| sum.wrapping_add(self.seal_key.hash_one(id)));
+        self.seal_key.hash_one((c.instance, c.epoch, c.seq, set))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -158,6 +189,7 @@ impl Waiters {
             instance: self.instance,
             epoch: inner.epoch,
             seq: inner.seq,
+            seal: 0,
         };
         Ok(Registration {
             waiters: self.clone(),
@@ -175,12 +207,17 @@ impl Waiters {
             instance: self.instance,
             epoch: inner.epoch,
             seq: inner.seq,
+            seal: 0,
         }
     }
 
-    /// Which of `ids` settled after `cursor`; `None` when the cursor cannot tell (another
-    /// gateway, an earlier subscription, or events forgotten since).
+    /// Which of `ids` settled after `cursor`; `None` when the cursor cannot tell (not sealed
+    /// for exactly these ids, another gateway, an earlier subscription, or events forgotten
+    /// since).
     fn settled_since(&self, cursor: &Cursor, ids: &[Uuid]) -> Option<Vec<Uuid>> {
+        if cursor.seal != self.seal_of(cursor, ids) {
+            return None;
+        }
         let inner = self.lock();
         if cursor.instance != self.instance
             || cursor.epoch != inner.epoch
@@ -450,36 +487,62 @@ mod tests {
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         w.on_event(ChannelEvent::Subscribed);
         w.on_event(ChannelEvent::Task(a));
-        let cur = w.cursor();
+        let cur = w.seal(w.cursor(), &[a, b, c]);
         assert_eq!(cur.to_string().parse::<Cursor>(), Ok(cur));
         assert_eq!(w.settled_since(&cur, &[a, b, c]), Some(vec![]));
         w.on_event(ChannelEvent::Task(b));
         assert_eq!(w.settled_since(&cur, &[a, b, c]), Some(vec![b]));
-        let other = Cursor {
+        assert_eq!(
+            w.settled_since(&cur, &[c, a, b]),
+            Some(vec![b]),
+            "the same ids in another order"
+        );
+        for ids in [&[a, b][..], &[a, b, c, Uuid::new_v4()], &[a, b, a, c]] {
+            assert_eq!(
+                w.settled_since(&cur, ids),
+                None,
+                "ids the cursor was not sealed for: {ids:?}"
+            );
+        }
+        let unsealed = w.cursor();
+        assert_eq!(w.settled_since(&unsealed, &[a]), None, "an unsealed cursor");
+        let resealed = |c: Cursor| w.seal(c, &[a]);
+        let other = resealed(Cursor {
             instance: cur.instance ^ 1,
             ..cur
-        };
+        });
         assert_eq!(
             w.settled_since(&other, &[a]),
             None,
             "another gateway's cursor"
         );
-        let future = Cursor {
+        let future = resealed(Cursor {
             seq: cur.seq + 99,
             ..cur
-        };
+        });
         assert_eq!(
             w.settled_since(&future, &[a]),
             None,
             "a cursor from the future"
         );
+        let forged = Cursor {
+            seq: cur.seq + 1,
+            ..cur
+        };
+        assert_eq!(
+            w.settled_since(&forged, &[a, b, c]),
+            None,
+            "a seal moved to another position"
+        );
+        let cur = resealed(cur);
+        assert_eq!(w.settled_since(&cur, &[a]), Some(vec![]));
         w.on_event(ChannelEvent::Subscribed);
         assert_eq!(
-            w.settled_since(&cur, &[a, b]),
+            w.settled_since(&cur, &[a]),
             None,
             "events may have been lost"
         );
-        let cur = w.cursor();
+        let cur = resealed(w.cursor());
         for _ in 0..RECENT + 1 {
             w.on_event(ChannelEvent::Task(Uuid::new_v4()));
         }
@@ -489,7 +552,9 @@ mod tests {
             "older than what is remembered"
         );
         assert_eq!(w.lock().recent.len(), RECENT);
-        assert!("1.2".parse::<Cursor>().is_err() && "x.1.2".parse::<Cursor>().is_err());
+        for bad in ["1.2.3", "x.1.2.3", "1.2.3.4.5", ""] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
