@@ -263,6 +263,58 @@ async fn requeue_is_fenced_and_reenqueues() {
     ));
 }
 
+/// Pending entries of consumer group `dispatchers`, by entry id.
+fn pending_ids(r: &RedisServer) -> Vec<String> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(keys::QUEUE)
+        .arg(keys::GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query(&mut r.conn())
+        .expect("xpending");
+    rows.into_iter().map(|(id, ..)| id).collect()
+}
+
+#[tokio::test]
+async fn release_requeues_only_tasks_still_queued_and_is_idempotent() {
+    let r = RedisServer::start();
+    let s = store(&r).await;
+    let Queued {
+        task_ids: t,
+        entries: e,
+        reader: mut q,
+        ..
+    } = queued_and_read(&s, 3, "c1").await;
+    // t[1] was claimed meanwhile (say by a dispatcher that adopted its entry), t[2] cancelled.
+    assert!(matches!(
+        claim(&s, &t[1], "w", "").await,
+        Claim::Running { attempt: 1, .. }
+    ));
+    s.cancel(&t[2], Duration::ZERO, true).await.expect("cancel");
+    assert_eq!(s.release(&e).await.expect("release"), 1);
+    assert_eq!(
+        pending_ids(&r),
+        [e[1].entry_id.clone(), e[2].entry_id.clone()],
+        "entries of tasks not QUEUED stay pending, for recovery"
+    );
+    assert_eq!(s.release(&e).await.expect("again"), 0, "nothing twice");
+    let again = q
+        .read_new(10, Duration::from_millis(100))
+        .await
+        .expect("read");
+    let ids: Vec<Option<Uuid>> = again.iter().map(|e| e.task_id).collect();
+    assert_eq!(
+        ids,
+        [Some(t[0])],
+        "only the QUEUED task is back in the queue"
+    );
+    assert_eq!(
+        s.task_status(&t[0]).await.expect("status"),
+        Some(TaskStatus::Queued)
+    );
+}
+
 #[tokio::test]
 async fn queue_keeps_unacked_entries_pending_and_adopts_orphans() {
     let r = RedisServer::start();

@@ -35,6 +35,8 @@ use crate::store::{QueueEntry, QueueReader, StoreError};
 const READ_BLOCK: Duration = Duration::from_secs(2);
 /// Shortest queue read block (Redis reads `BLOCK 0` as "forever").
 const MIN_READ_BLOCK: Duration = Duration::from_millis(5);
+/// How long a stopping dispatcher waits for the answer of a queue read it had sent.
+const SETTLE_READ: Duration = Duration::from_millis(100);
 /// How often entries of dead dispatchers are looked for.
 const ADOPT_EVERY: Duration = Duration::from_secs(10);
 
@@ -130,11 +132,23 @@ pub async fn run(
         let block = wd
             .remaining()
             .map_or(READ_BLOCK, |r| r.clamp(MIN_READ_BLOCK, READ_BLOCK));
-        let read = tokio::select! {
-            _ = shutdown.wait() => break,
-            r = reader.read_new(want + depth, block) => r,
+        let (read, stopping) = {
+            let read = reader.read_new(want + depth, block);
+            tokio::pin!(read);
+            tokio::select! {
+                r = &mut read => (Some(r), false),
+                // Redis may have delivered entries already (they are pending here): a read
+                // that answers at once is taken and handed back; a blocked one (nothing was
+                // queued) is dropped.
+                _ = shutdown.wait() => (tokio::time::timeout(SETTLE_READ, &mut read).await.ok(), true),
+            }
         };
+        let Some(read) = read else { break };
         let entries = match read {
+            Ok(entries) if stopping => {
+                l.ahead.extend(entries);
+                break;
+            }
             Ok(mut entries) => {
                 l.record(&pulse, &reader, Ok(()));
                 if entries.len() > want {
@@ -142,6 +156,7 @@ pub async fn run(
                 }
                 entries
             }
+            Err(_) if stopping => break,
             Err(e) => {
                 drop(slot);
                 let outcome = l.record(&pulse, &reader, Err(&e));

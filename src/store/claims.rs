@@ -105,8 +105,9 @@ impl Store {
 
     /// Hands queue entries this consumer read but never claimed back to the queue
     /// ([`scripts::RELEASE`]), e.g. read ahead by a dispatcher that is stopping: each task still
-    /// QUEUED gets a new entry that any dispatcher may read. Entries without a task id are left
-    /// pending (a recovery pass drops them). Returns how many tasks were re-enqueued.
+    /// QUEUED gets a new entry that any dispatcher may read. Other entries (no task id, a task
+    /// no longer QUEUED) are left pending for a recovery pass. Returns how many tasks were
+    /// re-enqueued.
     pub async fn release(&self, entries: &[QueueEntry]) -> Result<usize, StoreError> {
         let mut script = scripts::RELEASE.prepare_invoke();
         script.key(keys::QUEUE).arg(keys::GROUP);

@@ -129,8 +129,10 @@ return out
     ))
 });
 
-/// Hands entries read but never claimed back to the queue: each is acknowledged and deleted,
-/// and its task, if still QUEUED, gets a new entry at the queue's end (for any dispatcher).
+/// Hands entries read but never claimed back to the queue: each whose task is still QUEUED is
+/// acknowledged and deleted, and the task gets a new entry at the queue's end (for any
+/// dispatcher). Entries of tasks in any other state stay pending, for the recovery that settles
+/// them (a task claimed meanwhile by a dispatcher that adopted the entry keeps its entry).
 /// KEYS: queue stream, then task hash × N. ARGV: group, then per task: entry_id, task_id.
 /// Returns how many tasks were re-enqueued. Again (the reply was lost): the entries are no
 /// longer pending (XACK answers 0), so nothing is enqueued twice.
@@ -140,12 +142,11 @@ pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 local n = 0
 for i = 2, #KEYS do
   local entry, id = ARGV[2 * i - 2], ARGV[2 * i - 1]
-  if redis.call('XACK', KEYS[1], ARGV[1], entry) == 1 then
+  if redis.call('HGET', KEYS[i], 'status') == 'QUEUED'
+      and redis.call('XACK', KEYS[1], ARGV[1], entry) == 1 then
     redis.call('XDEL', KEYS[1], entry)
-    if redis.call('HGET', KEYS[i], 'status') == 'QUEUED' then
-      redis.call('XADD', KEYS[1], '*', 'task_id', id)
-      n = n + 1
-    end
+    redis.call('XADD', KEYS[1], '*', 'task_id', id)
+    n = n + 1
   end
 end
 return n
