@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from faas_client import Client
 from faas_stack import Stack
 
 
-def test_sleep_tasks_overlap(client: Client, stack: Stack) -> None:
-    # N slots run N one-second sleeps in about one second.
-    fid = client.register(lambda: __import__("time").sleep(2) or __import__("os").getpid())
-    client.wait(client.execute(client.register(lambda: 0)))  # warm
-    start = time.monotonic()
-    tasks = [client.execute(fid) for _ in range(stack.slots)]
-    results = [client.wait(t) for t in tasks]
-    took = time.monotonic() - start
-    assert all(s == "COMPLETED" for s, _ in results)
-    assert len({pid for _, pid in results}) == stack.slots, "each ran in its own process"
-    # Concurrent: about one sleep (2 s); run one after another they would take 2 s × slots (≥ 8 s).
-    assert took < 4.0, f"{stack.slots} sleeps on {stack.slots} slots took {took:.2f} s"
+def barrier(d: str, n: int) -> bool:
+    """Announces this process in ``d`` (a file named by its id), then waits up to 20 s for ``n``
+    announcements: True only if ``n`` processes ran it at the same time."""
+    import os
+    import time
+
+    open(f"{d}/{os.getpid()}", "w").close()
+    for _ in range(2000):
+        if len(os.listdir(d)) >= n:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_every_slot_runs_a_task_at_once(client: Client, stack: Stack, tmp_path: Path) -> None:
+    # Run one after another (or two in one process), the first would give up waiting: False.
+    fid = client.register(barrier)
+    tasks = [client.execute(fid, str(tmp_path), stack.slots) for _ in range(stack.slots)]
+    assert [client.wait(t, timeout=60) for t in tasks] == [("COMPLETED", True)] * stack.slots
 
 
 def test_many_concurrent_clients(client: Client, stack: Stack) -> None:
