@@ -6,28 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from faas_client import Client
+from faas_testfuncs import barrier
 from faas_stack import Stack
-
-
-def barrier(d: str, n: int) -> bool:
-    """Announces this process in ``d`` (a file named by its id), then waits up to 20 s for ``n``
-    announcements: True only if ``n`` processes ran it at the same time."""
-    import os
-    import time
-
-    open(f"{d}/{os.getpid()}", "w").close()
-    for _ in range(2000):
-        if len(os.listdir(d)) >= n:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_every_slot_runs_a_task_at_once(client: Client, stack: Stack, tmp_path: Path) -> None:
     # Run one after another (or two in one process), the first would give up waiting: False.
     fid = client.register(barrier)
     tasks = [client.execute(fid, str(tmp_path), stack.slots) for _ in range(stack.slots)]
-    assert [client.wait(t, timeout=60) for t in tasks] == [("COMPLETED", True)] * stack.slots
+    results = [client.wait(t, timeout=60) for t in tasks]
+    assert [(status, v[0]) for status, v in results] == [("COMPLETED", True)] * stack.slots
 
 
 def test_many_concurrent_clients(client: Client, stack: Stack) -> None:

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from faas_client import Client
+from faas_testfuncs import barrier
 from faas_stack import Stack
 
 MODES = ["pull", "push"]
@@ -38,18 +39,16 @@ def three(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     s.stop()
 
 
-def test_load_spreads_over_all_workers(three: Stack) -> None:
+def test_load_spreads_over_all_workers(three: Stack, tmp_path: Path) -> None:
     c = Client(three.url)
-    c.run(lambda: 0)
-    fid = c.register(lambda: (__import__("time").sleep(2), __import__("os").getppid())[1])
-    start = time.monotonic()
-    tasks = [c.execute(fid) for _ in range(6)]
-    results = [c.wait(t) for t in tasks]
-    took = time.monotonic() - start
-    assert all(s == "COMPLETED" for s, _ in results)
-    assert len({z for _, z in results}) == 3, "every worker ran tasks"
-    # About one 2 s sleep; one worker alone would need three (6 s), sequential twelve.
-    assert took < 4.0, f"6 sleeps on 3 workers × 2 processes took {took:.2f} s"
+    fid = c.register(barrier)
+    d = tmp_path / "barrier"  # tmp_path also holds the stack's files
+    d.mkdir()
+    # 6 tasks that each wait for all 6 to run: only 3 workers × 2 processes at once pass.
+    tasks = [c.execute(fid, str(d), 6) for _ in range(6)]
+    results = [c.wait(t, timeout=60) for t in tasks]
+    assert [(status, v[0]) for status, v in results] == [("COMPLETED", True)] * 6
+    assert len({v[1] for _, v in results}) == 3, "every worker ran tasks"
 
 
 def kill_busy_worker(s: Stack, c: Client, sig: int) -> tuple[str, int]:
