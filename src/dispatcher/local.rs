@@ -24,7 +24,7 @@ use super::cancels::{self, LocalStops};
 use super::core::{Core, Owned, Prepared};
 use super::presence::Presence;
 use super::pulse::{pause_after, Outcome, Pulse};
-use super::runs::{self, InFlight, Loss};
+use super::runs::{self, InFlight, Loss, Read};
 use crate::executor::{ExecutorPool, Slot};
 use crate::notify::{StatusLine, Watchdog};
 use crate::shutdown::Shutdown;
@@ -35,8 +35,6 @@ use crate::store::{QueueEntry, QueueReader, StoreError};
 const READ_BLOCK: Duration = Duration::from_secs(2);
 /// Shortest queue read block (Redis reads `BLOCK 0` as "forever").
 const MIN_READ_BLOCK: Duration = Duration::from_millis(5);
-/// How long a stopping dispatcher waits for the answer of a queue read it had sent.
-const SETTLE_READ: Duration = Duration::from_millis(100);
 /// How often entries of dead dispatchers are looked for.
 const ADOPT_EVERY: Duration = Duration::from_secs(10);
 
@@ -132,32 +130,19 @@ pub async fn run(
         let block = wd
             .remaining()
             .map_or(READ_BLOCK, |r| r.clamp(MIN_READ_BLOCK, READ_BLOCK));
-        let (read, stopping) = {
-            let read = reader.read_new(want + depth, block);
-            tokio::pin!(read);
-            tokio::select! {
-                r = &mut read => (Some(r), false),
-                // Redis may have delivered entries already (they are pending here): a read
-                // that answers at once is taken and handed back; a blocked one (nothing was
-                // queued) is dropped.
-                _ = shutdown.wait() => (tokio::time::timeout(SETTLE_READ, &mut read).await.ok(), true),
-            }
-        };
-        let Some(read) = read else { break };
-        let entries = match read {
-            Ok(entries) if stopping => {
+        let entries = match runs::read_new(&mut reader, want + depth, block, &mut shutdown).await {
+            Read::Stopping(entries) => {
                 l.ahead.extend(entries);
                 break;
             }
-            Ok(mut entries) => {
+            Read::Got(Ok(mut entries)) => {
                 l.record(&pulse, &reader, Ok(()));
                 if entries.len() > want {
                     l.ahead.extend(entries.drain(want..));
                 }
                 entries
             }
-            Err(_) if stopping => break,
-            Err(e) => {
+            Read::Got(Err(e)) => {
                 drop(slot);
                 let outcome = l.record(&pulse, &reader, Err(&e));
                 // Entries delivered on a connection that broke are pending but unseen.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -15,10 +16,44 @@ use super::core::{Core, Owned};
 use crate::executor::Outcome;
 use crate::pickle::PlatformError;
 use crate::protocol::TaskRef;
+use crate::shutdown::Shutdown;
 use crate::store::{QueueEntry, QueueReader, Recorded, StoreError, TaskStatus};
 
 /// Most pending entries one recovery pass looks at.
 const PENDING_PAGE: usize = 10_000;
+/// How long a stopping dispatcher waits for the answer of a queue read it had sent.
+const SETTLE_READ: Duration = Duration::from_millis(100);
+
+/// What a queue read raced against shutdown came to.
+pub enum Read {
+    /// The read answered first.
+    Got(Result<Vec<QueueEntry>, StoreError>),
+    /// Shutdown came first: the entries Redis had already delivered (pending here, so they must
+    /// be handed back); none when the read was blocked (nothing queued) or failed.
+    Stopping(Vec<QueueEntry>),
+}
+
+/// Reads up to `count` new entries unless shutdown comes first. A read already sent then gets
+/// [`SETTLE_READ`] to answer, so entries Redis delivered at that moment are not left pending
+/// unseen; a blocked one is dropped.
+pub async fn read_new(
+    reader: &mut QueueReader,
+    count: usize,
+    block: Duration,
+    shutdown: &mut Shutdown,
+) -> Read {
+    let read = reader.read_new(count, block);
+    tokio::pin!(read);
+    tokio::select! {
+        r = &mut read => Read::Got(r),
+        _ = shutdown.wait() => Read::Stopping(
+            match tokio::time::timeout(SETTLE_READ, &mut read).await {
+                Ok(Ok(entries)) => entries,
+                _ => Vec::new(),
+            },
+        ),
+    }
+}
 
 /// Queue entries this dispatcher is handling (so a recovery pass does not take them twice), with
 /// the run each turned into once claimed.

@@ -147,11 +147,13 @@ def test_kill_9_mid_batch_loses_no_task_and_runs_none_twice(tmp_path: Path) -> N
         s.stop()
 
 
-def test_sigterm_mid_drain_hands_back_what_it_read_ahead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["local", "push", "pull"])
+def test_sigterm_mid_drain_hands_back_what_it_read_ahead(mode: str, tmp_path: Path) -> None:
     """A dispatcher stopped while it drains a queue of short tasks (it reads entries ahead of its
-    free processes) leaves nothing pending under its name: what it read ahead is back in the
-    queue, still QUEUED, and the next dispatcher runs every task exactly once."""
-    s = Stack(tmp_path, processes=2).start()
+    free processes, or for its workers) leaves nothing pending under its name: what it read and
+    did not start is back in the queue, still QUEUED, and the next dispatcher runs every task
+    exactly once."""
+    s = Stack(tmp_path, mode=mode, workers=0 if mode == "local" else 1, processes=2).start()
     try:
         d = Drain(s, tmp_path, 800, 0.001, started=200)
         c, tasks = d.client, d.tasks

@@ -28,6 +28,8 @@ pub struct Effects {
     /// Tasks cancelled recently: a run claimed while its cancel was published is cancelled again
     /// once the loop knows it.
     pub cancelled: Recent,
+    /// Hand-backs of entries under way (awaited by [`Effects::finish`] before the process ends).
+    pub releases: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Effects {
@@ -54,7 +56,35 @@ impl Effects {
                 Action::Demand(n) => {
                     let _ = self.demand.send(n);
                 }
+                Action::Release(entries) => self.release(entries),
             }
+        }
+    }
+
+    /// Hands `entries` back to the queue (one attempt: if Redis does not answer, they stay
+    /// pending here and are recovered like those of any dispatcher that stopped).
+    fn release(&mut self, entries: Vec<QueueEntry>) {
+        let (core, in_flight) = (self.core.clone(), self.in_flight.clone());
+        self.releases.push(tokio::spawn(async move {
+            match core.store.release(&entries).await {
+                Ok(n) => tracing::info!(
+                    read = entries.len(),
+                    requeued = n,
+                    "handed the tasks read but not started back to the queue"
+                ),
+                Err(e) => tracing::warn!(read = entries.len(), error = %e,
+                    "could not hand the tasks read back; they stay pending for recovery"),
+            }
+            for e in &entries {
+                in_flight.end(&e.entry_id);
+            }
+        }));
+    }
+
+    /// Waits for the hand-backs under way.
+    pub async fn finish(&mut self) {
+        for h in self.releases.drain(..) {
+            let _ = h.await;
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::Event;
 use crate::dispatcher::core::{Core, Recovered};
 use crate::dispatcher::pulse::{pause_after, Pulse};
-use crate::dispatcher::runs::{self, InFlight};
+use crate::dispatcher::runs::{self, InFlight, Read};
 use crate::shutdown::Shutdown;
 use crate::store::{QueueReader, StoreError};
 
@@ -66,9 +66,18 @@ pub async fn run(
             pulse.resumed();
             continue;
         }
-        let read = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = reader.read_new(want, READ_BLOCK) => r,
+        let read = match runs::read_new(&mut reader, want, READ_BLOCK, &mut shutdown).await {
+            Read::Got(r) => r,
+            // What Redis delivered meanwhile goes to the loop, which hands it back.
+            Read::Stopping(entries) => {
+                if !entries.is_empty() {
+                    for e in &entries {
+                        in_flight.begin(&e.entry_id);
+                    }
+                    let _ = events.send(Event::Entries(entries)).await;
+                }
+                return;
+            }
         };
         match read {
             Ok(entries) if entries.is_empty() => {

@@ -108,6 +108,7 @@ pub async fn run(
         demand: demand_tx,
         in_flight,
         cancelled,
+        releases: Vec::new(),
     };
     let mut step = |state: &mut Remote, ev: Event| {
         let actions = state.handle(std::time::Instant::now(), ev);
@@ -165,6 +166,13 @@ pub async fn run(
     tracing::info!("{}", state.summary());
     receiver.abort();
     let _ = feeder.await;
+    // Entries of a read that was on its way when the feeder stopped go back to the queue too.
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Entries(_) = ev {
+            step(&mut state, ev);
+        }
+    }
+    fx.finish().await;
     Ok(())
 }
 

@@ -120,6 +120,8 @@ pub enum Action {
     },
     /// Tell the queue reader how many more entries the workers can take.
     Demand(usize),
+    /// Hand entries read but never claimed back to the queue (the dispatcher is stopping).
+    Release(Vec<QueueEntry>),
 }
 
 /// A RUNNING task recovered from a dispatcher that is gone, waiting for its worker to return.
@@ -202,6 +204,8 @@ impl Remote {
     pub fn handle(&mut self, now: Instant, ev: Event) -> Vec<Action> {
         match ev {
             Event::Inbound { envelope, msg } => self.on_message(now, envelope, msg),
+            // Entries that arrive while stopping (a read that was on its way) go straight back.
+            Event::Entries(entries) if self.draining => self.out.push(Action::Release(entries)),
             Event::Entries(entries) => {
                 self.backlog.extend(entries);
                 self.assign();
@@ -1080,8 +1084,11 @@ impl Remote {
                 self.flush(now, id, true);
             }
         }
-        // Entries read but not yet given to anyone stay pending for the next start.
-        self.backlog.clear();
+        // Entries read but not yet given to anyone go back to the queue, for any dispatcher.
+        if !self.backlog.is_empty() {
+            let back = self.backlog.drain(..).collect();
+            self.out.push(Action::Release(back));
+        }
         self.demand();
     }
 }

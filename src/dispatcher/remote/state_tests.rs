@@ -187,6 +187,8 @@ enum Expect {
     NoSettle,
     /// The demand published last.
     Demand(usize),
+    /// Entries handed back to the queue, in all.
+    Releases(usize),
 }
 
 fn check(case: &str, step: usize, actions: &[Action], e: &Expect) {
@@ -234,6 +236,16 @@ fn check(case: &str, step: usize, actions: &[Action], e: &Expect) {
             matches!(a, Action::Settle { losses, .. }
                 if losses.contains(&Loss::Cancelled(Owned { task_id: t.task_id, attempt: t.attempt, entry_id: format!("{}-0", t.task_id.as_u128()) })))
         }),
+        Expect::Releases(n) => {
+            actions
+                .iter()
+                .map(|a| match a {
+                    Action::Release(entries) => entries.len(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+                == *n
+        }
         Expect::Demand(n) => {
             actions
                 .iter()
@@ -299,7 +311,8 @@ fn with(
 
 #[test]
 fn transitions() {
-    let cases = vec![
+    let cases =
+        vec![
         Case {
             name: "hello registers and opens credit; a wrong protocol is refused",
             pull: false,
@@ -701,8 +714,32 @@ fn transitions() {
                         Expect::NotSent("tasks"),
                         Expect::Settles(0, 1, 0),
                         Expect::Demand(0),
+                        Expect::Releases(0),
                     ],
                 ),
+            ],
+        },
+        Case {
+            name: "drain: entries read but given to no one, and entries that arrive while \
+                   stopping, go back to the queue",
+            pull: false,
+            deadline: false,
+            steps: vec![
+                (0, hello("a", 1, vec![]), vec![]),
+                (1, Event::Recovered, vec![]),
+                (
+                    5,
+                    // Two processes: two claimed, two left for later.
+                    Event::Entries(vec![entry(1), entry(2), entry(3), entry(4)]),
+                    vec![Expect::Claims("a", 2), Expect::Releases(0)],
+                ),
+                (10, Event::Drain, vec![Expect::Releases(2), Expect::Demand(0)]),
+                (
+                    20,
+                    Event::Entries(vec![entry(5)]),
+                    vec![Expect::Releases(1), Expect::NoSettle],
+                ),
+                (30, Event::Drain, vec![Expect::Releases(0)]),
             ],
         },
     ];
