@@ -285,19 +285,8 @@ impl Local {
     /// Hands the entries read ahead back to the queue (one attempt: if Redis does not answer,
     /// they stay pending here and are recovered like those of any dispatcher that stopped).
     async fn release_ahead(&mut self) {
-        if self.ahead.is_empty() {
-            return;
-        }
         let entries: Vec<QueueEntry> = self.ahead.drain(..).collect();
-        match self.core.store.release(&entries).await {
-            Ok(n) => tracing::info!(
-                read_ahead = entries.len(),
-                requeued = n,
-                "handed the tasks read ahead back to the queue"
-            ),
-            Err(e) => tracing::warn!(read_ahead = entries.len(), error = %e,
-                "could not hand the tasks read ahead back; they stay pending for recovery"),
-        }
+        runs::hand_back(&self.core, &entries).await;
     }
 
     /// Claims the tasks of `batch` in one step, then runs each on its slot, all in the

@@ -114,6 +114,24 @@ pub async fn pending(
         .collect())
 }
 
+/// Hands queue entries this dispatcher read and never started back to the queue when it stops
+/// (one attempt: if Redis does not answer, they stay pending here and are recovered like those
+/// of any dispatcher that stopped).
+pub async fn hand_back(core: &Core, entries: &[QueueEntry]) {
+    if entries.is_empty() {
+        return;
+    }
+    match core.store.release(entries).await {
+        Ok(n) => tracing::info!(
+            read = entries.len(),
+            requeued = n,
+            "handed the tasks read but not started back to the queue"
+        ),
+        Err(e) => tracing::warn!(read = entries.len(), error = %e,
+            "could not hand the tasks read but not started back; they stay pending for recovery"),
+    }
+}
+
 /// The [`TaskRef`] of an owned run.
 pub fn task_ref(o: &Owned) -> TaskRef {
     TaskRef {

@@ -61,20 +61,11 @@ impl Effects {
         }
     }
 
-    /// Hands `entries` back to the queue (one attempt: if Redis does not answer, they stay
-    /// pending here and are recovered like those of any dispatcher that stopped).
+    /// Hands `entries` back to the queue (see [`runs::hand_back`]), then forgets them.
     fn release(&mut self, entries: Vec<QueueEntry>) {
         let (core, in_flight) = (self.core.clone(), self.in_flight.clone());
         self.releases.push(tokio::spawn(async move {
-            match core.store.release(&entries).await {
-                Ok(n) => tracing::info!(
-                    read = entries.len(),
-                    requeued = n,
-                    "handed the tasks read but not started back to the queue"
-                ),
-                Err(e) => tracing::warn!(read = entries.len(), error = %e,
-                    "could not hand the tasks read back; they stay pending for recovery"),
-            }
+            runs::hand_back(&core, &entries).await;
             for e in &entries {
                 in_flight.end(&e.entry_id);
             }
