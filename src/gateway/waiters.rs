@@ -185,12 +185,7 @@ impl Waiters {
         for id in ids {
             inner.by_task.entry(*id).or_default().push(key);
         }
-        let cursor = Cursor {
-            instance: self.instance,
-            epoch: inner.epoch,
-            seq: inner.seq,
-            seal: 0,
-        };
+        let cursor = self.cursor_at(&inner);
         Ok(Registration {
             waiters: self.clone(),
             key,
@@ -202,7 +197,11 @@ impl Waiters {
 
     /// Where the registry stands now.
     fn cursor(&self) -> Cursor {
-        let inner = self.lock();
+        self.cursor_at(&self.lock())
+    }
+
+    /// Where the registry stands, per its locked state (not sealed yet).
+    fn cursor_at(&self, inner: &Inner) -> Cursor {
         Cursor {
             instance: self.instance,
             epoch: inner.epoch,
