@@ -311,8 +311,7 @@ fn with(
 
 #[test]
 fn transitions() {
-    let cases =
-        vec![
+    let cases = vec![
         Case {
             name: "hello registers and opens credit; a wrong protocol is refused",
             pull: false,
@@ -720,20 +719,23 @@ fn transitions() {
             ],
         },
         Case {
-            name: "drain: entries read but given to no one, and entries that arrive while \
-                   stopping, go back to the queue",
+            name: "drain: unassigned entries, and entries arriving later, go back",
             pull: false,
             deadline: false,
             steps: vec![
                 (0, hello("a", 1, vec![]), vec![]),
                 (1, Event::Recovered, vec![]),
+                // Two processes: two claimed, two left for later.
                 (
                     5,
-                    // Two processes: two claimed, two left for later.
                     Event::Entries(vec![entry(1), entry(2), entry(3), entry(4)]),
                     vec![Expect::Claims("a", 2), Expect::Releases(0)],
                 ),
-                (10, Event::Drain, vec![Expect::Releases(2), Expect::Demand(0)]),
+                (
+                    10,
+                    Event::Drain,
+                    vec![Expect::Releases(2), Expect::Demand(0)],
+                ),
                 (
                     20,
                     Event::Entries(vec![entry(5)]),
