@@ -35,12 +35,14 @@ def test_api_survives_fuzzing_from_its_openapi_document(fuzz_stack: Stack, tmp_p
     started = time.monotonic()
     try:
         # No answer should take long (nothing the fuzzer makes can run): a request that does
-        # times out after 10 s, is reported, and is shrunk, several times over.
+        # times out after 10 s, is reported, and is shrunk, several times over. One worker:
+        # with two threads, hypothesis's ast.parse of its filter lambdas sometimes fails inside
+        # CPython 3.11 ("AST constructor recursion depth mismatch"), an error of the tool.
         r = subprocess.run(
             [str(exe), "run", f"{fuzz_stack.url}/openapi.json",
              "--checks", "all", "--exclude-checks", "positive_data_acceptance",
              "--phases", "examples,coverage,fuzzing", "--max-examples", "60",
-             "--workers", "2", "--seed", "11", "--request-timeout", "10", "--no-color"],
+             "--workers", "1", "--seed", "11", "--request-timeout", "10", "--no-color"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache goes there
         )
     except subprocess.TimeoutExpired as e:
