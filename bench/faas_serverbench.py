@@ -477,7 +477,8 @@ def main(argv: List[str]) -> int:
     p.add_argument("--append", action="store_true",
                    help="add these runs to --out's server.json (the summary covers all of them)")
     p.add_argument("--perf", action="store_true",
-                   help="also profile one local reuse drain with perf (perf-drain-local-reuse.txt)")
+                   help="also profile one drain with perf (perf-STAGE.txt, .json)")
+    p.add_argument("--perf-stage", default="drain-local-reuse", help="the drain --perf profiles")
     args = p.parse_args(argv)
     if not LOADGEN.exists():
         sys.exit(f"{LOADGEN} missing: cargo build --release --workspace --bins")
@@ -514,13 +515,13 @@ def main(argv: List[str]) -> int:
         print(table(summary))
         plots(summary, args.out)
     if args.perf:
-        data = tmp / "perf-drain-local-reuse.data"
-        rep = run_stage("drain-local-reuse", all_stages["drain-local-reuse"], tmp, perf=data,
-                        prefetch=args.prefetch)
-        (args.out / "perf-drain-local-reuse.txt").write_text(data.with_suffix(".txt").read_text())
+        name = args.perf_stage
+        data = tmp / f"perf-{name}.data"
+        rep = run_stage(name, all_stages[name], tmp, perf=data, prefetch=args.prefetch)
+        (args.out / f"perf-{name}.txt").write_text(data.with_suffix(".txt").read_text())
         rep["machine"] = {"probe_s": machine_probe(), **meta}
-        (args.out / "perf-drain-local-reuse.json").write_text(json.dumps(rep, indent=1) + "\n")
-        print(f"profiled drain: {headline('drain-local-reuse', rep):,.0f}/s", flush=True)
+        (args.out / f"perf-{name}.json").write_text(json.dumps(rep, indent=1) + "\n")
+        print(f"profiled drain: {headline(name, rep):,.0f}/s", flush=True)
     print(f"results in {args.out}")
     return 0
 

@@ -1,13 +1,14 @@
-//! Read-ahead of the local loop: how many queue entries it reads beyond its free executor
-//! processes, so that a process that frees up needs one claim, not a read and a claim, and the
-//! queue is read once per many tasks instead of once per task.
+//! Read-ahead, local and remote: how many queue entries a dispatcher reads beyond what its
+//! executor processes (or its workers) can take now, so that a process that frees up needs one
+//! claim, not a read and a claim, and the queue is read once per many tasks instead of once per
+//! task.
 //!
-//! Entries read ahead stay QUEUED (they are in this consumer's pending list, not claimed): a
-//! cancel still cancels them as queued, and after a kill -9 they are recovered like any pending
-//! entry. What they cost is fairness: another dispatcher cannot read them meanwhile. So the depth
-//! follows the pace of recent runs and holds at most [`AHEAD_BUDGET`] of work per process (none
-//! while runs are long, or before the first one ended), and at most [`MAX_PER_PROCESS`] entries.
-//! A dispatcher that stops hands what it read ahead back to the queue.
+//! Entries read ahead stay QUEUED (in this consumer's pending list, not claimed): a cancel still
+//! cancels them as queued, and after a kill -9 they are recovered like any pending entry. What
+//! they cost is fairness: another dispatcher cannot read them meanwhile. So the depth follows the
+//! pace of recent runs and holds at most [`AHEAD_BUDGET`] of work per process (none while runs
+//! are long, or before the first one ended), and at most [`MAX_PER_PROCESS`] entries. A
+//! dispatcher that stops hands what it read ahead back to the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! Reads the Redis queue for the remote loop: only as many entries as workers can take, plus a
-//! periodic recovery pass over pending entries (own and those of dead dispatchers).
+//! Reads the Redis queue for the remote loop: as many entries as the loop's demand says (what
+//! workers can take plus the read-ahead), and a periodic recovery pass over pending entries
+//! (own and those of dead dispatchers).
 //!
 //! A failed read never ends the feeder: it waits for Redis (see [`pause_after`]) and runs a
 //! recovery pass before the next read, since entries delivered on a lost connection are pending

@@ -20,6 +20,9 @@ pub struct Assigned {
     pub sent_at: Option<Instant>,
     /// When the run is declared lost if no result came (task_deadline_secs).
     pub deadline: Option<Instant>,
+    /// When it was claimed for the worker (None: adopted after a restart). Claim to result is
+    /// the pace the read-ahead follows.
+    pub claimed_at: Option<Instant>,
 }
 
 impl Assigned {
@@ -236,6 +239,7 @@ mod tests {
                     },
                     sent_at: Some(Instant::now()),
                     deadline: None,
+                    claimed_at: None,
                 },
             );
         }

@@ -8,6 +8,11 @@
 //! a worker to list or report them, then are settled as lost. What each worker holds is
 //! reconciled against what it lists in `hello`, `heartbeat` and `fetch` (see
 //! [`Remote::reconcile`] and docs/protocol.md).
+//!
+//! The queue is read ahead of what the workers can take, as deep as the pace of recent runs
+//! allows ([`ahead`]): those entries wait in the backlog, QUEUED and unclaimed, so a worker that
+//! reports results gets its next tasks after one claim, without waiting for a queue read; a
+//! stopping dispatcher hands the backlog back to the queue.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::registry::{pick, Assigned, Outlet, Worker};
+use crate::dispatcher::ahead::{self, Pace};
 use crate::dispatcher::core::{Owned, Prepared, Running};
 use crate::dispatcher::runs::{task_ref, Loss};
 use crate::protocol::{
@@ -137,7 +143,10 @@ pub struct Remote {
     name: String,
     timing: Timing,
     workers: HashMap<String, Worker>,
+    /// Entries read and not yet claimed (QUEUED; read ahead of demand as [`ahead`] allows).
     backlog: VecDeque<QueueEntry>,
+    /// How long recent runs took from claim to result (the read-ahead depth follows it).
+    pace: Pace,
     orphans: HashMap<Uuid, Orphan>,
     /// Runs handed back by a worker that this dispatcher had no record of: (attempt, forget at).
     released: HashMap<Uuid, (u32, Instant)>,
@@ -156,6 +165,7 @@ impl Remote {
             timing,
             workers: HashMap::new(),
             backlog: VecDeque::new(),
+            pace: Pace::default(),
             orphans: HashMap::new(),
             released: HashMap::new(),
             recovered: false,
@@ -494,6 +504,11 @@ impl Remote {
                 continue; // already being stored: the ack will come
             }
             w.foreign.remove(&t);
+            if let Some(claimed) = w.running.get(&t.task_id).and_then(|a| a.claimed_at) {
+                if w.has(&t) {
+                    self.pace.observe(now.saturating_duration_since(claimed));
+                }
+            }
             let owned = self.take_run(worker_id, &t);
             let elsewhere = self.assigned_elsewhere(worker_id, &t);
             if owned.is_none() && (elsewhere.is_some() || self.recovered) {
@@ -615,6 +630,7 @@ impl Remote {
                     owned,
                     sent_at: Some(now),
                     deadline: deadline.map(|d| now + d),
+                    claimed_at: None,
                 },
             );
         }
@@ -769,14 +785,20 @@ impl Remote {
         self.demand();
     }
 
+    /// Publishes how many entries the feeder may read: what the workers can take now, plus the
+    /// read-ahead that the pace of recent runs allows for their processes (see
+    /// [`ahead::depth`]), minus the backlog already read.
     fn demand(&mut self) {
-        let capacity: usize = if self.draining {
+        let want = if self.draining {
             0
         } else {
-            self.workers.values().map(Worker::free).sum()
+            let takers = self.workers.values().filter(|w| !w.leaving);
+            let processes = takers.clone().map(|w| w.info.slots as usize).sum();
+            let free: usize = takers.map(Worker::free).sum();
+            free + ahead::depth(processes, self.pace.average())
         };
         self.out
-            .push(Action::Demand(capacity.saturating_sub(self.backlog.len())));
+            .push(Action::Demand(want.saturating_sub(self.backlog.len())));
     }
 
     fn on_claimed(&mut self, now: Instant, worker_id: &str, count: usize, prepared: Vec<Prepared>) {
@@ -798,6 +820,7 @@ impl Remote {
                             owned: r.owned.clone(),
                             sent_at: None,
                             deadline: None,
+                            claimed_at: Some(now),
                         },
                     );
                     w.ready.push(r);

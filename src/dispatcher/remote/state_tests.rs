@@ -1016,3 +1016,64 @@ fn acks_ride_on_the_tasks_being_claimed() {
         }
     }
 }
+
+#[test]
+fn the_queue_is_read_ahead_at_the_pace_of_recent_runs() {
+    // (ms from claim to result, demand once the result came: 1 free process plus the
+    // read-ahead for 2 processes, 5 ms of work each, at most 8 entries each)
+    let cases = [(1, 1 + 10), (0, 1 + 16), (2, 1 + 4), (6, 1), (3_000, 1)];
+    for (took, demand) in cases {
+        let name = format!("a run of {took} ms");
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut remote = Remote::new(false, "d".into(), timing(false));
+        let actions = remote.handle(at(0), hello("a", 1, vec![]));
+        check(&name, 0, &actions, &Expect::Demand(2)); // no run ended yet: none ahead
+        remote.handle(at(1), Event::Recovered);
+        remote.handle(at(2), Event::Entries((1..=2).map(entry).collect()));
+        remote.handle(at(10), claimed_all("a", 1..=2));
+        let actions = remote.handle(at(10 + took), report("a", r(1, 1)));
+        check(&name, 1, &actions, &Expect::Stores(vec![true]));
+        check(&name, 1, &actions, &Expect::Demand(demand));
+        // What was read ahead waits in the backlog: one claim for the free process, and the
+        // demand shrinks by what was read.
+        let ahead = demand - 1;
+        let actions = remote.handle(
+            at(11 + took),
+            Event::Entries((3..=demand as u128 + 2).map(entry).collect()),
+        );
+        check(&name, 2, &actions, &Expect::Claims("a", 1));
+        check(&name, 2, &actions, &Expect::Demand(0));
+        assert!(
+            remote.summary().ends_with(&format!("backlog {ahead}")),
+            "{name}: {}",
+            remote.summary()
+        );
+        // A stop hands the backlog back.
+        let actions = remote.handle(at(12 + took), Event::Drain);
+        check(&name, 3, &actions, &Expect::Releases(ahead));
+        check(&name, 3, &actions, &Expect::Demand(0));
+    }
+}
+
+#[test]
+fn a_leaving_worker_reads_nothing_ahead() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    remote.handle(at(0), hello("a", 1, vec![]));
+    remote.handle(at(1), Event::Recovered);
+    remote.handle(at(2), Event::Entries((1..=2).map(entry).collect()));
+    remote.handle(at(10), claimed_all("a", 1..=2));
+    let actions = remote.handle(at(11), report("a", r(1, 1)));
+    check("leaving", 0, &actions, &Expect::Demand(11));
+    let bye = inbound(
+        env("a"),
+        Header::Bye {
+            worker_id: "a".into(),
+        },
+        vec![],
+    );
+    let actions = remote.handle(at(12), bye);
+    check("leaving", 1, &actions, &Expect::Demand(0));
+}
