@@ -232,10 +232,11 @@ def perf_summary(data: Path, pids: Dict[str, List[int]], out: Path) -> None:
 
 
 def component_pids(s: ServerStack) -> Dict[str, List[int]]:
-    """Pids per component of a running deployment (executors: the dispatcher's descendants)."""
+    """Pids per component of a running deployment (executors: the descendants of the dispatcher
+    and of the worker)."""
     procs = dict(s.named_procs())
-    out = {n: [procs[n].pid] for n in ("dispatcher", "redis", "gateway") if n in procs}
-    todo, execs = list(out.get("dispatcher", [])), []
+    out = {n: [procs[n].pid] for n in ("dispatcher", "worker", "redis", "gateway") if n in procs}
+    todo, execs = out.get("dispatcher", []) + out.get("worker", []), []
     while todo:
         kids = children(todo.pop())
         execs += kids
