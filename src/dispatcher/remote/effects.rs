@@ -63,6 +63,7 @@ impl Effects {
 
     /// Hands `entries` back to the queue (see [`runs::hand_back`]), then forgets them.
     fn release(&mut self, entries: Vec<QueueEntry>) {
+        self.releases.retain(|h| !h.is_finished());
         let (core, in_flight) = (self.core.clone(), self.in_flight.clone());
         self.releases.push(tokio::spawn(async move {
             runs::hand_back(&core, &entries).await;

@@ -126,7 +126,8 @@ pub enum Action {
     },
     /// Tell the queue reader how many more entries the workers can take.
     Demand(usize),
-    /// Hand entries read but never claimed back to the queue (the dispatcher is stopping).
+    /// Hand entries read but never claimed back to the queue (the dispatcher is stopping, or no
+    /// worker is left to take them).
     Release(Vec<QueueEntry>),
 }
 
@@ -788,7 +789,14 @@ impl Remote {
     /// Publishes how many entries the feeder may read: what the workers can take now, plus the
     /// read-ahead that the pace of recent runs allows for their processes (see
     /// [`ahead::depth`]), minus the backlog already read.
+    /// With no worker left to take them, entries read go back to the queue, where any
+    /// dispatcher can read them.
     fn demand(&mut self) {
+        let takers = self.workers.values().any(|w| !w.leaving);
+        if !takers && !self.draining && !self.backlog.is_empty() {
+            let back = self.backlog.drain(..).collect();
+            self.out.push(Action::Release(back));
+        }
         let want = if self.draining {
             0
         } else {

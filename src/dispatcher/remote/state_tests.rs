@@ -1057,7 +1057,7 @@ fn the_queue_is_read_ahead_at_the_pace_of_recent_runs() {
 }
 
 #[test]
-fn a_leaving_worker_reads_nothing_ahead() {
+fn a_leaving_worker_reads_nothing_ahead_and_the_last_one_hands_the_backlog_back() {
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);
     let mut remote = Remote::new(false, "d".into(), timing(false));
@@ -1067,6 +1067,10 @@ fn a_leaving_worker_reads_nothing_ahead() {
     remote.handle(at(10), claimed_all("a", 1..=2));
     let actions = remote.handle(at(11), report("a", r(1, 1)));
     check("leaving", 0, &actions, &Expect::Demand(11));
+    // 1 for the free process, 10 read ahead.
+    let actions = remote.handle(at(11), Event::Entries((3..=13).map(entry).collect()));
+    check("leaving", 0, &actions, &Expect::Claims("a", 1));
+    // Its last worker leaving, the dispatcher hands what it read ahead back to the queue.
     let bye = inbound(
         env("a"),
         Header::Bye {
@@ -1075,5 +1079,6 @@ fn a_leaving_worker_reads_nothing_ahead() {
         vec![],
     );
     let actions = remote.handle(at(12), bye);
+    check("leaving", 1, &actions, &Expect::Releases(10));
     check("leaving", 1, &actions, &Expect::Demand(0));
 }
