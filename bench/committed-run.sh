@@ -3,9 +3,10 @@
 # for the build before (BEFORE_BIN_DIR), today's build with defaults (and the Python peer,
 # bench/pyfaas.py), and today's build with
 # executor.prefetch = 1, alternating so that drift of a shared machine hits all three alike; then
-# weak scaling (1 to 64 processes) with defaults and with prefetch 1, and a perf profile of a
-# local reuse drain. Writes docs/bench/server.json (or $OUT), throughput.png,
-# weak_scaling_server.png and perf-drain-local-reuse.{txt,json}. About 20 minutes.
+# weak scaling (1 to 64 processes) with defaults and with prefetch 1, and perf profiles of a
+# local reuse drain (prefetch 1) and a push reuse drain (defaults). Writes docs/bench/server.json
+# (or $OUT), throughput.png, weak_scaling_server.png and perf-drain-{local,push}-reuse.{txt,json}.
+# About 20 minutes; bench/doc_tables.py prints the document's tables from server.json.
 # Usage: bench/committed-run.sh BEFORE_BIN_DIR
 #   BEFORE_BIN_DIR: release binaries (faas-gateway, faas-dispatcher, faas-worker, faas-loadgen)
 #   of the build to compare with; today's are target/release (scripts/bench-server.sh builds them).
@@ -33,3 +34,5 @@ done
 FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 3 --stages "${weak#,}" --append --out "$out"
 FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 3 --prefetch 1 --tag "prefetch 1" --append --perf \
     --stages weak-local-reuse-1,weak-local-reuse-4,weak-local-reuse-16,weak-local-reuse-64 --out "$out"
+# A profile of a push reuse drain with defaults (the remote path: dispatcher, worker, guards).
+FAAS_BIN_DIR="$now" "$py" faas_serverbench.py --runs 0 --perf --perf-stage drain-push-reuse --out "$out"
