@@ -63,13 +63,15 @@ def cpu(st: Dict[str, Dict[str, Any]]) -> str:
 
 def latency(st: Dict[str, Dict[str, Any]]) -> str:
     rows = ["| stage | variant | p50 ms | p99 ms |", "|---|---|---|---|"]
-    for stage in ["accept", "closed-local-reuse", "peer-accept", "peer-closed"]:
+    peers = {"peer-accept": "Python peer, accept",
+             "peer-closed": "Python peer, closed loop (polls every 2 ms)"}
+    for stage in ["accept", "closed-local-reuse", *peers]:
         for v in ["", "before", "prefetch 1"]:
             s = st.get(name(stage, v))
             if s is None or not s.get("median_p50_us"):
                 continue
-            rows.append(f"| {stage} | {v or 'default'} | {s['median_p50_us'] / 1000:.2f} | "
-                        f"{s['median_p99_us'] / 1000:.2f} |")
+            label = f"{peers[stage]} | —" if stage in peers else f"{stage} | {v or 'default'}"
+            rows.append(f"| {label} | {s['median_p50_us'] / 1000:.2f} | {s['median_p99_us'] / 1000:.2f} |")
     return "\n".join(rows)
 
 
