@@ -124,6 +124,10 @@ pub struct Worker {
     pub ready: Vec<Running>,
     /// Stored results to acknowledge in the next message.
     pub acks: Vec<TaskRef>,
+    /// Results acknowledged lately, and when: the worker may still list them in a message it
+    /// sent before the ack arrived, so they are not taken for runs it should not hold (kept
+    /// while it lists them, for at most one liveness threshold).
+    pub acked: HashMap<TaskRef, Instant>,
     /// Runs to cancel on the worker in the next message.
     pub cancels: Vec<TaskRef>,
     /// Results being written to Redis (duplicates are ignored meanwhile).
@@ -146,11 +150,21 @@ impl Worker {
             claiming: 0,
             ready: Vec::new(),
             acks: Vec::new(),
+            acked: HashMap::new(),
             cancels: Vec::new(),
             storing: HashSet::new(),
             foreign: HashSet::new(),
             leaving: false,
         }
+    }
+
+    /// The acknowledgements to send now (remembered in `acked`).
+    pub fn take_acks(&mut self, now: Instant) -> Vec<TaskRef> {
+        let acks = std::mem::take(&mut self.acks);
+        for t in &acks {
+            self.acked.insert(*t, now);
+        }
+        acks
     }
 
     /// Runs it holds by our count: assigned (sent or not), being claimed, or foreign.

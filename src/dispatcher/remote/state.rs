@@ -402,7 +402,7 @@ impl Remote {
                 w.last_seen = now;
                 w.last_sent = now;
                 tracing::info!(worker = %worker_id, running = w.running.len(), "worker leaving");
-                std::mem::take(&mut w.acks)
+                w.take_acks(now)
             }
             None => Vec::new(),
         };
@@ -443,7 +443,7 @@ impl Remote {
         for t in &tasks {
             w.foreign.remove(t);
         }
-        let mut acks = std::mem::take(&mut w.acks);
+        let mut acks = w.take_acks(now);
         acks.extend(tasks);
         w.last_sent = now;
         self.send(envelope, Header::Ack { acks });
@@ -532,7 +532,7 @@ impl Remote {
                 let acks = self
                     .workers
                     .get_mut(worker_id)
-                    .map(|w| std::mem::take(&mut w.acks))
+                    .map(|w| w.take_acks(now))
                     .unwrap_or_default();
                 self.send(to, Header::Ack { acks });
             } else {
@@ -567,7 +567,7 @@ impl Remote {
         w.acks.extend(acks);
         match reply_to {
             Some(to) => {
-                let acks = std::mem::take(&mut w.acks);
+                let acks = w.take_acks(now);
                 self.send(to, Header::Ack { acks });
             }
             // Tasks are being claimed for this worker: their `tasks` message carries the acks
@@ -601,7 +601,12 @@ impl Remote {
                 return;
             };
             for t in listed {
-                if w.has(t) || w.storing.contains(t) {
+                // Ours, being stored, or acknowledged and the ack not yet seen by the worker.
+                let acked = w
+                    .acked
+                    .get(t)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < threshold);
+                if w.has(t) || w.storing.contains(t) || w.acks.contains(t) || acked {
                     continue;
                 }
                 let orphan = self
@@ -636,6 +641,8 @@ impl Remote {
             );
         }
         let held: HashSet<&TaskRef> = listed.iter().collect();
+        w.acked
+            .retain(|t, at| held.contains(t) && now.saturating_duration_since(*at) < threshold);
         let missing: Vec<Uuid> = w
             .running
             .values()
@@ -900,11 +907,11 @@ impl Remote {
                     blobs.push(spec.args_payload);
                 }
                 tracing::debug!(worker = %worker_id, tasks = tasks.len(), "tasks sent");
-                let acks = std::mem::take(&mut w.acks);
+                let acks = w.take_acks(now);
                 (Header::Tasks { tasks, acks }, blobs)
             } else if idle || !w.acks.is_empty() {
                 idle = false;
-                let acks = std::mem::take(&mut w.acks);
+                let acks = w.take_acks(now);
                 (w.outlet.idle_message(acks), Vec::new())
             } else {
                 return;

@@ -1082,3 +1082,35 @@ fn a_leaving_worker_reads_nothing_ahead_and_the_last_one_hands_the_backlog_back(
     check("leaving", 1, &actions, &Expect::Releases(10));
     check("leaving", 1, &actions, &Expect::Demand(0));
 }
+
+#[test]
+fn a_run_acknowledged_but_still_listed_is_neither_foreign_nor_cancelled() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    for (ms, ev, _) in push_with_run("a", 1) {
+        remote.handle(at(ms), ev);
+    }
+    remote.handle(at(20), report("a", r(1, 1)));
+    // Stored: the ack goes out (no claim under way).
+    let actions = remote.handle(at(21), stored("a", r(1, 1)));
+    check("acked", 0, &actions, &Expect::Sent(env("a"), "ack"));
+    // A heartbeat the worker sent before the ack arrived still lists the run: no cancel, and
+    // both processes stay free.
+    let actions = remote.handle(at(25), heartbeat("a", vec![r(1, 1)]));
+    check("acked", 1, &actions, &Expect::NotSent("cancel"));
+    assert_eq!(remote.presence()[0].free, 2);
+    // The next one does not list it: forgotten. A worker listing it a liveness threshold after
+    // the ack (it never got it, or lies) is told to cancel it, as before.
+    remote.handle(at(125), heartbeat("a", vec![]));
+    let actions = remote.handle(at(130), heartbeat("a", vec![r(1, 1)]));
+    check("acked", 2, &actions, &Expect::Cancels(r(1, 1)));
+    let mut remote = Remote::new(false, "d".into(), timing(false));
+    for (ms, ev, _) in push_with_run("a", 1) {
+        remote.handle(at(ms), ev);
+    }
+    remote.handle(at(20), report("a", r(1, 1)));
+    remote.handle(at(21), stored("a", r(1, 1)));
+    let actions = remote.handle(at(21 + 400), heartbeat("a", vec![r(1, 1)]));
+    check("acked long ago", 0, &actions, &Expect::Cancels(r(1, 1)));
+}
