@@ -165,6 +165,8 @@ impl QueueReader {
             let mut took = 0;
             let mut cursor = "-".to_string();
             let mut done = false;
+            // It holds its lease: alive, its pending entries are its own.
+            let mut alive = false;
             // A consumer with nothing pending is only forgotten (below).
             while pending > 0 && !done {
                 let page: Vec<Value> = scripts::ADOPT_PAGE
@@ -182,6 +184,7 @@ impl QueueReader {
                     [Value::Int(n), Value::Int(listed), last] => (*n, *listed, as_string(last)),
                     // {-1}: the consumer holds its lease again; leave it alone.
                     _ => {
+                        alive = true;
                         done = true;
                         continue;
                     }
@@ -203,7 +206,7 @@ impl QueueReader {
                 .arg(&name)
                 .invoke_async(&mut self.conn)
                 .await?;
-            if forgotten == 0 && pending > 0 {
+            if forgotten == 0 && pending > 0 && !alive {
                 tracing::info!(consumer = %name, "a dead dispatcher still has pending entries (not idle long enough yet); kept for the next recovery pass");
             }
         }
