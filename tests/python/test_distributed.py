@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from faas_client import Client
 from faas_testfuncs import barrier
-from faas_stack import Stack
+from faas_stack import BIN_DIR, PYTHON, Stack, free_port
 
 MODES = ["pull", "push"]
 # Liveness threshold of the test stacks: 200 ms × 4 (see stack.py), plus a margin for slow CI.
@@ -181,5 +182,52 @@ def test_runs_survive_a_long_dispatcher_outage(mode: str, tmp_path: Path) -> Non
         assert c.wait(short, timeout=30) == ("COMPLETED", "slept 5")
         assert c.wait(long, timeout=90) == ("COMPLETED", "slept 60")
         assert c.run(lambda: "after") == "after"
+    finally:
+        s.stop()
+
+
+def submit_noops(s: Stack, n: int) -> None:
+    """Queues ``n`` no-op tasks at once with the load generator (far faster than they drain)."""
+    subprocess.run([str(BIN_DIR / "faas-loadgen"), "--url", s.url, "--python", PYTHON,
+                    "--out", str(s.workdir / "loadgen.json"), "-c", "16", "submit", "--tasks", str(n)],
+                   check=True, capture_output=True, timeout=120)
+
+
+def wait_queue_empty(s: Stack, timeout: float) -> None:
+    """The stream holds only queued and running work: empty once every task settled."""
+    deadline = time.monotonic() + timeout
+    while (left := s.redis_cli("XLEN", "faas:queue")) != "0":
+        assert time.monotonic() < deadline, f"{left} queue entries never settled"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_ahead_of_a_dispatcher_left_without_workers_goes_to_another(mode: str, tmp_path: Path) -> None:
+    """A dispatcher reads a deep queue ahead of its worker, which is then killed -9. What it had
+    read ahead goes back to the queue, and a second dispatcher started afterwards runs it (kept,
+    it would stay QUEUED and pending at the first for as long as that one runs)."""
+    # Reuse isolation: no-op runs take well under the read-ahead budget (forks take longer).
+    s = Stack(tmp_path, mode=mode, workers=1, processes=2, executor='isolation = "reuse"').start()
+    try:
+        submit_noops(s, 200)  # the dispatcher learns the pace of no-op runs
+        wait_queue_empty(s, 60)
+        submit_noops(s, 3000)
+        # Pending here: the 2 runs of its processes, plus what it read ahead.
+        deadline = time.monotonic() + 30
+        while int(s.redis_cli("XPENDING", "faas:queue", "dispatchers").split()[0]) <= 2:
+            assert time.monotonic() < deadline, "the dispatcher never read ahead of its worker"
+            time.sleep(0.01)
+        s.workers[0].kill()
+        s.workers[0].wait()
+        deadline = time.monotonic() + 30
+        while "handed the tasks read but not started back to the queue" not in s.log("dispatcher"):
+            assert time.monotonic() < deadline, "the entries read ahead were not handed back"
+            time.sleep(0.05)
+        port = free_port()
+        s._spawn("dispatcher2", [str(BIN_DIR / "faas-dispatcher"), "-m", mode, *s._redis_flag(),
+                                 "--config", str(s.config), "--name", f"second-{s.redis_port}",
+                                 "-p", str(port)])
+        s.start_worker(f"tcp://127.0.0.1:{port}")
+        wait_queue_empty(s, 120)
     finally:
         s.stop()
