@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -91,8 +92,11 @@ def docs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def page(docs_stack: Stack) -> Iterator[Page]:
     exe = chromium()
     with tempfile.TemporaryDirectory() as profile:
+        # Its own process group: chromium's helper processes write to the profile until they end
+        # too, and the directory can only be removed after all of them (see the finally below).
         proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 30
@@ -116,6 +120,23 @@ def page(docs_stack: Stack) -> Iterator[Page]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            stop_group(proc.pid)
+
+
+def stop_group(pgid: int) -> None:
+    """Kills what is left of chromium's process group (helpers outliving the browser) and waits
+    until it is gone, so that its profile directory can be removed."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 def op(path: str) -> str:
