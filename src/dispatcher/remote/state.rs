@@ -799,17 +799,19 @@ impl Remote {
     /// With no worker left to take them, entries read go back to the queue, where any
     /// dispatcher can read them.
     fn demand(&mut self) {
-        let takers = self.workers.values().any(|w| !w.leaving);
-        if !takers && !self.draining && !self.backlog.is_empty() {
+        let takers = || self.workers.values().filter(|w| !w.leaving);
+        let (any, processes, free) = (
+            takers().next().is_some(),
+            takers().map(|w| w.info.slots as usize).sum(),
+            takers().map(Worker::free).sum::<usize>(),
+        );
+        if !any && !self.draining && !self.backlog.is_empty() {
             let back = self.backlog.drain(..).collect();
             self.out.push(Action::Release(back));
         }
         let want = if self.draining {
             0
         } else {
-            let takers = self.workers.values().filter(|w| !w.leaving);
-            let processes = takers.clone().map(|w| w.info.slots as usize).sum();
-            let free: usize = takers.map(Worker::free).sum();
             free + ahead::depth(processes, self.pace.average())
         };
         self.out
