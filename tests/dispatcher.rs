@@ -283,3 +283,29 @@ async fn one_read_batch_of_mixed_entries_ends_each_as_alone_and_a_cancel_finds_i
     stop.trigger();
     handle.await.expect("join").expect("clean stop");
 }
+
+/// When a run ends, its process's next claim reaches Redis ahead of the run's result: the
+/// process waits for the claim, nobody waits for the result (the result is stored right after,
+/// in the same round trip or the next). Seen in Redis's own order of commands (`MONITOR`), with
+/// one process running tasks read ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_process_is_claimed_for_before_its_last_result_is_stored() {
+    let env = Env::new().await;
+    let tasks = futures_join(&env, 10, "lambda x: x").await;
+    let monitor = util::monitor::Monitor::start(&env.redis);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut cfg = env.config(1);
+    cfg.executor.isolation = faas::config::Isolation::Reuse;
+    let (stop, handle) = util::dispatch::spawn_on_one_thread(cfg);
+    for t in &tasks {
+        assert_eq!(
+            env.wait(t, Duration::from_secs(30)).await.0,
+            TaskStatus::Completed
+        );
+    }
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+    monitor
+        .transitions(&tasks)
+        .assert_claims_ahead_of_results(tasks.len());
+}

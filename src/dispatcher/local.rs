@@ -333,6 +333,9 @@ impl Local {
                                 None => slot.run(run.spec.clone()).await,
                             };
                             pace.observe(began.elapsed());
+                            // The process is free: its next claim (started by the loop, which
+                            // runs first) goes to Redis ahead of this result.
+                            tokio::task::yield_now().await;
                             // Waits for Redis if it is away: the result is stored when it answers again.
                             runs::store(&core, runs::task_ref(&run.owned), Some(&run.owned), outcome, &in_flight).await;
                             finish(entry);

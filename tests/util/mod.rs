@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dispatch;
+pub mod monitor;
 pub mod python;
 pub mod redis;
 pub mod remote;
