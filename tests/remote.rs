@@ -509,3 +509,43 @@ async fn prefetched_tasks_are_sent_cancelled_and_lost_like_running_ones() {
     stop.trigger();
     handle.await.expect("join").expect("clean stop");
 }
+
+/// When a push worker reports a result, the claim of its next task reaches Redis ahead of the
+/// result (its process waits for the claim, nobody waits for the result). Seen in Redis's own
+/// order of commands (`MONITOR`), with one worker process and a queue read ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporting_worker_is_claimed_for_before_its_results_are_stored() {
+    let env = Env::new().await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        tasks.push(env.submit().await);
+    }
+    let monitor = util::monitor::Monitor::start(&env.redis);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (stop, handle) = util::dispatch::spawn_on_one_thread(env.config(Mode::Push, 50));
+    let mut w = connect_dealer(&env).await;
+    let (_, (), mut sent) = hello_and_first_tasks(&mut w, info("w1", 1, VERSION), async {}).await;
+    let mut done = 0;
+    while done < tasks.len() {
+        for t in std::mem::take(&mut sent) {
+            let (h, blobs) = ok_result(&env, t.task);
+            send(&mut w, &h, blobs).await;
+            done += 1;
+        }
+        if done < tasks.len() {
+            let d = recv_significant(&mut w).await;
+            if let Header::Tasks { tasks, .. } = d.header {
+                sent = tasks;
+            }
+        }
+    }
+    for t in &tasks {
+        env.wait_status(t, TaskStatus::Completed, Duration::from_secs(10))
+            .await;
+    }
+    stop.trigger();
+    handle.await.expect("join").expect("clean stop");
+    monitor
+        .transitions(&tasks)
+        .assert_claims_ahead_of_results(tasks.len());
+}
