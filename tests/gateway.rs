@@ -34,7 +34,11 @@ struct Api {
 
 impl Api {
     async fn new(max_body: usize) -> Self {
-        let redis = RedisServer::start();
+        Api::on(RedisServer::start(), max_body).await
+    }
+
+    /// The API on `redis`.
+    async fn on(redis: RedisServer, max_body: usize) -> Self {
         let store = redis.store(Duration::ZERO).await;
         Api {
             app: faas::gateway::router(
@@ -237,6 +241,42 @@ async fn oversized_bodies_are_413() {
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert!(v["detail"].as_str().expect("detail").contains("4096"));
     assert_eq!(api.count("faas:*"), 0);
+}
+
+/// A value Redis refuses by its size (`proto-max-bulk-len` below the gateway's body limit) is a
+/// 413 naming the store's refusal, not a 503 telling the client to try again: sending it again
+/// cannot work. The gateway goes on serving.
+#[tokio::test]
+async fn a_value_redis_refuses_is_413_not_503() {
+    let redis = RedisServer::start_with(&["--appendonly", "no", "--proto-max-bulk-len", "1mb"]);
+    let api = Api::on(redis, 8 << 20).await;
+    let n = 3 << 19;
+    let mut big = b"\x80\x04B".to_vec();
+    big.extend_from_slice(&u32::try_from(n).expect("size").to_le_bytes());
+    big.resize(big.len() + n, b'x');
+    big.push(b'.');
+    let (code, v) = api
+        .post(
+            "/register_function",
+            json!({"name": "big", "payload": codecs_b64(&big)}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("larger than the task store accepts"),
+        "{v}"
+    );
+    assert_eq!(api.count("faas:fn:*"), 0);
+    let (code, v) = api
+        .post(
+            "/register_function",
+            json!({"name": "small", "payload": codecs_b64(NONE_PICKLE)}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
 }
 
 #[tokio::test]

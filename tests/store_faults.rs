@@ -419,6 +419,30 @@ async fn group_commit_stores_every_result_once_through_a_dropped_connection_and_
     assert_eq!(completed, 40, "each result counted exactly once");
 }
 
+/// Redis closes a connection that sent a value above `proto-max-bulk-len`. That is no outage:
+/// the connection had worked, so it is replaced at once and the next call goes through, however
+/// soon it follows (before, it could fall in the back-off after the previous connection attempt
+/// and fail at once as "Redis unreachable").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_after_a_refused_value_is_replaced_at_once() {
+    let r = RedisServer::start_with(&["--appendonly", "no", "--proto-max-bulk-len", "1mb"]);
+    let s = Store::open(&r.url(), TTL).expect("open");
+    let f = s.register_function("f", b"fn").await.expect("register");
+    for round in 0..3 {
+        let e = s
+            .register_function("big", &vec![0u8; 2 << 20])
+            .await
+            .expect_err("refused");
+        assert!(faas::store::is_value_refused(&e), "round {round}: {e}");
+        let t = s
+            .create_task(&f, b"args")
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the call after a refusal failed: {e}"));
+        assert!(t.is_some());
+    }
+    assert!(!s.health().is_down(), "a refused value is no outage");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_redis_refuses_fails_only_its_own_finish_in_a_batch() {
     let r = RedisServer::start_with(&["--appendonly", "no", "--proto-max-bulk-len", "1mb"]);

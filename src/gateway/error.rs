@@ -19,6 +19,9 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the body exceeds the configured limit.
     TooLarge(usize),
+    /// 413: Redis refused a value of the request as too large (its `proto-max-bulk-len`, set
+    /// below the gateway's body limit): sending it again cannot work.
+    RefusedByStore(String),
     /// 422: schema errors, as a list of FastAPI-style error objects.
     Validation(Vec<Value>),
     /// 503: Redis is unreachable or failing.
@@ -39,6 +42,12 @@ impl From<StoreError> for ApiError {
         if let StoreError::NotReplicated { .. } = e {
             tracing::warn!(error = %e, "task not confirmed by enough replicas");
             return ApiError::Unavailable(e.to_string());
+        }
+        if crate::store::is_value_refused(&e) {
+            tracing::warn!(error = %e, "Redis refused a value of a request as too large");
+            return ApiError::RefusedByStore(format!(
+                "a value of this request is larger than the task store accepts: {e}"
+            ));
         }
         // An outage is logged once by the store's health, not once per request.
         if crate::store::is_unavailable(&e) {
@@ -61,6 +70,7 @@ impl IntoResponse for ApiError {
                     "request body too large: the limit is {limit} bytes"
                 )),
             ),
+            ApiError::RefusedByStore(m) => (StatusCode::PAYLOAD_TOO_LARGE, Value::String(m)),
             ApiError::Validation(errors) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, Value::Array(errors))
             }

@@ -19,6 +19,10 @@
 //!   finds Redis back, the others skip the rest of their back-off.
 //! - Each attempt is bounded by [`CONNECT_TIMEOUT`]; each reply by the connection's response
 //!   timeout (the blocking queue connection allows for its `BLOCK`).
+//! - Redis refuses a value above its `proto-max-bulk-len` with an error and closes the
+//!   connection; which of the two the client sees first is a race. A command of at least
+//!   [`REFUSABLE_BYTES`] that broke the connection twice, the second time a new one, is
+//!   answered as refused ([`is_value_refused`]), not as an outage to wait out.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,6 +45,14 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Smallest command Redis may refuse by the size of a value: `proto-max-bulk-len` cannot be set
+/// below 1 MiB.
+pub const REFUSABLE_BYTES: usize = 1 << 20;
+/// What [`Conn`] answers when Redis closed the connection twice, on a new one too, while a
+/// command of at least [`REFUSABLE_BYTES`] was sent: Redis refuses a value above its
+/// `proto-max-bulk-len` by closing the connection, and whether its error reply or the broken
+/// write is seen first is a race. Recognized by [`is_value_refused`].
+const CLOSED_ON_VALUE: &str = "Redis closed the connection twice while this command was sent";
 
 /// When the next connection attempt may start (pure; see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +83,11 @@ impl Backoff {
         self.delay = (self.delay * 2).min(MAX_BACKOFF);
     }
 
-    /// A command succeeded: the next outage starts with short delays again.
+    /// A command succeeded: the connection worked, so when it breaks it is replaced at once
+    /// (the spacing is for attempts that fail), and the next outage starts with short delays.
     pub fn succeeded(&mut self) {
         self.delay = MIN_BACKOFF;
+        self.not_before = None;
     }
 }
 
@@ -134,6 +148,7 @@ pub fn is_value_refused(e: &StoreError) -> bool {
     }
     let text = e.to_string();
     [
+        CLOSED_ON_VALUE,
         "invalid bulk length",
         "exceeds maximum allowed size",
         "query buffer",
@@ -398,7 +413,22 @@ impl Conn {
     /// Runs `call` on one underlying connection (all of its commands on the same one, which
     /// `WAIT` needs) and handles its failure: a broken connection is replaced and `call` run
     /// once more, which is safe because every faas command is idempotent.
-    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<T, RedisError>
+    pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
+    where
+        F: FnMut(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        self.run_sized(|| 0, call).await
+    }
+
+    /// [`Conn::run`] for a command of `size()` bytes: when it broke the connection twice (the
+    /// second time a new one) and is at least [`REFUSABLE_BYTES`] long, the answer is a refused
+    /// value ([`is_value_refused`]), not an outage to wait out: sending it again cannot work.
+    async fn run_sized<T, F, Fut>(
+        &self,
+        size: impl Fn() -> usize,
+        mut call: F,
+    ) -> Result<T, RedisError>
     where
         F: FnMut(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -422,6 +452,20 @@ impl Conn {
                         again = false;
                         continue;
                     }
+                    let bytes = size();
+                    if !again && err.is_connection_dropped() && bytes >= REFUSABLE_BYTES {
+                        // Redis answered both connections: no outage, and the next call need
+                        // not wait for the spacing of failed attempts.
+                        self.health().reachable();
+                        self.slot.state().backoff.succeeded();
+                        return Err(RedisError::from((
+                            ErrorKind::Client,
+                            CLOSED_ON_VALUE,
+                            format!(
+                                "{bytes} bytes; a value above Redis's proto-max-bulk-len? ({err})"
+                            ),
+                        )));
+                    }
                 }
                 Failure::NotServing => self.health().unreachable(&err.to_string()),
                 Failure::Answered => self.health().reachable(),
@@ -433,7 +477,10 @@ impl Conn {
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.run(move |mut c| async move { c.send_packed_command(cmd).await }))
+        Box::pin(self.run_sized(
+            move || cmd_bytes(cmd),
+            move |mut c| async move { c.send_packed_command(cmd).await },
+        ))
     }
 
     fn req_packed_commands<'a>(
@@ -442,16 +489,25 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(
-            self.run(
-                move |mut c| async move { c.send_packed_commands(pipeline, offset, count).await },
-            ),
-        )
+        Box::pin(self.run_sized(
+            move || pipeline.cmd_iter().map(cmd_bytes).sum(),
+            move |mut c| async move { c.send_packed_commands(pipeline, offset, count).await },
+        ))
     }
 
     fn get_db(&self) -> i64 {
         self.slot.connector.inner.db
     }
+}
+
+/// The bytes of `cmd`'s arguments.
+fn cmd_bytes(cmd: &Cmd) -> usize {
+    cmd.args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => b.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -479,9 +535,11 @@ mod tests {
             assert_eq!(b.wait(now), Duration::ZERO);
         }
         assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000, 1000]);
+        // A connection that worked and then broke is replaced at once, however soon it broke
+        // (Redis closes a connection that sent a value above its limit: no outage)...
+        b.attempt(now);
         b.succeeded();
-        // A connection that worked for a while and then broke is replaced at once...
-        assert_eq!(b.wait(now + MS * 1000), Duration::ZERO);
+        assert_eq!(b.wait(now), Duration::ZERO);
         // ...and the waits of the next outage start short again.
         b.attempt(now + MS * 1000);
         assert_eq!(b.wait(now + MS * 1000), MS * 100);
