@@ -22,22 +22,13 @@ pub fn spawn(cfg: DispatcherConfig) -> Running {
 }
 
 /// Starts `faas::dispatcher::run(cfg)` on a runtime of its own with one thread, as the daemon
-/// runs it: the order of its steps is then its own, not the test runtime's.
+/// runs it (see [`super::on_one_thread`]).
 pub fn spawn_on_one_thread(cfg: DispatcherConfig) -> Running {
     let (trigger, shutdown) = faas::shutdown::channel();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(faas::dispatcher::run(cfg, shutdown))
-    });
-    let joined = tokio::task::spawn_blocking(move || {
-        thread
-            .join()
-            .unwrap_or_else(|_| panic!("the dispatcher's thread panicked"))
-    });
-    (trigger, joined)
+    (
+        trigger,
+        super::on_one_thread(move || faas::dispatcher::run(cfg, shutdown)),
+    )
 }
 
 /// Stops a dispatcher and checks that it stopped cleanly.

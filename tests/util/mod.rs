@@ -9,6 +9,29 @@ pub mod remote;
 pub mod worker;
 pub mod zmq;
 
+/// Runs the future `make` returns on a runtime of its own with one thread, as the daemons run
+/// (`daemon::Threads::One`): the order of its steps is then its own, not the multi-threaded test
+/// runtime's. The handle joins that thread.
+pub fn on_one_thread<T, F, Fut>(make: F) -> tokio::task::JoinHandle<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(make())
+    });
+    tokio::task::spawn_blocking(move || {
+        thread
+            .join()
+            .unwrap_or_else(|_| panic!("the daemon's thread panicked"))
+    })
+}
+
 /// Test log output (`RUST_LOG` or faas at debug), captured per test; once per process.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
