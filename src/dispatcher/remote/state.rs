@@ -799,13 +799,13 @@ impl Remote {
     /// With no worker left to take them, entries read go back to the queue, where any
     /// dispatcher can read them.
     fn demand(&mut self) {
-        let takers = || self.workers.values().filter(|w| !w.leaving);
-        let (any, processes, free) = (
-            takers().next().is_some(),
-            takers().map(|w| w.info.slots as usize).sum(),
-            takers().map(Worker::free).sum::<usize>(),
-        );
-        if !any && !self.draining && !self.backlog.is_empty() {
+        let (mut takers, mut processes, mut free) = (0, 0, 0);
+        for w in self.workers.values().filter(|w| !w.leaving) {
+            takers += 1;
+            processes += w.info.slots as usize;
+            free += w.free();
+        }
+        if takers == 0 && !self.draining && !self.backlog.is_empty() {
             let back = self.backlog.drain(..).collect();
             self.out.push(Action::Release(back));
         }
