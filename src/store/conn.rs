@@ -452,8 +452,12 @@ impl Conn {
                         again = false;
                         continue;
                     }
-                    let bytes = size();
-                    if !again && err.is_connection_dropped() && bytes >= REFUSABLE_BYTES {
+                    let bytes = if !again && err.is_connection_dropped() {
+                        size()
+                    } else {
+                        0
+                    };
+                    if bytes >= REFUSABLE_BYTES {
                         // Redis answered both connections: no outage, and the next call need
                         // not wait for the spacing of failed attempts.
                         self.health().reachable();
