@@ -145,7 +145,7 @@ fn start(mode: WorkerMode, slots: usize, d: &FakeDispatcher) -> Worker {
     let cfg = util::worker::config(mode, slots, d.endpoint(), "test", HB_MS);
     let (trigger, shutdown) = faas::shutdown::channel();
     Worker {
-        // On one thread, as the daemon runs: a run's end and its result are one step there.
+        // On one thread, as the daemon runs.
         handle: util::on_one_thread(move || faas::worker::run(cfg, shutdown)),
         trigger,
     }
