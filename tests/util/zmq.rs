@@ -29,9 +29,15 @@ impl Msg {
     }
 }
 
+/// Longest a fake dispatcher receives for: a test whose worker keeps talking without ever
+/// sending what the test waits for fails then instead of looping until CI's time runs out.
+const LIFETIME: Duration = Duration::from_secs(60);
+
 /// The fake dispatcher.
 pub struct FakeDispatcher {
     pub port: u16,
+    /// Receiving ends [`LIFETIME`] after this.
+    born: Instant,
     tx: Arc<Mutex<RouterSendHalf>>,
     rx: mpsc::UnboundedReceiver<Msg>,
     reader: JoinHandle<()>,
@@ -92,6 +98,7 @@ impl FakeDispatcher {
         });
         FakeDispatcher {
             port,
+            born: Instant::now(),
             tx,
             rx,
             reader,
@@ -113,7 +120,7 @@ impl FakeDispatcher {
 
     /// The next message; panics after `limit`.
     pub async fn recv(&mut self, limit: Duration) -> Msg {
-        match tokio::time::timeout(limit, self.rx.recv()).await {
+        match tokio::time::timeout(self.within(limit), self.rx.recv()).await {
             Ok(Some(m)) => m,
             Ok(None) => panic!("fake dispatcher reader ended"),
             Err(_) => panic!("no message from the worker within {limit:?}"),
@@ -122,10 +129,20 @@ impl FakeDispatcher {
 
     /// The next message, or `None` after `limit`.
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Msg> {
-        tokio::time::timeout(limit, self.rx.recv())
+        tokio::time::timeout(self.within(limit), self.rx.recv())
             .await
             .ok()
             .flatten()
+    }
+
+    /// `limit`, cut to what is left of the fake's [`LIFETIME`] (panics once it is over).
+    fn within(&self, limit: Duration) -> Duration {
+        let left = (self.born + LIFETIME).saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the test talked to its worker for over {LIFETIME:?}"
+        );
+        limit.min(left)
     }
 
     /// The next message of `kind`, skipping (and returning) others seen before it.
@@ -134,7 +151,7 @@ impl FakeDispatcher {
         let mut skipped = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let m = match tokio::time::timeout(left, self.rx.recv()).await {
+            let m = match tokio::time::timeout(self.within(left), self.rx.recv()).await {
                 Ok(Some(m)) => m,
                 _ => panic!("no {kind} within {limit:?}; saw {:?}", kinds(&skipped)),
             };
