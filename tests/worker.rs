@@ -171,6 +171,14 @@ fn refs(m: &Msg) -> Vec<TaskRef> {
     results(m).into_iter().map(|(r, _)| r.task).collect()
 }
 
+/// The answer to a `fetch` or `report` that acknowledges nothing.
+fn without_acks(m: &Msg) -> Header {
+    match &m.header {
+        Header::Fetch { .. } => Header::Nothing { acks: vec![] },
+        _ => Header::Ack { acks: vec![] },
+    }
+}
+
 /// Answers like a cooperative dispatcher: welcome, acknowledge every result at once.
 async fn answer(d: &FakeDispatcher, m: &Msg) {
     let acks = refs(m);
@@ -324,9 +332,10 @@ async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() 
 
     // While the only slot is busy: nothing but liveness fetches{free: 0}, about every interval.
     let mut liveness: Vec<Instant> = Vec::new();
-    // Fetches asking for work without the result: only once the result went out on the report
+    // Fetches asking for work without the result: only when the result went out on the report
     // socket (the task finished while a liveness fetch was out), whichever arrives here first.
-    let (mut reported, mut free_without_result) = (false, 0);
+    // Until the result arrives, on a fetch or a report, nothing is acknowledged.
+    let mut free_without_result = 0;
     let carrier = loop {
         let m = d.recv(T).await;
         match &m.header {
@@ -338,17 +347,12 @@ async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() 
                 }
                 d.reply(&m, Header::Nothing { acks: vec![] }, vec![]).await;
             }
-            Header::Fetch { .. } => break m,
-            // Finished while a liveness fetch was out: rides the report socket (not acked).
-            Header::Report { .. } => {
-                reported = true;
-                d.reply(&m, Header::Ack { acks: vec![] }, vec![]).await;
-            }
+            Header::Fetch { .. } | Header::Report { .. } => break m,
             other => panic!("unexpected {}", other.kind()),
         }
     };
     assert!(
-        free_without_result == 0 || reported,
+        free_without_result == 0 || carrier.kind() == "report",
         "{free_without_result} fetches with free slots while the only slot was busy"
     );
     assert!(
@@ -361,33 +365,46 @@ async fn pull_fetches_only_for_free_slots_or_liveness_and_resends_until_acked() 
         assert!(gap >= HB * 7 / 10, "liveness fetches {gap:?} apart");
     }
 
-    // The result rides on the next fetch, which asks for work again; not acked → sent again.
-    assert!(matches!(&carrier.header, Header::Fetch { free: 1, .. }));
+    // A fetch carrying the result asks for work again.
+    if let Header::Fetch { free, .. } = &carrier.header {
+        assert_eq!(*free, 1);
+    }
     assert_eq!(refs(&carrier), vec![slow.r()]);
     let (r, blob) = results(&carrier).remove(0);
     assert!(r.ok);
     assert_eq!(python::eval(&blob, "v"), "'slept'");
-    d.reply(&carrier, Header::Nothing { acks: vec![] }, vec![])
-        .await;
-    let again = d.recv(T).await;
-    assert_eq!(again.kind(), "fetch");
+
+    // Not acknowledged → sent again one interval later, on whichever socket is free then.
+    d.reply(&carrier, without_acks(&carrier), vec![]).await;
+    let answered = Instant::now();
+    let again = loop {
+        let m = d.recv(T).await;
+        if !refs(&m).is_empty() {
+            break m;
+        }
+        d.reply(&m, without_acks(&m), vec![]).await;
+    };
     assert_eq!(refs(&again), vec![slow.r()], "un-acked result sent again");
-    d.reply(
-        &again,
-        Header::Nothing {
-            acks: vec![slow.r()],
-        },
-        vec![],
-    )
-    .await;
-    let after = d.recv(T).await;
+    let gap = again.at - answered;
     assert!(
-        matches!(&after.header, Header::Fetch { free: 1, results, .. } if results.is_empty()),
-        "acked result forgotten: {:?}",
-        after.header
+        gap >= HB * 7 / 10,
+        "sent again {gap:?} after an answer without its ack"
     );
-    d.reply(&after, Header::Nothing { acks: vec![] }, vec![])
-        .await;
+
+    // Acknowledged → forgotten.
+    answer(&d, &again).await;
+    let quiet = Instant::now() + HB * 3;
+    while let Some(m) = d
+        .try_recv(quiet.saturating_duration_since(Instant::now()))
+        .await
+    {
+        assert!(
+            refs(&m).is_empty(),
+            "acked result sent again: {:?}",
+            m.header
+        );
+        answer(&d, &m).await;
+    }
     stop(&mut d, w).await;
 }
 
@@ -426,6 +443,58 @@ async fn pull_reports_on_the_report_socket_while_a_fetch_is_parked() {
     assert!(
         matches!(&next.header, Header::Fetch { free: 2, results, .. } if results.is_empty()),
         "acked on the report socket, so not sent again: {:?}",
+        next.header
+    );
+    d.reply(&next, Header::Nothing { acks: vec![] }, vec![])
+        .await;
+    stop(&mut d, w).await;
+}
+
+/// A dispatcher still storing a result answers its `report` at once without the ack: the
+/// result is sent again one interval later, not in a tight loop (it was, about 1,400 times a
+/// second, while the fetch stayed busy), and not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_result_answered_without_its_ack_is_sent_again_an_interval_later() {
+    let _serial = SERIAL.lock().await;
+    let p = pickles();
+    let mut d = FakeDispatcher::bind(0).await;
+    let w = start(WorkerMode::Pull, 2, &d);
+    // A long interval: the fetch stays parked, so the result can only go on the report socket.
+    let interval = Duration::from_millis(1000);
+    registered(&mut d, 2, interval.as_millis() as u64).await;
+    let (f, _) = d.recv_kind("fetch", T).await;
+    let quick = Task::new(&p.sleep, &sleep_args(0.2));
+    let (h, blobs) = tasks(&[&quick], vec![]);
+    d.reply(&f, h, blobs).await;
+    let (parked, _) = d.recv_kind("fetch", T).await;
+    let first = d.recv(T).await;
+    assert_eq!(first.kind(), "report", "result while the fetch is parked");
+    assert_eq!(refs(&first), vec![quick.r()]);
+    let answered = Instant::now();
+    d.reply(&first, Header::Ack { acks: vec![] }, vec![]).await;
+
+    let again = d.recv(T).await;
+    assert_eq!(again.kind(), "report", "{:?}", again.header);
+    assert_eq!(refs(&again), vec![quick.r()], "sent again, not lost");
+    let gap = again.at - answered;
+    assert!(
+        gap >= interval * 7 / 10,
+        "sent again {gap:?} after an answer without its ack"
+    );
+    d.reply(
+        &again,
+        Header::Ack {
+            acks: vec![quick.r()],
+        },
+        vec![],
+    )
+    .await;
+    d.reply(&parked, Header::Nothing { acks: vec![] }, vec![])
+        .await;
+    let next = d.recv(T).await;
+    assert!(
+        matches!(&next.header, Header::Fetch { free: 2, results, .. } if results.is_empty()),
+        "acked, so not sent again: {:?}",
         next.header
     );
     d.reply(&next, Header::Nothing { acks: vec![] }, vec![])

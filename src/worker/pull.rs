@@ -147,6 +147,11 @@ struct Pull {
     /// Results in the outstanding fetch / report (not to be sent on the other socket).
     fetch_results: Vec<TaskRef>,
     report_results: Vec<TaskRef>,
+    /// Results the dispatcher answered without acknowledging (still being stored, say): not
+    /// sent again before `holdback_until`, one heartbeat interval later, so a dispatcher that
+    /// answers at once is not asked again and again in a tight loop.
+    holdback: Vec<TaskRef>,
+    holdback_until: Option<Instant>,
     need_bye: bool,
     bye_in_flight: bool,
     /// When an idle, registered worker with nothing to say sends a liveness `fetch{free: 0}`.
@@ -171,6 +176,8 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
         report: Sock::Down,
         fetch_results: Vec::new(),
         report_results: Vec::new(),
+        holdback: Vec::new(),
+        holdback_until: None,
         need_bye: false,
         bye_in_flight: false,
         next_liveness: Instant::now(),
@@ -208,6 +215,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), WorkerError> {
             }
             _ = tokio::time::sleep_until(p.next_liveness), if liveness => {}
             _ = sleep_opt(p.hold_until) => p.hold_until = None,
+            _ = sleep_opt(p.holdback_until) => p.release_holdback(),
             _ = sleep_opt(ctx.drain.wake()) => {}
             _ = ctx.watchdog.due() => {}
         }
@@ -234,8 +242,10 @@ impl Pull {
                 .start(&ctx.hello(), vec![], limit, Purpose::Hello);
         }
         if self.fetch.is_idle() && ctx.registered {
-            let busy = &self.report_results;
-            let (results, blobs) = ctx.state.results(|t| !busy.contains(t));
+            let (busy, held) = (&self.report_results, &self.holdback);
+            let (results, blobs) = ctx
+                .state
+                .results(|t| !busy.contains(t) && !held.contains(t));
             let free = ctx.free();
             if free > 0 || !results.is_empty() || now >= self.next_liveness {
                 self.fetch_results = results.iter().map(|r| r.task).collect();
@@ -262,8 +272,10 @@ impl Pull {
                 self.report
                     .start(&h, vec![], ctx.timing.silence(), Purpose::Release);
             } else if matches!(self.fetch, Sock::Busy(_)) {
-                let busy = &self.fetch_results;
-                let (results, blobs) = ctx.state.results(|t| !busy.contains(t));
+                let (busy, held) = (&self.fetch_results, &self.holdback);
+                let (results, blobs) = ctx
+                    .state
+                    .results(|t| !busy.contains(t) && !held.contains(t));
                 if !results.is_empty() {
                     self.report_results = results.iter().map(|r| r.task).collect();
                     let h = Header::Report {
@@ -286,7 +298,7 @@ impl Pull {
             }
             Event::Reply(r) => r,
         };
-        self.fetch_results.clear();
+        let carried = std::mem::take(&mut self.fetch_results);
         let Some(socket) = reply.socket else {
             self.lost(ctx, &reply.answer.err().unwrap_or_default());
             return Ok(());
@@ -329,10 +341,12 @@ impl Pull {
             }
             (_, Header::Tasks { tasks, acks }) => {
                 ctx.ack(&acks);
+                self.hold_back(ctx, &carried);
                 ctx.state.accept(tasks, d.blobs);
             }
             (_, Header::Nothing { acks } | Header::Ack { acks }) => {
                 ctx.ack(&acks);
+                self.hold_back(ctx, &carried);
             }
             (_, Header::Cancel { tasks }) => ctx.cancel(&tasks),
             (_, Header::Unknown) => unknown(ctx),
@@ -349,7 +363,7 @@ impl Pull {
             }
             Event::Reply(r) => r,
         };
-        self.report_results.clear();
+        let carried = std::mem::take(&mut self.report_results);
         if reply.purpose == Purpose::Bye {
             self.bye_in_flight = false;
         }
@@ -387,9 +401,11 @@ impl Pull {
             }
             Header::Ack { acks } | Header::Nothing { acks } => {
                 ctx.ack(&acks);
+                self.hold_back(ctx, &carried);
             }
             Header::Tasks { tasks, acks } => {
                 ctx.ack(&acks);
+                self.hold_back(ctx, &carried);
                 ctx.state.accept(tasks, d.blobs);
             }
             Header::Cancel { tasks } => ctx.cancel(&tasks),
@@ -448,6 +464,27 @@ impl Pull {
         }
     }
 
+    /// Holds back the results of `carried` that the answer to their request did not
+    /// acknowledge (see [`Pull::holdback`]).
+    fn hold_back(&mut self, ctx: &Ctx, carried: &[TaskRef]) {
+        let before = self.holdback.len();
+        self.holdback
+            .extend(carried.iter().filter(|t| ctx.state.unacked(t)));
+        if self.holdback.len() > before && self.holdback_until.is_none() {
+            tracing::debug!(
+                results = self.holdback.len() - before,
+                "results answered without an ack; sending them again in one interval"
+            );
+            self.holdback_until = Some(Instant::now() + ctx.timing.interval);
+        }
+    }
+
+    /// Held-back results may go out again.
+    fn release_holdback(&mut self) {
+        self.holdback.clear();
+        self.holdback_until = None;
+    }
+
     /// The dispatcher went silent: every socket is rebuilt (requests in flight are dropped;
     /// their results stay in the outbox) and the worker says `hello` again.
     fn drop_all(&mut self, ctx: &mut Ctx, reason: &str) {
@@ -458,6 +495,8 @@ impl Pull {
         self.control = Control::Down;
         self.fetch_results.clear();
         self.report_results.clear();
+        // Everything goes out again at once after the `welcome`.
+        self.release_holdback();
         // A `bye` in flight is lost with its socket; the next `welcome` asks for another.
         self.bye_in_flight = false;
         self.last_heard = Instant::now();

@@ -235,6 +235,11 @@ impl State {
         before - self.outbox.len()
     }
 
+    /// True while `task`'s result waits in the outbox (not yet acknowledged).
+    pub fn unacked(&self, task: &TaskRef) -> bool {
+        self.outbox.iter().any(|(m, _)| m.task == *task)
+    }
+
     /// Outbox results selected by `keep`, as a `results` list and its blobs.
     pub fn results(&self, keep: impl Fn(&TaskRef) -> bool) -> (Vec<ResultMeta>, Vec<Bytes>) {
         self.outbox
