@@ -18,7 +18,9 @@
 //!   [`Conn::retry_in`]) tries again at most 1 s after Redis answers again. Once one connection
 //!   finds Redis back, the others skip the rest of their back-off.
 //! - Each attempt is bounded by [`CONNECT_TIMEOUT`]; each reply by the connection's response
-//!   timeout (the blocking queue connection allows for its `BLOCK`).
+//!   timeout (the blocking queue connection allows for its `BLOCK`). A call unanswered after
+//!   [`PROBE_AFTER`] checks with a `PING` that its connection is still read: a request handed
+//!   over just as Redis died could otherwise wait for the whole response timeout.
 //! - Redis refuses a value above its `proto-max-bulk-len` with an error and closes the
 //!   connection; which of the two the client sees first is a race. A command of at least
 //!   [`REFUSABLE_BYTES`] that broke the connection twice, the second time a new one, is
@@ -45,6 +47,9 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a call waits for its answer before it checks that its connection is still read
+/// (see [`probed`]).
+pub const PROBE_AFTER: Duration = Duration::from_millis(250);
 /// Smallest command Redis may refuse by the size of a value: `proto-max-bulk-len` cannot be set
 /// below 1 MiB.
 pub const REFUSABLE_BYTES: usize = 1 << 20;
@@ -436,7 +441,7 @@ impl Conn {
         let mut again = true;
         loop {
             let (id, c) = self.get().await?;
-            let err = match call(c).await {
+            let err = match probed(call(c.clone()), c).await {
                 Ok(v) => {
                     self.health().reachable();
                     self.slot.state().backoff.succeeded();
@@ -476,6 +481,33 @@ impl Conn {
             }
             return Err(err);
         }
+    }
+}
+
+/// Awaits `call`, made on `c`. A request handed to the client library just as the connection's
+/// reader ended (Redis died) can be neither sent nor failed until the response timeout; a call
+/// still unanswered after [`PROBE_AFTER`] therefore sends a `PING` on the same connection, which
+/// fails at once when nothing reads that connection's queue any more: the call then fails as
+/// dropped too (and is sent again on a new connection). A slow but live call only gets one
+/// `PING` queued behind it.
+async fn probed<T>(
+    call: impl Future<Output = Result<T, RedisError>>,
+    mut c: MultiplexedConnection,
+) -> Result<T, RedisError> {
+    tokio::pin!(call);
+    tokio::select! {
+        r = &mut call => return r,
+        _ = tokio::time::sleep(PROBE_AFTER) => {}
+    }
+    let dead = async move {
+        match redis::cmd("PING").query_async::<Value>(&mut c).await {
+            Err(e) if !e.is_timeout() && classify(&e) == Failure::Broken => e,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = &mut call => r,
+        e = dead => Err(e),
     }
 }
 
