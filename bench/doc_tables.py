@@ -14,8 +14,11 @@ HEAD = [
     ("drain-local-fork", "local drain, fork (3,000)", "≥ 700"),
     ("drain-push-fork", "push + 1 worker drain, fork (3,000)", "≥ 700"),
     ("closed-local-reuse", "end to end, closed loop, local reuse (32 outstanding)", "≥ 8,000"),
+    ("closed-local-reuse-128", "end to end, closed loop, local reuse (128 outstanding)", "≥ 8,000"),
 ]
-VARIANTS = ["before", "", "prefetch 1"]
+VARIANTS = ["before", "", "prefetch 1", "prefetch 64"]
+# The order of a stage's rows in the CPU and latency tables.
+ROWS = ["", "before", "prefetch 1", "prefetch 64"]
 
 
 def cell(s: Optional[Dict[str, Any]], digits: int = 0) -> str:
@@ -35,8 +38,8 @@ def name(stage: str, variant: str) -> str:
 
 
 def targets(st: Dict[str, Dict[str, Any]]) -> str:
-    rows = ["| path | target | before (`698a8b3`) | now, default | now, `executor.prefetch = 1` |",
-            "|---|---|---|---|---|"]
+    rows = ["| path | target | before (`698a8b3`) | now, default | now, `prefetch = 1` | now, `prefetch = 64` |",
+            "|---|---|---|---|---|---|"]
     for stage, label, target in HEAD:
         cells = [cell(st.get(name(stage, v))) for v in VARIANTS]
         rows.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
@@ -47,7 +50,7 @@ def cpu(st: Dict[str, Dict[str, Any]]) -> str:
     rows = ["| stage | variant | server CPU ms/task | parts: own + executors (ms/task) | generator ms/task | generator cores |",
             "|---|---|---|---|---|---|"]
     for stage, _, _ in HEAD:
-        for v in ["", "before", "prefetch 1"]:
+        for v in ROWS:
             s = st.get(name(stage, v))
             if s is None:
                 continue
@@ -65,8 +68,8 @@ def latency(st: Dict[str, Dict[str, Any]]) -> str:
     rows = ["| stage | variant | p50 ms | p99 ms |", "|---|---|---|---|"]
     peers = {"peer-accept": "Python peer, accept",
              "peer-closed": "Python peer, closed loop (polls every 2 ms)"}
-    for stage in ["accept", "closed-local-reuse", *peers]:
-        for v in ["", "before", "prefetch 1"]:
+    for stage in ["accept", "closed-local-reuse", "closed-local-reuse-128", *peers]:
+        for v in ROWS:
             s = st.get(name(stage, v))
             if s is None or not s.get("median_p50_us"):
                 continue
