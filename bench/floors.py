@@ -10,13 +10,20 @@ at a time (2: the benchmark's executor processes), as fast as the machine allows
 - ``reuse``: a long-lived process per worker loads, calls and dumps in a loop, no IPC at all —
   what an executor costs before any dispatching.
 
+``weak_floor`` is the weak-scaling stage without faas: ``5 × N`` tasks of ``sleep(0.1)`` on ``N``
+processes handed out by a minimal Python parent (no Redis, gateway or dispatcher).
+
     .venv/bin/python bench/floors.py          # prints JSON: tasks/s per floor
+    .venv/bin/python bench/floors.py weak     # prints JSON: weak-scaling efficiency floors
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import socket
+import struct
 import sys
 import time
 from typing import Any, Callable, Dict, List
@@ -96,10 +103,101 @@ def reuse_floor(seconds: float = 2.0, workers: int = 2) -> float:
     return total / seconds
 
 
+def _weak_reuse_child(sock: socket.socket) -> None:
+    """A long-lived process: reads a task (function and arguments, dill), runs it, writes the
+    dill'ed result; ends at EOF."""
+    stream = sock.makefile("rb")
+    while True:
+        head = stream.read(8)
+        if len(head) < 8:
+            os._exit(0)
+        nf, na = struct.unpack(">II", head)
+        f = dill.loads(stream.read(nf))
+        a, k = dill.loads(stream.read(na))
+        out = dill.dumps(f(*a, **k))
+        sock.sendall(struct.pack(">I", len(out)) + out)
+
+
+def weak_floor(processes: int, iso: str = "reuse", per_process: int = 5, task_s: float = 0.1) -> float:
+    """Efficiency (ideal makespan / makespan) of ``per_process`` × ``processes`` tasks of
+    ``time.sleep(task_s)`` on ``processes`` processes, handed out by a minimal Python parent from
+    one shared queue as processes free up: faas's weak-scaling stage without Redis, gateway or
+    dispatcher. ``reuse``: long-lived processes started before the clock, one socket each;
+    ``fork``: a child forked per task (GC frozen), at most ``processes`` at a time."""
+    import gc
+    import selectors
+
+    fn, args = dill.dumps(functools.partial(time.sleep, task_s)), dill.dumps(((), {}))
+    task = struct.pack(">II", len(fn), len(args)) + fn + args
+    todo = per_process * processes
+    sel = selectors.DefaultSelector()
+    if iso == "reuse":
+        socks = []
+        for _ in range(processes):
+            parent, child = socket.socketpair()
+            if os.fork() == 0:
+                for other in [parent, *socks]:
+                    other.close()  # else a sibling's EOF never comes
+                _weak_reuse_child(child)
+            child.close()
+            socks.append(parent)
+            sel.register(parent, selectors.EVENT_READ)
+        t0 = time.perf_counter()
+        for s in socks:
+            s.sendall(task)
+        sent, done = processes, 0
+        while done < todo:
+            for key, _ in sel.select():
+                s = key.fileobj
+                head = s.recv(4, socket.MSG_WAITALL)
+                (n,) = struct.unpack(">I", head)
+                s.recv(n, socket.MSG_WAITALL)
+                done += 1
+                if sent < todo:
+                    s.sendall(task)
+                    sent += 1
+        makespan = time.perf_counter() - t0
+        for s in socks:
+            s.close()
+        for _ in socks:
+            os.wait()
+        return per_process * task_s / makespan
+    gc.freeze()
+    running: Dict[int, int] = {}
+    t0 = time.perf_counter()
+    started, done = 0, 0
+    while done < todo:
+        while len(running) < processes and started < todo:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                f = dill.loads(fn)
+                a, k = dill.loads(args)
+                os.write(w, dill.dumps(f(*a, **k)))
+                os._exit(0)
+            os.close(w)
+            running[pid] = r
+            started += 1
+        pid, _ = os.wait()
+        r = running.pop(pid)
+        os.read(r, 65536)
+        os.close(r)
+        done += 1
+    return per_process * task_s / (time.perf_counter() - t0)
+
+
+def weak_floors(processes: tuple[int, ...] = (1, 4, 16, 64)) -> Dict[str, float]:
+    return {f"{iso}-{n}": round(weak_floor(n, iso), 3) for iso in ("reuse", "fork") for n in processes}
+
+
 def floors(seconds: float = 2.0, workers: int = 2) -> Dict[str, float]:
     runs: Dict[str, Callable[..., float]] = {"fork": fork_floor, "reuse": reuse_floor}
     return {name: round(f(seconds, workers), 1) for name, f in runs.items()}
 
 
 if __name__ == "__main__":
-    print(json.dumps(floors(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0)))
+    if sys.argv[1:2] == ["weak"]:
+        print(json.dumps(weak_floors()))
+    else:
+        print(json.dumps(floors(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0)))

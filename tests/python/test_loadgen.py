@@ -116,6 +116,17 @@ def test_floors_measure_both_isolation_modes() -> None:
     assert set(got) == {"fork", "reuse"} and got["fork"] > 0 and got["reuse"] > got["fork"], got
 
 
+def test_weak_floor_runs_every_task_in_both_isolation_modes() -> None:
+    """bench/floors.py's weak-scaling floor runs every task: 3 processes × 2 tasks of 50 ms take
+    at least the two rounds' 0.1 s (efficiency at most 1), and it returns (all results read,
+    all processes reaped)."""
+    from floors import weak_floor
+
+    for iso in ("reuse", "fork"):
+        eff = weak_floor(3, iso, per_process=2, task_s=0.05)
+        assert 0.3 < eff <= 1.0, (iso, eff)
+
+
 def test_the_python_peer_serves_the_same_api(tmp_path: Path) -> None:
     """bench/pyfaas.py (the Python implementation measured beside faas) takes the load
     generator's submits and runs its tasks end to end."""
