@@ -39,17 +39,17 @@ def _payloads() -> tuple[bytes, bytes]:
     return dill.dumps(noop), dill.dumps(((), {}))
 
 
-def fork_floor(seconds: float = 2.0, workers: int = 2) -> float:
-    """Tasks/s with a fresh forked child per task, ``workers`` children at a time."""
+def _fork_loop(fn: bytes, args: bytes, workers: int, more: Callable[[int], bool]) -> int:
+    """Forks a child per task, at most ``workers`` at a time, while ``more(started)``: the child
+    ``dill.loads`` the function and arguments, calls it, writes the dumped result into a pipe and
+    exits; the parent reads it and reaps the child. Returns the tasks done (GC frozen first)."""
     import gc
 
-    fn, args = _payloads()
     gc.freeze()
-    done, running, t0 = 0, {}, time.perf_counter()
-    end = t0 + seconds
+    running: Dict[int, int] = {}
+    started = done = 0
     while True:
-        now = time.perf_counter()
-        while len(running) < workers and now < end:
+        while len(running) < workers and more(started):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:
@@ -60,13 +60,21 @@ def fork_floor(seconds: float = 2.0, workers: int = 2) -> float:
                 os._exit(0)
             os.close(w)
             running[pid] = r
+            started += 1
         if not running:
-            break
+            return done
         pid, _ = os.wait()
         r = running.pop(pid)
         os.read(r, 65536)
         os.close(r)
         done += 1
+
+
+def fork_floor(seconds: float = 2.0, workers: int = 2) -> float:
+    """Tasks/s with a fresh forked child per task, ``workers`` children at a time."""
+    fn, args = _payloads()
+    t0 = time.perf_counter()
+    done = _fork_loop(fn, args, workers, lambda _: time.perf_counter() < t0 + seconds)
     return done / (time.perf_counter() - t0)
 
 
@@ -124,7 +132,6 @@ def weak_floor(processes: int, iso: str = "reuse", per_process: int = 5, task_s:
     one shared queue as processes free up: faas's weak-scaling stage without Redis, gateway or
     dispatcher. ``reuse``: long-lived processes started before the clock, one socket each;
     ``fork``: a child forked per task (GC frozen), at most ``processes`` at a time."""
-    import gc
     import selectors
 
     fn, args = dill.dumps(functools.partial(time.sleep, task_s)), dill.dumps(((), {}))
@@ -162,28 +169,8 @@ def weak_floor(processes: int, iso: str = "reuse", per_process: int = 5, task_s:
         for _ in socks:
             os.wait()
         return per_process * task_s / makespan
-    gc.freeze()
-    running: Dict[int, int] = {}
     t0 = time.perf_counter()
-    started, done = 0, 0
-    while done < todo:
-        while len(running) < processes and started < todo:
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                f = dill.loads(fn)
-                a, k = dill.loads(args)
-                os.write(w, dill.dumps(f(*a, **k)))
-                os._exit(0)
-            os.close(w)
-            running[pid] = r
-            started += 1
-        pid, _ = os.wait()
-        r = running.pop(pid)
-        os.read(r, 65536)
-        os.close(r)
-        done += 1
+    _fork_loop(fn, args, processes, lambda started: started < todo)
     return per_process * task_s / (time.perf_counter() - t0)
 
 
