@@ -17,7 +17,7 @@ use zeromq::{DealerSendHalf, DealerSocket, ReqSocket, SocketRecv, SocketSend, Zm
 use super::connect::send_within;
 use super::session::{read_loop, sleep_opt, Ctx, Reader};
 use super::WorkerError;
-use crate::protocol::{decode, encode, transfer_allowance, Decoded, Header, TaskRef};
+use crate::protocol::{decode, encode, transfer_allowance, Decoded, Header, ResultMeta, TaskRef};
 
 type Connecting = Pin<Box<dyn Future<Output = ReqSocket> + Send>>;
 type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
@@ -242,10 +242,7 @@ impl Pull {
                 .start(&ctx.hello(), vec![], limit, Purpose::Hello);
         }
         if self.fetch.is_idle() && ctx.registered {
-            let (busy, held) = (&self.report_results, &self.holdback);
-            let (results, blobs) = ctx
-                .state
-                .results(|t| !busy.contains(t) && !held.contains(t));
+            let (results, blobs) = self.sendable(ctx, &self.report_results);
             let free = ctx.free();
             if free > 0 || !results.is_empty() || now >= self.next_liveness {
                 self.fetch_results = results.iter().map(|r| r.task).collect();
@@ -272,10 +269,7 @@ impl Pull {
                 self.report
                     .start(&h, vec![], ctx.timing.silence(), Purpose::Release);
             } else if matches!(self.fetch, Sock::Busy(_)) {
-                let (busy, held) = (&self.fetch_results, &self.holdback);
-                let (results, blobs) = ctx
-                    .state
-                    .results(|t| !busy.contains(t) && !held.contains(t));
+                let (results, blobs) = self.sendable(ctx, &self.fetch_results);
                 if !results.is_empty() {
                     self.report_results = results.iter().map(|r| r.task).collect();
                     let h = Header::Report {
@@ -462,6 +456,14 @@ impl Pull {
                 self.control = Control::Down;
             }
         }
+    }
+
+    /// The outbox's results one socket may send now: not those the other socket carries
+    /// (`busy`), nor those held back.
+    fn sendable(&self, ctx: &Ctx, busy: &[TaskRef]) -> (Vec<ResultMeta>, Vec<bytes::Bytes>) {
+        let held = &self.holdback;
+        ctx.state
+            .results(|t| !busy.contains(t) && !held.contains(t))
     }
 
     /// Holds back the results of `carried` that the answer to their request did not
