@@ -137,8 +137,8 @@ def weak_floor(processes: int, iso: str = "reuse", per_process: int = 5, task_s:
     fn, args = dill.dumps(functools.partial(time.sleep, task_s)), dill.dumps(((), {}))
     task = struct.pack(">II", len(fn), len(args)) + fn + args
     todo = per_process * processes
-    sel = selectors.DefaultSelector()
     if iso == "reuse":
+        sel = selectors.DefaultSelector()
         socks = []
         for _ in range(processes):
             parent, child = socket.socketpair()
@@ -164,6 +164,7 @@ def weak_floor(processes: int, iso: str = "reuse", per_process: int = 5, task_s:
                     s.sendall(task)
                     sent += 1
         makespan = time.perf_counter() - t0
+        sel.close()
         for s in socks:
             s.close()
         for _ in socks:
